@@ -1,0 +1,3 @@
+from medseg.cli.app import main
+
+main()

@@ -1,0 +1,66 @@
+"""Every ``medseg`` subcommand is registered here, in one table.
+
+Command modules import only typer at the top; the heavy libraries (torch, SimpleITK, scipy) are imported inside
+the command functions, so ``medseg --help`` starts in well under a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+from typing import Callable
+
+import typer
+
+from medseg.errors import MedsegError
+
+# name -> "module:function". Add a line here to add a command.
+COMMANDS: dict[str, str] = {
+    "convert": "medseg.cli.dataset_commands:convert",
+    "check": "medseg.cli.dataset_commands:check",
+    "fingerprint": "medseg.cli.dataset_commands:fingerprint",
+    "example-data": "medseg.cli.dataset_commands:example_data",
+}
+
+
+def user_errors_exit_2(func: Callable) -> Callable:
+    """Turn a ``MedsegError`` into one red line on stderr and exit code 2 (never a traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except MedsegError as error:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="medseg",
+        help="medseg: medical image segmentation - datasets, planning, training, prediction, evaluation.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for name, target in COMMANDS.items():
+        module_name, function_name = target.split(":")
+        function = getattr(importlib.import_module(module_name), function_name)
+        app.command(name)(user_errors_exit_2(function))
+    return app
+
+
+app = build_app()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m medseg.cli.app`
+    sys.exit(main())
