@@ -1,0 +1,7 @@
+"""Image IO: one ``Image`` type with geometry; readers and writers chosen by file suffix."""
+
+from medseg.io.formats import SUPPORTED_SUFFIXES, image_suffix, read_image, strip_suffix, write_image
+from medseg.io.image import Image, grid_differences
+
+__all__ = ["Image", "grid_differences", "read_image", "write_image", "image_suffix", "strip_suffix",
+           "SUPPORTED_SUFFIXES"]

@@ -1,0 +1,103 @@
+"""Reading and writing images by file suffix; every failure becomes a ``MedsegError`` naming the file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from medseg.errors import MedsegError
+from medseg.io import dicom, numpy_io, raster, sitk_io
+from medseg.io.image import Image
+
+Reader = Callable[[Path], Image]
+Writer = Callable[[Image, Path], None]
+
+# suffix -> (reader, writer); longest suffixes are matched first (".nii.gz" before ".gz").
+FORMATS: dict[str, tuple[Reader, Writer]] = {
+    ".nii.gz": (sitk_io.read_sitk, sitk_io.write_sitk),
+    ".nii": (sitk_io.read_sitk, sitk_io.write_sitk),
+    ".nrrd": (sitk_io.read_sitk, sitk_io.write_sitk),
+    ".nhdr": (sitk_io.read_sitk, sitk_io.write_sitk),
+    ".mha": (sitk_io.read_sitk, sitk_io.write_sitk),
+    ".mhd": (sitk_io.read_sitk, sitk_io.write_sitk),
+    ".dcm": (sitk_io.read_sitk, sitk_io.write_sitk),
+    ".png": (raster.read_pil, raster.write_pil),
+    ".jpg": (raster.read_pil, raster.write_pil),
+    ".jpeg": (raster.read_pil, raster.write_pil),
+    ".bmp": (raster.read_pil, raster.write_pil),
+    ".tif": (raster.read_tiff, raster.write_tiff),
+    ".tiff": (raster.read_tiff, raster.write_tiff),
+    ".npy": (numpy_io.read_npy, numpy_io.write_npy),
+    ".npz": (numpy_io.read_npz, numpy_io.write_npz),
+}
+SUPPORTED_SUFFIXES = tuple(sorted(FORMATS, key=len, reverse=True))
+
+
+def image_suffix(path: str | Path) -> str | None:
+    """The image suffix of ``path`` (lower case, e.g. ``".nii.gz"``), or None when it is not a supported one."""
+    name = Path(path).name.lower()
+    return next((s for s in SUPPORTED_SUFFIXES if name.endswith(s)), None)
+
+
+def strip_suffix(path: str | Path) -> str:
+    """File name without its image suffix: ``case_001.nii.gz`` -> ``case_001``."""
+    name = Path(path).name
+    suffix = image_suffix(name)
+    return name[: len(name) - len(suffix)] if suffix else Path(name).stem
+
+
+def _suffix_or_error(path: Path) -> str:
+    suffix = image_suffix(path)
+    if suffix is None:
+        raise MedsegError(f"unknown image file type '{''.join(path.suffixes) or path.name}'", path=path,
+                          fix=f"use one of {', '.join(sorted(FORMATS))} or a DICOM series folder")
+    return suffix
+
+
+def read_image(path: str | Path) -> Image:
+    """Read an image file (format by suffix) or a DICOM series folder into an ``Image`` ``(C, *spatial)``."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            return dicom.read_dicom_series(path)
+        except MedsegError:
+            raise
+        except Exception as error:  # GDCM raises RuntimeError with a long ITK trace
+            raise MedsegError(f"cannot read DICOM series ({_first_line(error)})", path=path,
+                              fix="check that the folder holds readable DICOM slices of one series") from None
+    if not path.exists():
+        raise MedsegError("file not found", path=path, fix="check the path")
+    suffix = _suffix_or_error(path)
+    reader = FORMATS[suffix][0]
+    try:
+        return reader(path)
+    except MedsegError:
+        raise
+    except Exception as error:
+        raise MedsegError(f"cannot read {suffix} file, it is corrupt or truncated ({_first_line(error)})",
+                          path=path, fix="re-export or copy the file again") from None
+
+
+def write_image(image: Image, path: str | Path) -> Path:
+    """Write ``image`` (format by suffix) atomically: to a temporary name in the same folder, then renamed."""
+    path = Path(path)
+    suffix = _suffix_or_error(path)
+    writer = FORMATS[suffix][1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(handle)
+    try:
+        writer(image, Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Exception thrown", "/", "itk::"))]
+    return (useful or lines or [type(error).__name__])[-1][:200]
