@@ -1,0 +1,93 @@
+"""One registry and one factory for every network: ``create(name, spatial_dims, in_channels, num_classes, **cfg)``.
+
+Presets register themselves with ``@register_model(...)`` (see ``presets.py``); tests and ``medseg models`` iterate
+over ``list_models()``, so a new preset is tested and listed without touching anything else.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from medseg.errors import MedsegError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a preset (architecture only; weights metadata lives in a WeightsCard).
+
+    ``deep_supervision``: the design has deep-supervision outputs (accepts ``deep_supervision=True``).
+    ``tiny``: a small-width configuration for tests and quick overfits. ``divisor``: every spatial input size must
+    be a multiple of it (the padded networks). ``exportable``: convolutional, exported to ONNX by the tests.
+    ``requires``: the optional package the preset needs, if any.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str
+    description: str = ""
+    dims: tuple[int, ...] = (2, 3)
+    deep_supervision: bool = False
+    tiny: dict[str, Any] = field(default_factory=dict)
+    divisor: int = 1
+    exportable: bool = True
+    requires: str | None = None
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(*, family: str, description: str = "", dims: tuple[int, ...] = (2, 3),
+                   deep_supervision: bool = False, tiny: dict[str, Any] | None = None, divisor: int = 1,
+                   exportable: bool = True, requires: str | None = None) -> Callable:
+    """Decorator: register ``fn(*, spatial_dims, in_channels, num_classes, **cfg) -> nn.Module`` under its name."""
+
+    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _REGISTRY:
+            raise ValueError(f"network {fn.__name__!r} registered twice")
+        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, fn, family, description or (fn.__doc__ or "").split("\n")[0],
+                                           tuple(dims), deep_supervision, dict(tiny or {}), divisor, exportable,
+                                           requires)
+        return fn
+
+    return decorate
+
+
+def list_models(spatial_dims: int | None = None, family: str | None = None) -> list[str]:
+    """Registered names (sorted), optionally only those supporting ``spatial_dims`` / of one ``family``."""
+    return sorted(name for name, info in _REGISTRY.items()
+                  if (spatial_dims is None or spatial_dims in info.dims) and (family is None or info.family == family))
+
+
+def model_info(name: str) -> ModelInfo:
+    """The ``ModelInfo`` of ``name``; an unknown name raises a ``MedsegError`` listing the valid ones."""
+    if name not in _REGISTRY:
+        raise MedsegError(f"unknown network {name!r}", fix=f"use one of: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def create(name: str, spatial_dims: int, in_channels: int, num_classes: int, **cfg: Any) -> nn.Module:
+    """Build network ``name`` for ``(B, in_channels, *spatial)`` inputs and ``(B, num_classes, *spatial)`` logits.
+
+    ``None`` values in ``cfg`` are dropped so the preset's defaults stay in force. The returned module carries
+    ``medseg_spec`` (name, dims, channels, classes, cfg): JSON-friendly when cfg is, enough to rebuild it.
+    """
+    info = model_info(name)
+    if spatial_dims not in info.dims:
+        raise MedsegError(f"network {name!r} is {' or '.join(f'{d}D' for d in info.dims)} only, "
+                          f"got spatial_dims={spatial_dims}")
+    cfg = {key: value for key, value in cfg.items() if value is not None}
+    parameters = inspect.signature(info.builder).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(cfg) - set(parameters))
+        if unknown:
+            allowed = sorted(set(parameters) - {"spatial_dims", "in_channels", "num_classes"})
+            raise MedsegError(f"network {name!r} has no option {', '.join(unknown)}",
+                              fix=f"options are: {', '.join(allowed)}")
+    model = info.builder(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, **cfg)
+    model.medseg_spec = {"name": name, "spatial_dims": spatial_dims, "in_channels": in_channels,
+                         "num_classes": num_classes, "cfg": cfg}
+    return model
