@@ -1,0 +1,101 @@
+"""Overlap metrics from one confusion count: TP/FP/FN/TN are counted once, every metric derives from them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from medseg.metrics.conventions import empty_value
+
+OVERLAP_METRICS = ("dice", "iou", "precision", "recall", "specificity", "accuracy", "volume_similarity", "ravd")
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Voxel counts of one binary comparison (inside the ROI when one was given)."""
+
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    @property
+    def n_pred(self) -> int:
+        return self.tp + self.fp
+
+    @property
+    def n_ref(self) -> int:
+        return self.tp + self.fn
+
+    @property
+    def total(self) -> int:
+        return self.tp + self.fp + self.fn + self.tn
+
+
+def confusion(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None) -> Confusion:
+    """Count TP/FP/FN/TN of two boolean masks of the same shape ``(*spatial)``, restricted to ``roi`` if given."""
+    pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
+    if roi is not None:
+        roi = np.asarray(roi, dtype=bool)
+        if roi.shape != pred.shape:
+            raise ValueError(f"ROI {roi.shape} and masks {pred.shape} differ in shape")
+        pred, ref = pred & roi, ref & roi
+        total = int(np.count_nonzero(roi))
+    else:
+        total = pred.size
+    n_pred, n_ref = int(np.count_nonzero(pred)), int(np.count_nonzero(ref))
+    tp = int(np.count_nonzero(pred & ref)) if n_pred and n_ref else 0
+    fp, fn = n_pred - tp, n_ref - tp
+    return Confusion(tp=tp, fp=fp, fn=fn, tn=total - tp - fp - fn)
+
+
+def _ratio(key: str, c: Confusion, numerator: float, denominator: float) -> float:
+    conventional = empty_value(key, c.n_pred == 0, c.n_ref == 0)
+    if conventional is not None:
+        return float(conventional)
+    return float(numerator / denominator) if denominator else math.nan
+
+
+def dice(c: Confusion) -> float:
+    return _ratio("dice", c, 2 * c.tp, 2 * c.tp + c.fp + c.fn)
+
+
+def iou(c: Confusion) -> float:
+    return _ratio("iou", c, c.tp, c.tp + c.fp + c.fn)
+
+
+def precision(c: Confusion) -> float:
+    return _ratio("precision", c, c.tp, c.tp + c.fp)
+
+
+def recall(c: Confusion) -> float:
+    return _ratio("recall", c, c.tp, c.tp + c.fn)
+
+
+def specificity(c: Confusion) -> float:
+    return _ratio("specificity", c, c.tn, c.tn + c.fp)
+
+
+def accuracy(c: Confusion) -> float:
+    return _ratio("accuracy", c, c.tp + c.tn, c.total)
+
+
+def volume_similarity(c: Confusion) -> float:
+    return _ratio("volume_similarity", c, 2 * c.tp + c.fp + c.fn - abs(c.fn - c.fp), 2 * c.tp + c.fp + c.fn)
+
+
+def ravd(c: Confusion) -> float:
+    return _ratio("ravd", c, abs(c.n_pred - c.n_ref), c.n_ref)
+
+
+_FUNCTIONS = {"dice": dice, "iou": iou, "precision": precision, "recall": recall, "specificity": specificity,
+              "accuracy": accuracy, "volume_similarity": volume_similarity, "ravd": ravd}
+
+
+def overlap_metrics(c: Confusion, keys: tuple[str, ...] | list[str] = OVERLAP_METRICS) -> dict[str, float]:
+    """The requested overlap metrics of one confusion count (see ``conventions`` for empty masks)."""
+    return {key: _FUNCTIONS[key](c) for key in keys}
