@@ -1,7 +1,7 @@
 """Every registered network: small preset functions over the family classes (variants are data, not subclasses).
 
-Each preset takes ``spatial_dims, in_channels, num_classes`` and family options (``**cfg`` overrides the preset's
-values); ``tiny`` in the decorator is the small-width configuration the tests and ``--tiny`` listings use.
+A preset takes ``spatial_dims, in_channels, num_classes`` and family options as keywords; ``cfg`` overrides the
+preset's values. ``tiny`` in the decorator is a small-width configuration for tests (32^2 and 16^3 inputs).
 """
 
 from __future__ import annotations
@@ -13,50 +13,149 @@ from torch import nn
 from medseg.nets.registry import register_model
 
 _TINY_UNET = {"features": (4, 8, 16)}
+_TINY_PLAN = {"features_per_stage": (4, 8, 16), "kernel_sizes": (3, 3, 3), "strides": (1, 2, 2)}
 
 
-def _merge(defaults: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+def _with(defaults: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **cfg}
 
 
-# ---------------------------------------------------------------- U-Net family (medseg/nets/unet.py)
-@register_model(family="unet", tiny=_TINY_UNET, divisor=16)
+# ------------------------------------------------------------------------- U-Net family (unet.py)
+@register_model(family="unet", tiny=_TINY_UNET)
 def unet(**cfg: Any) -> nn.Module:
-    """U-Net (Ronneberger 2015), padded: 64..1024 features, batch norm, ReLU, transposed-conv upsampling."""
+    """U-Net (Ronneberger 2015), padded: 64..1024 features, batch norm, ReLU, transposed-conv up."""
     from medseg.nets.unet import UNet
 
     return UNet(**cfg)
 
 
-@register_model(family="unet", tiny={**_TINY_UNET}, exportable=True)
+@register_model(family="unet", tiny=_TINY_UNET)
 def unet_valid(**cfg: Any) -> nn.Module:
-    """U-Net as published: unpadded (valid) convs, no norm, dropout 0.5 at the bottleneck; output < input."""
+    """U-Net as published: unpadded convs, no norm, dropout 0.5 at the bottleneck; output < input."""
     from medseg.nets.unet import UNet
 
-    return UNet(**_merge({"padding": "valid", "norm": None, "bottleneck_dropout": 0.5}, cfg))
+    return UNet(**_with({"padding": "valid", "norm": None, "bottleneck_dropout": 0.5}, cfg))
 
 
-@register_model(family="unet", tiny={"features": (4, 8, 16)}, divisor=8)
+@register_model(family="unet", tiny=_TINY_UNET)
 def unet3d_cicek(**cfg: Any) -> nn.Module:
-    """3D U-Net (Cicek 2016): 32|64 .. 256|512 encoder, up-conv keeps channels, batch norm (2D works too)."""
+    """3D U-Net (Cicek 2016): 32|64 .. 256|512, up-conv keeps channels, batch norm (2D works too)."""
     from medseg.nets.unet import UNet
 
-    return UNet(**_merge({"features": (64, 128, 256, 512), "encoder_mid_ratio": 0.5, "up_keeps_channels": True},
-                         cfg))
+    return UNet(**_with({"features": (64, 128, 256, 512), "encoder_mid_ratio": 0.5, "up_keeps_channels": True},
+                        cfg))
 
 
-@register_model(family="unet", tiny=_TINY_UNET, divisor=16)
+@register_model(family="unet", tiny=_TINY_UNET)
 def resunet(**cfg: Any) -> nn.Module:
     """Residual U-Net: residual units, strided-conv downsampling, instance norm."""
     from medseg.nets.unet import UNet
 
-    return UNet(**_merge({"features": (32, 64, 128, 256, 512), "block": "residual", "downsample": "strided",
-                          "norm": "instance"}, cfg))
+    return UNet(**_with({"features": (32, 64, 128, 256, 512), "block": "residual", "downsample": "strided",
+                         "norm": "instance"}, cfg))
 
 
-@register_model(family="unet", tiny=_TINY_UNET, divisor=16, deep_supervision=True)
+@register_model(family="unet", tiny=_TINY_UNET, deep_supervision=True)
 def attention_unet(**cfg: Any) -> nn.Module:
-    """Attention U-Net (Oktay 2018): additive attention gates on the skips, deep supervision available."""
+    """Attention U-Net (Oktay 2018): additive attention gates on the skips."""
     from medseg.nets.unet import UNet
 
-    return UNet(**_merge({"features": (32, 64, 128, 256, 512), "skip_gate": "attention"}, cfg))
+    return UNet(**_with({"features": (32, 64, 128, 256, 512), "skip_gate": "attention"}, cfg))
+
+
+# --------------------------------------------------------------- plan-driven U-Net (plan_unet.py)
+def _plan_defaults(spatial_dims: int) -> dict[str, Any]:
+    top = 512 if spatial_dims == 2 else 320  # nnU-Net's feature cap
+    return {"features_per_stage": (32, 64, 128, 256, top), "kernel_sizes": (3,) * 5, "strides": (1, 2, 2, 2, 2)}
+
+
+@register_model(family="plan_unet", tiny=_TINY_PLAN, deep_supervision=True)
+def plan_unet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
+    """Plan-driven U-Net, plain conv encoder (nnU-Net PlainConvUNet); topology from the plan."""
+    from medseg.nets.plan_unet import PlanUNet
+
+    return PlanUNet(spatial_dims=spatial_dims, **_with(_plan_defaults(spatial_dims), cfg))
+
+
+@register_model(family="plan_unet", tiny={**_TINY_PLAN, "n_conv_per_stage": (1, 2, 2)}, deep_supervision=True)
+def plan_resenc_unet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
+    """Plan-driven U-Net, residual encoder (nnU-Net ResEnc: 1, 3, 4, 6, 6 blocks), one conv per decoder stage."""
+    from medseg.nets.plan_unet import PlanUNet
+
+    defaults = {**_plan_defaults(spatial_dims), "encoder": "residual", "n_conv_per_stage": (1, 3, 4, 6, 6),
+                "n_conv_per_stage_decoder": 1}
+    return PlanUNet(spatial_dims=spatial_dims, **_with(defaults, cfg))
+
+
+# ----------------------------------------------------------------------------- single families
+@register_model(family="vnet", tiny={"features": (4, 8, 16), "encoder_convs": (1, 2, 2), "decoder_convs": (2, 1),
+                                     "kernel_size": 3})
+def vnet(**cfg: Any) -> nn.Module:
+    """V-Net (Milletari 2016): residual 5^d stages, strided-conv down, PReLU."""
+    from medseg.nets.vnet import VNet
+
+    return VNet(**cfg)
+
+
+@register_model(family="unetpp", tiny={"features": (4, 8, 16)}, deep_supervision=True)
+def unetpp(**cfg: Any) -> nn.Module:
+    """UNet++ (Zhou 2018): nested dense skips, deep supervision, prunable (``model.prune_depth``)."""
+    from medseg.nets.unetpp import UNetPlusPlus
+
+    return UNetPlusPlus(**cfg)
+
+
+@register_model(family="unetr", exportable=False, tiny={"img_size": 32, "patch_size": 8, "feature_size": 4,
+                                                        "hidden": 32, "layers": 3, "heads": 2})
+def unetr(*, spatial_dims: int, **cfg: Any) -> nn.Module:
+    """UNETR (Hatamizadeh 2022): ViT-B/16 encoder, conv decoder from hidden states 3, 6, 9, 12."""
+    from medseg.nets.unetr import UNETR
+
+    return UNETR(spatial_dims=spatial_dims, **_with({"img_size": 128 if spatial_dims == 2 else 96}, cfg))
+
+
+@register_model(family="swin", exportable=False, tiny={"feature_size": 8, "depths": (2, 2), "heads": (2, 4),
+                                                       "window": 4})
+def swin_unetr(**cfg: Any) -> nn.Module:
+    """Swin-UNETR (Hatamizadeh 2022): Swin encoder (window 7, 2-2-2-2), residual conv decoder."""
+    from medseg.nets.swin import SwinUNETR
+
+    return SwinUNETR(**cfg)
+
+
+@register_model(family="swin", exportable=False, tiny={"embed_dim": 8, "depths": (2, 2, 2), "heads": (2, 2, 4),
+                                                       "window": 4})
+def swin_unet(**cfg: Any) -> nn.Module:
+    """Swin-Unet (Cao 2021): pure Swin encoder-decoder with patch expanding (patch 4, C = 96)."""
+    from medseg.nets.swin import SwinUnet
+
+    return SwinUnet(**cfg)
+
+
+@register_model(family="transunet", exportable=False, tiny={
+    "cnn_features": (4, 8, 16, 32), "cnn_blocks": (1, 1, 1), "hidden": 32, "layers": 2, "heads": 2,
+    "decoder_features": (16, 8, 8, 4), "img_size": 32})
+def transunet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
+    """TransUNet (Chen 2021): ResNet + ViT-B hybrid encoder, cascaded-upsampling decoder."""
+    from medseg.nets.transunet import TransUNet
+
+    return TransUNet(spatial_dims=spatial_dims, **_with({"img_size": 224 if spatial_dims == 2 else 96}, cfg))
+
+
+@register_model(family="umamba", exportable=False, deep_supervision=True, tiny={
+    **_TINY_PLAN, "n_conv_per_stage": 1, "head_dim": 4, "d_state": 4, "chunk": 16})
+def umamba(*, spatial_dims: int, **cfg: Any) -> nn.Module:
+    """U-Mamba (Ma 2024, Enc variant): residual encoder + state-space layers, pure PyTorch (CPU)."""
+    from medseg.nets.umamba import UMamba
+
+    defaults = {**_plan_defaults(spatial_dims), "n_conv_per_stage": (1, 2, 2, 2, 2)}
+    return UMamba(spatial_dims=spatial_dims, **_with(defaults, cfg))
+
+
+@register_model(family="timm", dims=(2,), requires="timm", tiny={"encoder": "resnet18",
+                                                                  "decoder_features": (16, 8, 8, 8, 4)})
+def timm_unet(**cfg: Any) -> nn.Module:
+    """U-Net decoder on a timm 2D encoder (default resnet34), random init unless ``weights=FILE``."""
+    from medseg.nets.timm_unet import TimmUNet
+
+    return TimmUNet(**cfg)

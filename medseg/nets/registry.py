@@ -20,8 +20,7 @@ class ModelInfo:
     """What the registry knows about a preset (architecture only; weights metadata lives in a WeightsCard).
 
     ``deep_supervision``: the design has deep-supervision outputs (accepts ``deep_supervision=True``).
-    ``tiny``: a small-width configuration for tests and quick overfits. ``divisor``: every spatial input size must
-    be a multiple of it (the padded networks). ``exportable``: convolutional, exported to ONNX by the tests.
+    ``tiny``: a small-width configuration for tests (works for 32^2 and 16^3 inputs). ``exportable``: convolutional, exported to ONNX by the tests.
     ``requires``: the optional package the preset needs, if any.
     """
 
@@ -32,7 +31,6 @@ class ModelInfo:
     dims: tuple[int, ...] = (2, 3)
     deep_supervision: bool = False
     tiny: dict[str, Any] = field(default_factory=dict)
-    divisor: int = 1
     exportable: bool = True
     requires: str | None = None
 
@@ -41,7 +39,7 @@ _REGISTRY: dict[str, ModelInfo] = {}
 
 
 def register_model(*, family: str, description: str = "", dims: tuple[int, ...] = (2, 3),
-                   deep_supervision: bool = False, tiny: dict[str, Any] | None = None, divisor: int = 1,
+                   deep_supervision: bool = False, tiny: dict[str, Any] | None = None,
                    exportable: bool = True, requires: str | None = None) -> Callable:
     """Decorator: register ``fn(*, spatial_dims, in_channels, num_classes, **cfg) -> nn.Module`` under its name."""
 
@@ -49,7 +47,7 @@ def register_model(*, family: str, description: str = "", dims: tuple[int, ...] 
         if fn.__name__ in _REGISTRY:
             raise ValueError(f"network {fn.__name__!r} registered twice")
         _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, fn, family, description or (fn.__doc__ or "").split("\n")[0],
-                                           tuple(dims), deep_supervision, dict(tiny or {}), divisor, exportable,
+                                           tuple(dims), deep_supervision, dict(tiny or {}), exportable,
                                            requires)
         return fn
 
