@@ -101,10 +101,14 @@ def grid_differences(a: Image, b: Image, tolerance: float = 1e-4) -> list[str]:
         return [f"shape {b.spatial_shape} != {a.spatial_shape}"]
     sa, sb = np.array(a.spacing), np.array(b.spacing)
     if not np.allclose(sa, sb, rtol=tolerance, atol=0):
-        problems.append(f"spacing {tuple(np.round(sb, 6))} != {tuple(np.round(sa, 6))}")
+        problems.append(f"spacing {_fmt(sb)} != {_fmt(sa)}")
     voxel = float(np.max(sa))
     if not np.allclose(a.origin, b.origin, rtol=0, atol=tolerance * max(voxel, 1.0) * 10):
-        problems.append(f"origin {tuple(np.round(b.origin, 4))} != {tuple(np.round(a.origin, 4))}")
+        problems.append(f"origin {_fmt(b.origin)} != {_fmt(a.origin)}")
     if not np.allclose(a.direction, b.direction, rtol=0, atol=tolerance * 10):
         problems.append("direction differs")
     return problems
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"

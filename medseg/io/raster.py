@@ -20,13 +20,13 @@ def read_pil(path: Path) -> Image:
     with PILImage.open(path) as pil:
         pil.load()
         if pil.mode == "1":
-            array = np.asarray(pil, dtype=np.uint8)
+            array = np.array(pil, dtype=np.uint8)
         elif pil.mode in ("LA", "PA"):
-            array = np.asarray(pil.getchannel(0))
+            array = np.array(pil.getchannel(0))
         elif pil.mode == "CMYK" or pil.mode == "YCbCr":
-            array = np.asarray(pil.convert("RGB"))
+            array = np.array(pil.convert("RGB"))
         else:
-            array = np.asarray(pil)
+            array = np.array(pil)
     array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
     return Image.from_array(np.ascontiguousarray(array), channel_axis=True)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,57 +65,86 @@ def sitk_to_image(sitk_image, metadata: dict | None = None) -> Image:
                  metadata)
 
 
-def nifti_missing_bytes(path: Path) -> int:
-    """How many bytes of voxel data a NIfTI(-gz) file lacks (0 when complete).
+@dataclass
+class NiftiScan:
+    """What streaming through a NIfTI file's bytes finds that ITK would hide."""
 
-    ITK silently zero-fills a truncated ``.nii.gz``; this streams the file once (bounded memory) and compares the
-    decompressed length with what the header promises.
-    """
-    import struct
-    import zlib
+    missing_bytes: int  # voxel bytes the header announces but the file lacks (ITK zero-fills them)
+    nonfinite_voxels: int  # NaN/Inf voxels (ITK's reader turns them into 0)
 
+
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+
+
+def scan_nifti(path: Path) -> NiftiScan:
+    """Stream a ``.nii`` / ``.nii.gz`` once (4 MiB at a time) and compare it with what its header announces."""
     compressed = path.name.lower().endswith(".gz")
-    total, header = 0, b""
+    header = _Header()
+    total = nonfinite = 0
+    leftover = b""
     with open(path, "rb") as handle:
         decompressor = zlib.decompressobj(wbits=47) if compressed else None
         while chunk := handle.read(1 << 22):
             data = decompressor.decompress(chunk) if decompressor else chunk
-            if len(header) < 352:
-                header += data[: 352 - len(header)]
+            start = total
             total += len(data)
-        if decompressor is not None and not decompressor.eof:
-            return max(1, _nifti_expected_bytes(header, struct) - total)
-    return max(0, _nifti_expected_bytes(header, struct) - total)
+            header.feed(data, start)
+            if header.float_dtype is not None and total > header.vox_offset:
+                data = leftover + data[max(0, header.vox_offset - start):]
+                usable = len(data) - len(data) % header.float_dtype.itemsize
+                values = np.frombuffer(data[:usable], dtype=header.float_dtype)
+                nonfinite += int(values.size - np.count_nonzero(np.isfinite(values)))
+                leftover = data[usable:]
+        truncated_stream = decompressor is not None and not decompressor.eof
+    missing = max(0, header.expected_bytes - total)
+    return NiftiScan(max(missing, 1) if truncated_stream else missing, nonfinite)
 
 
-def _nifti_expected_bytes(header: bytes, struct) -> int:
-    if len(header) < 348:
-        return 348
-    for order in "<>":
-        (sizeof_hdr,) = struct.unpack(order + "i", header[:4])
-        if sizeof_hdr == 348:
-            dims = struct.unpack(order + "8h", header[40:56])
-            (bitpix,) = struct.unpack(order + "h", header[72:74])
-            (vox_offset,) = struct.unpack(order + "f", header[108:112])
-            count = 1
-            for size in dims[1 : dims[0] + 1]:
-                count *= max(int(size), 1)
-            return int(vox_offset) + count * bitpix // 8
-    return 0  # NIfTI-2 or not NIfTI at all: let ITK judge
+class _Header:
+    """Parses the NIfTI-1 header fields that size the voxel data, as the first bytes stream in."""
+
+    def __init__(self) -> None:
+        self.raw = b""
+        self.expected_bytes = 348
+        self.vox_offset = 1 << 62
+        self.float_dtype: np.dtype | None = None
+
+    def feed(self, data: bytes, start: int) -> None:
+        if len(self.raw) >= 348 or start >= 348:
+            return
+        self.raw += data[: 348 - len(self.raw)]
+        if len(self.raw) < 348:
+            return
+        for order in "<>":
+            if struct.unpack(order + "i", self.raw[:4])[0] == 348:
+                dims = struct.unpack(order + "8h", self.raw[40:56])
+                datatype, bitpix = struct.unpack(order + "2h", self.raw[70:74])
+                self.vox_offset = int(struct.unpack(order + "f", self.raw[108:112])[0])
+                count = 1
+                for size in dims[1 : dims[0] + 1]:
+                    count *= max(int(size), 1)
+                self.expected_bytes = self.vox_offset + count * bitpix // 8
+                if datatype in _NIFTI_FLOAT_TYPES:
+                    self.float_dtype = np.dtype(order + _NIFTI_FLOAT_TYPES[datatype])
+                return
+        self.expected_bytes = 0  # NIfTI-2 or not NIfTI at all: let ITK judge
 
 
 def read_sitk(path: Path) -> Image:
     import SimpleITK as sitk
 
+    metadata = {}
     if path.name.lower().endswith((".nii", ".nii.gz")):
-        missing = nifti_missing_bytes(path)
-        if missing:
-            raise ValueError(f"the file ends {missing} bytes before the voxel data its header announces")
+        scan = scan_nifti(path)
+        if scan.missing_bytes:
+            raise ValueError(f"the file ends {scan.missing_bytes} bytes before the voxel data its header announces")
+        if scan.nonfinite_voxels:
+            metadata["nonfinite_voxels"] = scan.nonfinite_voxels
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     sitk_image = reader.Execute()
-    return sitk_to_image(sitk_image)
+    return sitk_to_image(sitk_image, metadata)
 
 
 def write_sitk(image: Image, path: Path) -> None:

@@ -1,0 +1,169 @@
+"""Open a dataset folder in the nnU-Net v2 raw layout or the Medical Segmentation Decathlon layout.
+
+Both give the same ``Dataset``: a ``DatasetSpec`` plus one ``Case`` per training case, whose channels are read
+into one channel-first ``Image`` whatever the files hold (one file per channel, an RGB PNG, a 4D NIfTI).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medseg.config import DatasetSpec, read_json
+from medseg.errors import MedsegError
+from medseg.io import Image, grid_differences, image_suffix, read_image
+
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class Case:
+    """One case: its image files in channel order, its label file, and extra per-case masks (e.g. ``fovTr``)."""
+
+    case_id: str
+    image_files: list[Path]
+    label_file: Path | None
+    extra_files: dict[str, Path] = field(default_factory=dict)
+    channel_indices: list[int] = field(default_factory=list)  # nnU-Net layout: the _CCCC index of each file
+
+
+@dataclass
+class Dataset:
+    root: Path
+    spec: DatasetSpec
+    layout: str  # "nnunet" or "msd"
+    cases: list[Case]
+    test_cases: list[Case] = field(default_factory=list)
+    stray_files: list[Path] = field(default_factory=list)  # files in imagesTr/labelsTr that match no case
+
+    @property
+    def expected_files_per_case(self) -> int:
+        """Image files a case should have: one per channel, or one for an RGB(A) raster / a 4D MSD volume."""
+        if self.layout == "msd":
+            return 1
+        if self.spec.file_ending.lower() in RASTER_SUFFIXES and len(self.spec.channel_names) in (3, 4):
+            return 1
+        return len(self.spec.channel_names)
+
+    def case(self, case_id: str) -> Case:
+        for case in self.cases:
+            if case.case_id == case_id:
+                return case
+        raise MedsegError(f"no case '{case_id}'", path=self.root, fix="use one of the ids in labelsTr")
+
+    def read_image(self, case: Case) -> Image:
+        """All channels of ``case`` as one ``Image`` ``(C, *spatial)``, channels in dataset.json order."""
+        return read_channels(case.image_files)
+
+    def read_label(self, case: Case) -> Image:
+        if case.label_file is None:
+            raise MedsegError(f"case '{case.case_id}' has no label file", path=self.root / "labelsTr",
+                              fix=f"add labelsTr/{case.case_id}{self.spec.file_ending}")
+        return read_image(case.label_file)
+
+
+def read_channels(files: list[Path]) -> Image:
+    """Read image files and stack their channels; every file must lie on the first file's grid."""
+    if not files:
+        raise MedsegError("a case without image files", fix="add its imagesTr files")
+    images = [read_image(f) for f in files]
+    first = images[0]
+    for path, image in zip(files[1:], images[1:]):
+        problems = grid_differences(first, image)
+        if problems:
+            raise MedsegError(f"not on the grid of {files[0].name}: {'; '.join(problems)}", path=path,
+                              fix="resample all channels of a case onto one grid")
+    if len(images) == 1:
+        return first
+    return first.with_array(np.concatenate([i.array for i in images], axis=0))
+
+
+def open_dataset(root: str | Path) -> Dataset:
+    """Open ``root`` (a folder with dataset.json) in whichever layout it uses."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MedsegError("dataset folder not found", path=root, fix="check the path")
+    json_path = root / "dataset.json"
+    data = read_json(json_path)
+    if not isinstance(data, dict):
+        raise MedsegError("dataset.json is not a JSON object", path=json_path, fix="see the nnU-Net v2 format")
+    spec = DatasetSpec.from_dataset_json(data, json_path)
+    if isinstance(data.get("training"), list) and "channel_names" not in data:
+        return _open_msd(root, spec, data)
+    return _open_nnunet(root, spec)
+
+
+def _open_nnunet(root: Path, spec: DatasetSpec) -> Dataset:
+    ending = spec.file_ending
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    if not images_dir.is_dir():
+        raise MedsegError("no imagesTr folder", path=root, fix="put the training images in imagesTr/")
+    pattern = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(ending) + "$")
+    channel_files: dict[str, dict[int, Path]] = {}
+    stray: list[Path] = []
+    for path in sorted(images_dir.iterdir()):
+        match = pattern.match(path.name)
+        if match is None:
+            if not path.name.startswith("."):
+                stray.append(path)
+            continue
+        channel_files.setdefault(match["case"], {})[int(match["channel"])] = path
+    label_files = {}
+    if labels_dir.is_dir():
+        for path in sorted(labels_dir.iterdir()):
+            if path.name.endswith(ending):
+                label_files[path.name[: -len(ending)]] = path
+            elif not path.name.startswith("."):
+                stray.append(path)
+    extras = _extra_folders(root, ending)
+    cases = []
+    for case_id in sorted(set(channel_files) | set(label_files)):
+        files = channel_files.get(case_id, {})
+        cases.append(Case(
+            case_id=case_id,
+            image_files=[files[c] for c in sorted(files)],
+            channel_indices=sorted(files),
+            label_file=label_files.get(case_id),
+            extra_files={name: folder[case_id] for name, folder in extras.items() if case_id in folder},
+        ))
+    test_cases = []
+    if (root / "imagesTs").is_dir():
+        test_files: dict[str, dict[int, Path]] = {}
+        for path in sorted((root / "imagesTs").iterdir()):
+            match = pattern.match(path.name)
+            if match:
+                test_files.setdefault(match["case"], {})[int(match["channel"])] = path
+        test_cases = [Case(cid, [f[c] for c in sorted(f)], None, channel_indices=sorted(f))
+                      for cid, f in sorted(test_files.items())]
+    return Dataset(root, spec, "nnunet", cases, test_cases, stray)
+
+
+def _extra_folders(root: Path, ending: str) -> dict[str, dict[str, Path]]:
+    """Per-case masks in other ``*Tr`` folders (DRIVE's ``fovTr``, BraTS' ``brainmaskTr``)."""
+    extras = {}
+    for folder in sorted(root.iterdir()):
+        if folder.is_dir() and folder.name.endswith("Tr") and folder.name not in ("imagesTr", "labelsTr"):
+            extras[folder.name] = {p.name[: -len(ending)]: p for p in folder.iterdir() if p.name.endswith(ending)}
+    return extras
+
+
+def _open_msd(root: Path, spec: DatasetSpec, data: dict) -> Dataset:
+    cases = []
+    for entry in data["training"]:
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise MedsegError(f"training entry {entry!r} has no 'image'", path=root / "dataset.json",
+                              fix='each entry is {"image": "./imagesTr/X.nii.gz", "label": "./labelsTr/X.nii.gz"}')
+        image = (root / entry["image"]).resolve()
+        label = (root / entry["label"]).resolve() if entry.get("label") else None
+        case_id = image.name[: -len(image_suffix(image) or image.suffix)]
+        cases.append(Case(case_id, [image], label, channel_indices=[0]))
+    tests = []
+    for entry in data.get("test", []):
+        image = (root / (entry["image"] if isinstance(entry, dict) else entry)).resolve()
+        tests.append(Case(image.name[: -len(image_suffix(image) or image.suffix)], [image], None, channel_indices=[0]))
+    if not spec.file_ending or spec.file_ending == ".nii.gz":
+        spec.file_ending = image_suffix(cases[0].image_files[0]) or ".nii.gz" if cases else ".nii.gz"
+    return Dataset(root, spec, "msd", cases, tests)

@@ -1,0 +1,129 @@
+"""Dataset fingerprint: shapes and spacings before/after crop-to-nonzero, foreground intensity statistics,
+class frequencies. One case in memory per worker at a time."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medseg.config import CaseFingerprint, Fingerprint, IntensityStats, write_json_atomic
+from medseg.data.layout import Case, Dataset, open_dataset
+from medseg.parallel import map_cases
+
+DEFAULT_SAMPLES_PER_CASE = 10_000
+
+
+@dataclass
+class _CaseResult:
+    record: CaseFingerprint
+    foreground_samples: list[np.ndarray]  # per channel, at most samples_per_case values
+
+
+def nonzero_bbox(image: np.ndarray) -> list[list[int]]:
+    """Bounding box ``[[start, stop], ...]`` of voxels that are non-zero in any channel of ``(C, *spatial)``.
+
+    An all-zero image keeps its full extent (nothing to crop to).
+    """
+    mask = np.any(image != 0, axis=0)
+    bbox = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(np.any(mask, axis=others))
+        bbox.append([int(hits[0]), int(hits[-1]) + 1] if hits.size else [0, int(mask.shape[axis])])
+    return bbox
+
+
+def fingerprint_case(dataset: Dataset, case: Case, *, samples_per_case: int = DEFAULT_SAMPLES_PER_CASE,
+                     seed: int = 0, case_index: int = 0) -> _CaseResult:
+    image = dataset.read_image(case)
+    label = dataset.read_label(case).array[0]
+    bbox = nonzero_bbox(image.array)
+    shape_after = [stop - start for start, stop in bbox]
+    values, counts = np.unique(label, return_counts=True)
+    foreground = label > 0
+    rng = np.random.default_rng([seed, case_index])
+    flat_index = np.flatnonzero(foreground)
+    if flat_index.size > samples_per_case:
+        flat_index = rng.choice(flat_index, size=samples_per_case, replace=False)
+    samples = [channel.ravel()[flat_index].astype(np.float64) for channel in image.array]
+    record = CaseFingerprint(
+        case_id=case.case_id,
+        spacing=list(image.spacing),
+        shape_before_crop=list(image.spatial_shape),
+        shape_after_crop=shape_after,
+        crop_bbox=bbox,
+        relative_size_after_crop=float(np.prod(shape_after) / np.prod(image.spatial_shape)),
+        class_voxels={str(int(v)): int(c) for v, c in zip(values, counts)},
+    )
+    return _CaseResult(record, samples)
+
+
+def intensity_stats(values: np.ndarray) -> IntensityStats:
+    if values.size == 0:
+        nan = float("nan")
+        return IntensityStats(nan, nan, nan, nan, nan, nan, nan, 0)
+    return IntensityStats(
+        mean=float(np.mean(values)), std=float(np.std(values)), min=float(np.min(values)),
+        max=float(np.max(values)), median=float(np.median(values)),
+        percentile_00_5=float(np.percentile(values, 0.5)), percentile_99_5=float(np.percentile(values, 99.5)),
+        num_samples=int(values.size),
+    )
+
+
+def compute_fingerprint(root: str | Path, *, samples_per_case: int = DEFAULT_SAMPLES_PER_CASE, seed: int = 0,
+                        workers: int | None = None, progress: bool | None = None) -> Fingerprint:
+    """Fingerprint of the dataset at ``root``.
+
+    Intensity statistics pool up to ``samples_per_case`` foreground voxels (label > 0) per case, drawn without
+    replacement with a generator seeded by ``(seed, case index)``, so the result does not depend on ``workers``.
+    """
+    dataset = open_dataset(root)
+    indexed = list(enumerate(dataset.cases))
+    worker = functools.partial(_fingerprint_indexed, dataset, samples_per_case=samples_per_case, seed=seed)
+    results = map_cases(worker, indexed, workers=workers, description="fingerprint", progress=progress)
+    records = [r.record for r in results]
+    spacings = np.array([r.spacing for r in records])
+    median_spacing = np.median(spacings, axis=0)
+    channels = len(dataset.spec.channel_names)
+    intensity = {}
+    for c in range(channels):
+        pooled = np.concatenate([r.foreground_samples[c] for r in results if len(r.foreground_samples) > c])
+        intensity[str(c)] = intensity_stats(pooled)
+    total_voxels = sum(int(np.prod(r.shape_before_crop)) for r in records)
+    class_totals: dict[str, int] = {}
+    cases_with: dict[str, int] = {}
+    for r in records:
+        for value, count in r.class_voxels.items():
+            class_totals[value] = class_totals.get(value, 0) + count
+            cases_with[value] = cases_with.get(value, 0) + (count > 0)
+    order = sorted(class_totals, key=int)
+    return Fingerprint(
+        dataset_name=dataset.spec.name,
+        channel_names=list(dataset.spec.channel_names),
+        labels=dict(dataset.spec.labels),
+        num_cases=len(records),
+        cases=records,
+        median_spacing=median_spacing.tolist(),
+        spacing_percentile_10=np.percentile(spacings, 10, axis=0).tolist(),
+        spacing_percentile_90=np.percentile(spacings, 90, axis=0).tolist(),
+        median_shape_after_crop=np.median(np.array([r.shape_after_crop for r in records]), axis=0).tolist(),
+        median_relative_size_after_crop=float(np.median([r.relative_size_after_crop for r in records])),
+        anisotropy=float(median_spacing.max() / median_spacing.min()),
+        intensity=intensity,
+        class_voxel_fraction={v: class_totals[v] / total_voxels for v in order},
+        cases_with_class={v: cases_with[v] for v in order},
+        samples_per_case=samples_per_case,
+        seed=seed,
+    )
+
+
+def _fingerprint_indexed(dataset: Dataset, item: tuple[int, Case], **kwargs) -> _CaseResult:
+    index, case = item
+    return fingerprint_case(dataset, case, case_index=index, **kwargs)
+
+
+def write_fingerprint(fingerprint: Fingerprint, path: str | Path) -> Path:
+    return write_json_atomic(fingerprint.to_dict(), path)

@@ -1,0 +1,1 @@
+"""Synthetic data: built-in example datasets generated from label maps (no download)."""
