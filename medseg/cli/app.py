@@ -17,6 +17,7 @@ from medseg.errors import MedsegError
 
 # name -> "module:function". Add a line here to add a command.
 COMMANDS: dict[str, str] = {
+    "demo": "medseg.cli.dataset_commands:demo",
     "convert": "medseg.cli.dataset_commands:convert",
     "check": "medseg.cli.dataset_commands:check",
     "fingerprint": "medseg.cli.dataset_commands:fingerprint",

@@ -63,3 +63,24 @@ def example_data(
 
     out = write_shapes_dataset(destination, num_cases=cases, seed=seed)
     typer.echo(f"wrote {out}")
+
+
+def demo(
+    out: Path = typer.Option(Path("medseg_demo"), help="Folder for the demo's outputs (a previous demo is replaced)."),
+    cases: int = typer.Option(8, help="Number of synthetic cases."),
+) -> None:
+    """The main job on built-in data: example dataset -> check -> fingerprint (grows with the pipeline)."""
+    from medseg.demo import run_demo
+
+    result = run_demo(out, num_cases=cases)
+    fp = result.fingerprint
+    typer.echo(f"dataset   {result.dataset} ({fp.num_cases} cases, channels {fp.channel_names})")
+    typer.echo(f"check     {result.check.summary()}")
+    typer.echo(f"spacing   median {fp.median_spacing} mm, anisotropy {fp.anisotropy:.1f}")
+    stats = fp.intensity["0"]
+    typer.echo(f"intensity foreground mean {stats.mean:.1f}, std {stats.std:.1f}, "
+               f"[0.5, 99.5] pct [{stats.percentile_00_5:.1f}, {stats.percentile_99_5:.1f}]")
+    typer.echo(f"classes   voxel fractions {({k: round(v, 4) for k, v in fp.class_voxel_fraction.items()})}")
+    typer.echo(f"wrote     {result.fingerprint_path}")
+    if not result.check.ok:
+        raise typer.Exit(code=2)
