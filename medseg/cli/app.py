@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "check": "medseg.cli.dataset_commands:check",
     "fingerprint": "medseg.cli.dataset_commands:fingerprint",
     "example-data": "medseg.cli.dataset_commands:example_data",
+    "evaluate": "medseg.cli.evaluate:evaluate",
 }
 
 

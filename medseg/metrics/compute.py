@@ -37,6 +37,8 @@ class MetricOptions:
         unknown = [m for m in self.metrics if m not in ALL_METRICS]
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; known: {', '.join(ALL_METRICS)}")
+        if self.surface_mode not in ("voxel", "surfel"):
+            raise ValueError(f"surface mode must be 'voxel' or 'surfel', got {self.surface_mode!r}")
         if self.hd95_definition not in conv.HD95_DEFINITIONS:
             raise ValueError(f"HD95 definition must be one of {conv.HD95_DEFINITIONS}, got {self.hd95_definition!r}")
 
