@@ -1,0 +1,1 @@
+"""Preprocessing: crop to non-zero, resample, normalise; the memory-mappable cache."""
