@@ -35,7 +35,12 @@ class Confusion:
 
 
 def confusion(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None) -> Confusion:
-    """Count TP/FP/FN/TN of two boolean masks of the same shape ``(*spatial)``, restricted to ``roi`` if given."""
+    """Count TP/FP/FN/TN of two boolean masks of the same shape ``(*spatial)``, restricted to ``roi`` if given.
+
+    Without an ROI only the bounding box of both masks is visited after one projection pass per mask.
+    """
+    from medseg.metrics.surface import union_box
+
     pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
     if pred.shape != ref.shape:
         raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
@@ -47,6 +52,10 @@ def confusion(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None) 
         total = int(np.count_nonzero(roi))
     else:
         total = pred.size
+    box = union_box(pred, ref)
+    if box is None:
+        return Confusion(tp=0, fp=0, fn=0, tn=total)
+    pred, ref = pred[box], ref[box]
     n_pred, n_ref = int(np.count_nonzero(pred)), int(np.count_nonzero(ref))
     tp = int(np.count_nonzero(pred & ref)) if n_pred and n_ref else 0
     fp, fn = n_pred - tp, n_ref - tp

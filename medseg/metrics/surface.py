@@ -45,13 +45,17 @@ class SurfaceDistances:
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Smallest box of slices holding every non-zero voxel of ``mask``; None when it is empty."""
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(np.any(mask, axis=others))
-        if hits.size == 0:
-            return None
+    """Smallest box of slices holding every non-zero voxel of ``mask``; None when it is empty.
+
+    One full pass finds the range along the first axis; the other axes are searched in that slab only.
+    """
+    hits = np.flatnonzero(np.any(mask, axis=tuple(range(1, mask.ndim))))
+    if hits.size == 0:
+        return None
+    box = [slice(int(hits[0]), int(hits[-1]) + 1)]
+    slab = mask[box[0]]
+    for axis in range(1, mask.ndim):
+        hits = np.flatnonzero(np.any(slab, axis=tuple(a for a in range(mask.ndim) if a != axis)))
         box.append(slice(int(hits[0]), int(hits[-1]) + 1))
     return tuple(box)
 
@@ -140,7 +144,8 @@ def surfel_area_table(spacing: tuple[float, ...]) -> np.ndarray:
 def _distance_map(surface: np.ndarray, spacing: tuple[float, ...], threads: int) -> np.ndarray:
     import edt
 
-    return edt.edt(~surface, anisotropy=spacing, black_border=False, parallel=threads)
+    # uint8 input is faster than bool in edt; the view costs nothing
+    return edt.edt((~surface).view(np.uint8), anisotropy=spacing, black_border=False, parallel=threads)
 
 
 def surface_distances(
