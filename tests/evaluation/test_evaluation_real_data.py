@@ -12,14 +12,12 @@ import pytest
 from scipy import ndimage
 from typer.testing import CliRunner
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-
-def _dataset(name: str) -> Path:
-    path = SHARED / name
-    if not (path / "dataset.json").is_file():
-        pytest.skip(f"real-data battery not found at {path}")
-    return path
+def _dataset(shared_data: Path, name: str) -> Path:
+    """``shared_data`` is the conftest fixture (skips when ../shared/data is absent)."""
+    if not (shared_data / name / "dataset.json").is_file():
+        pytest.skip(f"{name} not found in the real-data battery at {shared_data}")
+    return shared_data / name
 
 
 def _run(*args: str):
@@ -45,8 +43,8 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_evaluate_drive_inside_the_field_of_view(tmp_path):
-    drive = _dataset("drive")
+def test_evaluate_drive_inside_the_field_of_view(tmp_path, shared_data):
+    drive = _dataset(shared_data, "drive")
 
     def perturb(vessels, name):
         grown = ndimage.binary_dilation(vessels > 0) if int(name[6:8]) % 2 else vessels > 0
@@ -82,8 +80,8 @@ def test_evaluate_drive_inside_the_field_of_view(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_brats_regions_from_dataset_json(tmp_path):
-    brats = _dataset("brats2013_mini")
+def test_evaluate_brats_regions_from_dataset_json(tmp_path, shared_data):
+    brats = _dataset(shared_data, "brats2013_mini")
 
     def perturb(labels, name):
         moved = np.roll(labels, 2, axis=2)

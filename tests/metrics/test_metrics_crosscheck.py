@@ -5,7 +5,8 @@ Each peer is compared only where it defines the same quantity (agreement to 1e-6
 - DeepMind surface-distance <-> medseg ``mode="surfel"`` (marching-cubes surfels weighted by area, area-weighted
   percentile): HD, HD95 ("max"), MSD (mean of the two directed averages), surface Dice.
 - MONAI <-> medseg ``mode="voxel"`` (erosion surface voxels, linear-interpolated percentile): HD, HD95 ("max"),
-  ASSD (pooled), surface Dice / NSD (``use_subvoxels=False``), Dice, IoU, panoptic quality.
+  ASSD (pooled), surface Dice / NSD (``use_subvoxels=False``), Dice, IoU, panoptic quality; and MONAI's
+  ``use_subvoxels=True`` surface Dice <-> medseg ``mode="surfel"``.
 - medpy <-> medseg ``mode="voxel"``: Dice, IoU, precision, recall, specificity, |RAVD|, HD, HD95 ("pooled"),
   ASSD (pooled), both surface connectivities.
 
@@ -116,7 +117,7 @@ def test_voxel_mode_matches_medpy(masks):
     assert M.specificity(c) == pytest.approx(medpy_metric.specificity(pred, ref), rel=RTOL)
     # medpy's ravd is signed ((|P| - |R|) / |R|); medseg's is the absolute value, as the name says
     assert M.ravd(c) == pytest.approx(abs(medpy_metric.ravd(pred, ref)), rel=RTOL)
-    for connectivity in (1, pred.ndim):
+    for connectivity in range(1, pred.ndim + 1):
         sd = M.surface_distances(pred, ref, spacing, connectivity=connectivity)
         kw = dict(voxelspacing=spacing, connectivity=connectivity)
         assert M.hausdorff(sd) == pytest.approx(medpy_metric.hd(pred, ref, **kw), rel=RTOL)
@@ -150,6 +151,7 @@ def test_voxel_mode_matches_monai(masks):
         assd = float(mm.compute_average_surface_distance(t(pred), t(ref), symmetric=True, spacing=spacing))
         onehot_p, onehot_r = torch.cat([1 - t(pred), t(pred)], 1), torch.cat([1 - t(ref), t(ref)], 1)
         nsd = float(mm.compute_surface_dice(onehot_p, onehot_r, [1.7], spacing=spacing))
+        nsd_subvoxel = float(mm.compute_surface_dice(onehot_p, onehot_r, [1.7], spacing=spacing, use_subvoxels=True))
         dice = float(mm.compute_dice(onehot_p, onehot_r, include_background=False))
         iou = float(mm.compute_iou(onehot_p, onehot_r, include_background=False))
     # MONAI works in float32: agreement is to float32 precision, well inside 1e-6 relative
@@ -157,6 +159,8 @@ def test_voxel_mode_matches_monai(masks):
     assert M.hausdorff_percentile(sd) == pytest.approx(hd95, rel=RTOL)  # medseg's default = MONAI's "max"
     assert M.assd(sd) == pytest.approx(assd, rel=RTOL)
     assert M.nsd(sd, 1.7) == pytest.approx(nsd, rel=RTOL)
+    # MONAI's use_subvoxels=True is DeepMind's surfel weighting: it matches medseg's surfel mode
+    assert M.nsd(M.surface_distances(pred, ref, spacing, mode="surfel"), 1.7) == pytest.approx(nsd_subvoxel, rel=RTOL)
     c = M.confusion(pred, ref)
     assert M.dice(c) == pytest.approx(dice, rel=RTOL)
     assert M.iou(c) == pytest.approx(iou, rel=RTOL)
