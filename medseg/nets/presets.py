@@ -10,14 +10,10 @@ from typing import Any
 
 from torch import nn
 
-from medseg.nets.registry import register_model
+from medseg.nets.registry import build, register_model
 
 _TINY_UNET = {"features": (4, 8, 16)}
 _TINY_PLAN = {"features_per_stage": (4, 8, 16), "kernel_sizes": (3, 3, 3), "strides": (1, 2, 2)}
-
-
-def _with(defaults: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
-    return {**defaults, **cfg}
 
 
 # ------------------------------------------------------------------------- U-Net family (unet.py)
@@ -26,7 +22,7 @@ def unet(**cfg: Any) -> nn.Module:
     """U-Net (Ronneberger 2015), padded: 64..1024 features, batch norm, ReLU, transposed-conv up."""
     from medseg.nets.unet import UNet
 
-    return UNet(**cfg)
+    return build(UNet, {}, cfg)
 
 
 @register_model(family="unet", tiny=_TINY_UNET)
@@ -34,7 +30,7 @@ def unet_valid(**cfg: Any) -> nn.Module:
     """U-Net as published: unpadded convs, no norm, dropout 0.5 at the bottleneck; output < input."""
     from medseg.nets.unet import UNet
 
-    return UNet(**_with({"padding": "valid", "norm": None, "bottleneck_dropout": 0.5}, cfg))
+    return build(UNet, {"padding": "valid", "norm": None, "bottleneck_dropout": 0.5}, cfg)
 
 
 @register_model(family="unet", tiny=_TINY_UNET)
@@ -42,8 +38,8 @@ def unet3d_cicek(**cfg: Any) -> nn.Module:
     """3D U-Net (Cicek 2016): 32|64 .. 256|512, up-conv keeps channels, batch norm (2D works too)."""
     from medseg.nets.unet import UNet
 
-    return UNet(**_with({"features": (64, 128, 256, 512), "encoder_mid_ratio": 0.5, "up_keeps_channels": True},
-                        cfg))
+    return build(UNet, {"features": (64, 128, 256, 512), "encoder_mid_ratio": 0.5, "up_keeps_channels": True},
+                        cfg)
 
 
 @register_model(family="unet", tiny=_TINY_UNET)
@@ -51,8 +47,8 @@ def resunet(**cfg: Any) -> nn.Module:
     """Residual U-Net: residual units, strided-conv downsampling, instance norm."""
     from medseg.nets.unet import UNet
 
-    return UNet(**_with({"features": (32, 64, 128, 256, 512), "block": "residual", "downsample": "strided",
-                         "norm": "instance"}, cfg))
+    return build(UNet, {"features": (32, 64, 128, 256, 512), "block": "residual", "downsample": "strided",
+                         "norm": "instance"}, cfg)
 
 
 @register_model(family="unet", tiny=_TINY_UNET, deep_supervision=True)
@@ -60,7 +56,7 @@ def attention_unet(**cfg: Any) -> nn.Module:
     """Attention U-Net (Oktay 2018): additive attention gates on the skips."""
     from medseg.nets.unet import UNet
 
-    return UNet(**_with({"features": (32, 64, 128, 256, 512), "skip_gate": "attention"}, cfg))
+    return build(UNet, {"features": (32, 64, 128, 256, 512), "skip_gate": "attention"}, cfg)
 
 
 # --------------------------------------------------------------- plan-driven U-Net (plan_unet.py)
@@ -74,7 +70,7 @@ def plan_unet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
     """Plan-driven U-Net, plain conv encoder (nnU-Net PlainConvUNet); topology from the plan."""
     from medseg.nets.plan_unet import PlanUNet
 
-    return PlanUNet(spatial_dims=spatial_dims, **_with(_plan_defaults(spatial_dims), cfg))
+    return build(PlanUNet, _plan_defaults(spatial_dims), {"spatial_dims": spatial_dims, **cfg})
 
 
 @register_model(family="plan_unet", tiny={**_TINY_PLAN, "n_conv_per_stage": (1, 2, 2)}, deep_supervision=True)
@@ -84,7 +80,7 @@ def plan_resenc_unet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
 
     defaults = {**_plan_defaults(spatial_dims), "encoder": "residual", "n_conv_per_stage": (1, 3, 4, 6, 6),
                 "n_conv_per_stage_decoder": 1}
-    return PlanUNet(spatial_dims=spatial_dims, **_with(defaults, cfg))
+    return build(PlanUNet, defaults, {"spatial_dims": spatial_dims, **cfg})
 
 
 # ----------------------------------------------------------------------------- single families
@@ -94,7 +90,7 @@ def vnet(**cfg: Any) -> nn.Module:
     """V-Net (Milletari 2016): residual 5^d stages, strided-conv down, PReLU."""
     from medseg.nets.vnet import VNet
 
-    return VNet(**cfg)
+    return build(VNet, {}, cfg)
 
 
 @register_model(family="unetpp", tiny={"features": (4, 8, 16)}, deep_supervision=True)
@@ -102,7 +98,7 @@ def unetpp(**cfg: Any) -> nn.Module:
     """UNet++ (Zhou 2018): nested dense skips, deep supervision, prunable (``model.prune_depth``)."""
     from medseg.nets.unetpp import UNetPlusPlus
 
-    return UNetPlusPlus(**cfg)
+    return build(UNetPlusPlus, {}, cfg)
 
 
 @register_model(family="unetr", exportable=False, tiny={"img_size": 32, "patch_size": 8, "feature_size": 4,
@@ -111,7 +107,7 @@ def unetr(*, spatial_dims: int, **cfg: Any) -> nn.Module:
     """UNETR (Hatamizadeh 2022): ViT-B/16 encoder, conv decoder from hidden states 3, 6, 9, 12."""
     from medseg.nets.unetr import UNETR
 
-    return UNETR(spatial_dims=spatial_dims, **_with({"img_size": 128 if spatial_dims == 2 else 96}, cfg))
+    return build(UNETR, {"img_size": 128 if spatial_dims == 2 else 96}, {"spatial_dims": spatial_dims, **cfg})
 
 
 @register_model(family="swin", exportable=False, tiny={"feature_size": 8, "depths": (2, 2), "heads": (2, 4),
@@ -120,16 +116,16 @@ def swin_unetr(**cfg: Any) -> nn.Module:
     """Swin-UNETR (Hatamizadeh 2022): Swin encoder (window 7, 2-2-2-2), residual conv decoder."""
     from medseg.nets.swin import SwinUNETR
 
-    return SwinUNETR(**cfg)
+    return build(SwinUNETR, {}, cfg)
 
 
-@register_model(family="swin", exportable=False, tiny={"embed_dim": 8, "depths": (2, 2, 2), "heads": (2, 2, 4),
-                                                       "window": 4})
+@register_model(family="swin", exportable=False, tiny={"embed_dim": 8, "patch_size": 2, "depths": (2, 2, 2),
+                                                       "heads": (2, 2, 4), "window": 4})
 def swin_unet(**cfg: Any) -> nn.Module:
     """Swin-Unet (Cao 2021): pure Swin encoder-decoder with patch expanding (patch 4, C = 96)."""
     from medseg.nets.swin import SwinUnet
 
-    return SwinUnet(**cfg)
+    return build(SwinUnet, {}, cfg)
 
 
 @register_model(family="transunet", exportable=False, tiny={
@@ -139,7 +135,8 @@ def transunet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
     """TransUNet (Chen 2021): ResNet + ViT-B hybrid encoder, cascaded-upsampling decoder."""
     from medseg.nets.transunet import TransUNet
 
-    return TransUNet(spatial_dims=spatial_dims, **_with({"img_size": 224 if spatial_dims == 2 else 96}, cfg))
+    defaults = {"img_size": 224 if spatial_dims == 2 else 96}
+    return build(TransUNet, defaults, {"spatial_dims": spatial_dims, **cfg})
 
 
 @register_model(family="umamba", exportable=False, deep_supervision=True, tiny={
@@ -149,7 +146,7 @@ def umamba(*, spatial_dims: int, **cfg: Any) -> nn.Module:
     from medseg.nets.umamba import UMamba
 
     defaults = {**_plan_defaults(spatial_dims), "n_conv_per_stage": (1, 2, 2, 2, 2)}
-    return UMamba(spatial_dims=spatial_dims, **_with(defaults, cfg))
+    return build(UMamba, defaults, {"spatial_dims": spatial_dims, **cfg})
 
 
 @register_model(family="timm", dims=(2,), requires="timm", tiny={"encoder": "resnet18",
@@ -158,4 +155,4 @@ def timm_unet(**cfg: Any) -> nn.Module:
     """U-Net decoder on a timm 2D encoder (default resnet34), random init unless ``weights=FILE``."""
     from medseg.nets.timm_unet import TimmUNet
 
-    return TimmUNet(**cfg)
+    return build(TimmUNet, {}, cfg)

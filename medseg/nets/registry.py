@@ -20,7 +20,8 @@ class ModelInfo:
     """What the registry knows about a preset (architecture only; weights metadata lives in a WeightsCard).
 
     ``deep_supervision``: the design has deep-supervision outputs (accepts ``deep_supervision=True``).
-    ``tiny``: a small-width configuration for tests (works for 32^2 and 16^3 inputs). ``exportable``: convolutional, exported to ONNX by the tests.
+    ``tiny``: a small-width configuration for tests (works for 32^2 and 16^3 inputs). ``exportable``:
+    convolutional, exported to ONNX by the tests.
     ``requires``: the optional package the preset needs, if any.
     """
 
@@ -78,14 +79,20 @@ def create(name: str, spatial_dims: int, in_channels: int, num_classes: int, **c
         raise MedsegError(f"network {name!r} is {' or '.join(f'{d}D' for d in info.dims)} only, "
                           f"got spatial_dims={spatial_dims}")
     cfg = {key: value for key, value in cfg.items() if value is not None}
-    parameters = inspect.signature(info.builder).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        unknown = sorted(set(cfg) - set(parameters))
-        if unknown:
-            allowed = sorted(set(parameters) - {"spatial_dims", "in_channels", "num_classes"})
-            raise MedsegError(f"network {name!r} has no option {', '.join(unknown)}",
-                              fix=f"options are: {', '.join(allowed)}")
     model = info.builder(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, **cfg)
     model.medseg_spec = {"name": name, "spatial_dims": spatial_dims, "in_channels": in_channels,
                          "num_classes": num_classes, "cfg": cfg}
     return model
+
+
+def build(cls: Callable[..., nn.Module], defaults: dict[str, Any], cfg: dict[str, Any]) -> nn.Module:
+    """``cls(**defaults, **cfg)`` for presets; an option ``cls`` does not take raises a ``MedsegError`` naming
+    the accepted ones (instead of a bare ``TypeError``)."""
+    parameters = inspect.signature(cls).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(cfg) - set(parameters))
+        if unknown:
+            allowed = sorted(set(parameters) - {"spatial_dims", "in_channels", "num_classes"})
+            raise MedsegError(f"{cls.__name__} has no option {', '.join(unknown)}",
+                              fix=f"options are: {', '.join(allowed)}")
+    return cls(**{**defaults, **cfg})

@@ -11,6 +11,7 @@ from torch import nn
 
 from medseg.nets.blocks.ssm import SSMLayer
 from medseg.nets.plan_unet import PlanUNet
+from medseg.nets.registry import build
 
 
 class UMamba(nn.Module):
@@ -27,9 +28,9 @@ class UMamba(nn.Module):
                  ssm_stages: Sequence[int] | None = None, d_state: int = 16, expand: int = 2, head_dim: int = 16,
                  chunk: int = 64, encoder: str = "residual", deep_supervision: bool = False, **plan: Any):
         super().__init__()
-        self.net = PlanUNet(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
-                            features_per_stage=features_per_stage, kernel_sizes=kernel_sizes, strides=strides,
-                            encoder=encoder, deep_supervision=deep_supervision, **plan)
+        self.net = build(PlanUNet, dict(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
+                                        features_per_stage=features_per_stage, kernel_sizes=kernel_sizes,
+                                        strides=strides, encoder=encoder, deep_supervision=deep_supervision), plan)
         stages = range(len(features_per_stage)) if ssm_stages is None else ssm_stages
         for s in stages:
             layer = SSMLayer(int(features_per_stage[s]), d_state=d_state, expand=expand, head_dim=head_dim,

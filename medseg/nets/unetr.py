@@ -14,7 +14,7 @@ from medseg.nets.blocks.transformer import ViT, tokens_to_map
 
 
 class _UpChain(nn.Sequential):
-    """``steps`` x (transposed conv x2 + residual block) from ViT tokens to a skip: ``(B, D, *G) -> (B, C, *G*2^steps)``."""
+    """``steps`` x (transposed conv x2 + residual block), ViT tokens to a skip: ``(B, D, *G) -> (B, C, *G*2^steps)``."""
 
     def __init__(self, spatial_dims: int, hidden: int, channels: int, steps: int, block: dict):
         layers: list[nn.Module] = []

@@ -44,9 +44,10 @@ def relative_position_index(window: Sequence[int], table_window: Sequence[int]) 
     coords = torch.stack(torch.meshgrid(*[torch.arange(w) for w in window], indexing="ij")).flatten(1)
     relative = coords[:, :, None] - coords[:, None, :]
     index = torch.zeros(relative.shape[1:], dtype=torch.long)
-    for axis, w in enumerate(table_window):
-        stride = math.prod(2 * t - 1 for t in table_window[axis + 1:])
-        index += (relative[axis] + w - 1) * stride
+    stride = 1
+    for axis in range(len(table_window) - 1, -1, -1):  # row-major over the (2w - 1)^d table
+        index += (relative[axis] + table_window[axis] - 1) * stride
+        stride *= 2 * table_window[axis] - 1
     return index
 
 
