@@ -29,36 +29,43 @@ def label_instances(mask: np.ndarray, connectivity: int = conv.DEFAULT_INSTANCE_
 
 @dataclass(frozen=True)
 class InstanceOverlap:
-    """Sizes and pairwise intersections of the instances of a prediction and a reference map."""
+    """Instance sizes and the intersections of every overlapping (prediction, reference) pair, stored sparsely.
 
-    pred_ids: np.ndarray      # (Np,)
-    ref_ids: np.ndarray       # (Nr,)
-    pred_sizes: np.ndarray    # (Np,) voxels
-    ref_sizes: np.ndarray     # (Nr,) voxels
-    intersection: np.ndarray  # (Np, Nr) voxels
+    ``pair_pred[k]`` / ``pair_ref[k]`` index ``pred_ids`` / ``ref_ids``; ``pair_intersection[k]`` > 0 voxels.
+    """
+
+    pred_ids: np.ndarray           # (Np,)
+    ref_ids: np.ndarray            # (Nr,)
+    pred_sizes: np.ndarray         # (Np,) voxels
+    ref_sizes: np.ndarray          # (Nr,) voxels
+    pair_pred: np.ndarray          # (K,)
+    pair_ref: np.ndarray           # (K,)
+    pair_intersection: np.ndarray  # (K,) voxels
 
     @property
-    def iou(self) -> np.ndarray:
-        union = self.pred_sizes[:, None] + self.ref_sizes[None, :] - self.intersection
-        return np.divide(self.intersection, union, out=np.zeros(union.shape), where=union > 0)
+    def pair_iou(self) -> np.ndarray:
+        union = self.pred_sizes[self.pair_pred] + self.ref_sizes[self.pair_ref] - self.pair_intersection
+        return self.pair_intersection / union
 
 
 def instance_overlap(pred_instances: np.ndarray, ref_instances: np.ndarray) -> InstanceOverlap:
-    """Count instance sizes and intersections of two instance maps (0 = background) in one pass over the union box."""
+    """Sizes and pairwise intersections of two instance maps ``(*spatial)`` (0 = background), found on the bounding
+    box of both; memory grows with the number of overlapping pairs, not with Np x Nr."""
     box = union_box(pred_instances, ref_instances)
     if box is None:
         nothing = np.zeros(0, dtype=np.int64)
-        return InstanceOverlap(nothing, nothing, nothing, nothing, np.zeros((0, 0), dtype=np.int64))
-    p, r = pred_instances[box].ravel(), ref_instances[box].ravel()
-    pred_ids, p_index = np.unique(p, return_inverse=True)
-    ref_ids, r_index = np.unique(r, return_inverse=True)
-    counts = np.bincount(p_index * ref_ids.size + r_index, minlength=pred_ids.size * ref_ids.size)
-    counts = counts.reshape(pred_ids.size, ref_ids.size)
-    p_fg, r_fg = pred_ids != 0, ref_ids != 0
+        return InstanceOverlap(nothing, nothing, nothing, nothing, nothing, nothing, nothing)
+    pred_ids, p_index = np.unique(pred_instances[box].ravel(), return_inverse=True)
+    ref_ids, r_index = np.unique(ref_instances[box].ravel(), return_inverse=True)
+    codes, counts = np.unique(p_index.astype(np.int64) * ref_ids.size + r_index, return_counts=True)
+    pair_pred, pair_ref = np.divmod(codes, ref_ids.size)
+    p_shift, r_shift = int(pred_ids[0] == 0), int(ref_ids[0] == 0)  # drop background, the smallest id
+    both = (pair_pred >= p_shift) & (pair_ref >= r_shift)
     return InstanceOverlap(
-        pred_ids=pred_ids[p_fg], ref_ids=ref_ids[r_fg],
-        pred_sizes=counts.sum(axis=1)[p_fg], ref_sizes=counts.sum(axis=0)[r_fg],
-        intersection=counts[np.ix_(p_fg, r_fg)],
+        pred_ids=pred_ids[p_shift:], ref_ids=ref_ids[r_shift:],
+        pred_sizes=np.bincount(p_index, minlength=pred_ids.size)[p_shift:],
+        ref_sizes=np.bincount(r_index, minlength=ref_ids.size)[r_shift:],
+        pair_pred=pair_pred[both] - p_shift, pair_ref=pair_ref[both] - r_shift, pair_intersection=counts[both],
     )
 
 
@@ -86,23 +93,27 @@ class InstanceMatch:
 
 
 def match_instances(overlap: InstanceOverlap, threshold: float = conv.DEFAULT_MATCH_IOU) -> InstanceMatch:
-    """Match instances one-to-one among pairs with IoU >= ``threshold``, maximising the total IoU (Hungarian)."""
+    """Match instances one-to-one among pairs with IoU >= ``threshold``, maximising the total IoU (Hungarian).
+
+    Above 0.5 the candidate pairs are already one-to-one (Kirillov et al.) and are taken as they are.
+    """
     from scipy.optimize import linear_sum_assignment
 
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"IoU threshold must be in (0, 1], got {threshold}")
-    iou = overlap.iou
-    candidates = iou >= threshold
-    rows = np.flatnonzero(candidates.any(axis=1))
-    cols = np.flatnonzero(candidates.any(axis=0))
-    if rows.size == 0:
-        none = np.zeros(0, dtype=np.int64)
-        return InstanceMatch(none, none, np.zeros(0), iou.shape[0], iou.shape[1])
-    sub = np.where(candidates[np.ix_(rows, cols)], iou[np.ix_(rows, cols)], 0.0)
-    r, c = linear_sum_assignment(sub, maximize=True)
-    keep = sub[r, c] >= threshold
-    pred_index, ref_index = rows[r[keep]], cols[c[keep]]
-    return InstanceMatch(pred_index, ref_index, iou[pred_index, ref_index], iou.shape[0], iou.shape[1])
+    n_pred, n_ref = overlap.pred_ids.size, overlap.ref_ids.size
+    iou = overlap.pair_iou
+    keep = iou >= threshold
+    pred_index, ref_index, iou = overlap.pair_pred[keep], overlap.pair_ref[keep], iou[keep]
+    if threshold <= 0.5 and iou.size:
+        rows, row_of = np.unique(pred_index, return_inverse=True)
+        cols, col_of = np.unique(ref_index, return_inverse=True)
+        dense = np.zeros((rows.size, cols.size))
+        dense[row_of, col_of] = iou
+        r, c = linear_sum_assignment(dense, maximize=True)
+        chosen = dense[r, c] >= threshold
+        pred_index, ref_index, iou = rows[r[chosen]], cols[c[chosen]], dense[r[chosen], c[chosen]]
+    return InstanceMatch(pred_index, ref_index, iou, n_pred, n_ref)
 
 
 def _conventional(key: str, n_pred: int, n_ref: int) -> float | None:
@@ -137,15 +148,12 @@ def lesion_metrics(pred: np.ndarray, ref: np.ndarray, connectivity: int = conv.D
     and count as lesions of Dice 0: lesion Dice = sum of lesion Dices / (reference lesions + false positives).
     """
     overlap = instance_overlap(label_instances(pred, connectivity), label_instances(ref, connectivity))
-    n_ref, touching = overlap.ref_ids.size, overlap.intersection > 0
-    fp = int(np.count_nonzero(~touching.any(axis=1)))
-    detected = touching.any(axis=0)
-    tp = int(np.count_nonzero(detected))
-    dices = []
-    for j in range(n_ref):
-        parts = touching[:, j]
-        intersection = overlap.intersection[parts, j].sum()
-        dices.append(2 * intersection / (overlap.pred_sizes[parts].sum() + overlap.ref_sizes[j]))
+    n_pred, n_ref = overlap.pred_ids.size, overlap.ref_ids.size
+    fp = n_pred - np.unique(overlap.pair_pred).size
+    tp = np.unique(overlap.pair_ref).size
+    intersection = np.bincount(overlap.pair_ref, weights=overlap.pair_intersection, minlength=n_ref)
+    touching_size = np.bincount(overlap.pair_ref, weights=overlap.pred_sizes[overlap.pair_pred], minlength=n_ref)
+    dices = 2 * intersection / (touching_size + overlap.ref_sizes)
     formulas = {"lesion_dice": lambda: float(np.sum(dices)) / (n_ref + fp),
                 "lesion_f1": lambda: 2 * tp / (2 * tp + fp + (n_ref - tp))}
     out = {}
