@@ -48,7 +48,8 @@ def downsample_target(
 ) -> tuple[Tensor, Tensor | None]:
     """Target and mask resized to ``size`` (spatial), for a level with ``num_classes`` logit channels.
 
-    ``nearest`` keeps the target's encoding (an index map stays an index map, the ignore label with it).
+    ``nearest`` (``nearest-exact``: the fine voxel nearest each coarse voxel's centre) keeps the target's
+    encoding (an index map stays an index map, the ignore label with it).
     ``pool`` averages the one-hot target over each coarse voxel, giving soft targets ``(B, C, *size)``; a coarse
     voxel counts when more than half of its fine voxels count (mask and ``ignore_index``), and its soft target
     is the class distribution of those fine voxels.
