@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "fingerprint": "medseg.cli.dataset_commands:fingerprint",
     "example-data": "medseg.cli.dataset_commands:example_data",
     "evaluate": "medseg.cli.evaluate:evaluate",
+    "models": "medseg.cli.models:models",
 }
 
 
