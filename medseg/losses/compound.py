@@ -78,6 +78,9 @@ def weighted_sum(
     from medseg.losses.registry import loss_class
 
     named = {name: term for name, term in terms.items() if isinstance(term, str)}
+    if options and not named:
+        raise MedsegError(f"options {sorted(options)} given but every term is a built module",
+                          fix="set options when building the modules, or name the terms")
     built = _route({name: loss_class(key) for name, key in named.items()}, options) if named else {}
     modules = {name: built.get(name, term) for name, term in terms.items()}
     return WeightedSum(modules, weights if weights is not None else {name: 1.0 for name in terms})
@@ -96,9 +99,11 @@ def dice_ce(*, lambda_dice: float = 1.0, lambda_ce: float = 1.0, **options: Any)
 
 
 def nnunet_dice_ce(**options: Any) -> WeightedSum:
-    """nnU-Net's default training loss: batch Dice without background + CE, smoothing 1e-5.
+    """nnU-Net v2's training loss: Dice without background (smoothing 1e-5) + CE, here with batch Dice.
 
+    nnU-Net's plans choose ``batch_dice`` per configuration: pass ``batch=False`` where a plan says so.
     nnU-Net writes the Dice term as ``-dc``; medseg's ``1 - dc`` differs by a constant, so gradients agree.
+    Shapes: as :class:`WeightedSum`.
     """
     return dice_ce(**{"batch": True, "include_background": False, **options})
 
@@ -107,6 +112,7 @@ def dice_focal(*, lambda_dice: float = 1.0, lambda_focal: float = 1.0, **options
     """Dice + focal loss (``lambda_dice * Dice + lambda_focal * Focal``), both under the same activation.
 
     Paper: Zhu et al., "AnatomyNet", Medical Physics 2019. Options: those of ``dice`` and ``focal``.
+    Shapes: as :class:`WeightedSum`.
     """
     return WeightedSum(_route({"dice": DiceLoss, "focal": FocalLoss}, options),
                        {"dice": lambda_dice, "focal": lambda_focal})
@@ -123,6 +129,7 @@ def combo(*, alpha: float = 0.5, beta: float = 0.5, **options: Any) -> WeightedS
 
     Paper: Taghanaki et al., "Combo loss: Handling input and output imbalance in multi-organ segmentation",
     CMIG 2019. Options: those of ``dice`` and ``binary_cross_entropy`` (``pos_weight`` is set from beta).
+    Shapes: as :class:`WeightedSum`.
     """
     if not 0 <= alpha <= 1 or not 0 < beta < 1:
         raise MedsegError(f"combo needs 0 <= alpha <= 1 and 0 < beta < 1, got alpha={alpha}, beta={beta}")
@@ -135,6 +142,7 @@ def dice_cldice(*, alpha: float = 0.5, **options: Any) -> WeightedSum:
     """``(1 - alpha) * Dice + alpha * clDice``, both with smoothing 1 as in the clDice paper and MONAI's
     ``SoftDiceclDiceLoss``, both without the background by default (MONAI includes it; the clDice authors'
     code does not). Paper: Shit et al., CVPR 2021. Options: those of ``dice`` and ``cldice``.
+    Shapes: as :class:`WeightedSum`.
     """
     if not 0 <= alpha <= 1:
         raise MedsegError(f"dice_cldice needs 0 <= alpha <= 1, got {alpha}")

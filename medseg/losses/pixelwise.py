@@ -99,7 +99,8 @@ def binary_cross_entropy(
 
     .. math:: \ell_c(x) = -w_c \left[ q_c\, t_c \log p_c + (1 - t_c) \log(1 - p_c) \right]
 
-    with :math:`q_c` the ``pos_weight`` (as ``torch.nn.BCEWithLogitsLoss``) and :math:`w_c` the class weight;
+    with :math:`q_c` the ``pos_weight`` (as ``torch.nn.BCEWithLogitsLoss``; a scalar or one value per channel
+    that enters the loss) and :math:`w_c` the class weight;
     ``mean`` averages over the ``B * C' *`` counted-voxel elements. With a sigmoid this is
     ``BCEWithLogitsLoss``; with a softmax it is the per-class binary term of the Combo loss.
 
