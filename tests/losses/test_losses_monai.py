@@ -249,3 +249,25 @@ def test_bce_matches_torch(case, dims) -> None:
     pos_weight = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64).view(1, 3, *[1] * len(SPATIAL[dims]))
     theirs = F.binary_cross_entropy_with_logits(logits, onehot, pos_weight=pos_weight)
     _close(create("bce", pos_weight=[1.0, 2.0, 0.5])(logits, target), theirs)
+
+
+@pytest.mark.parametrize("dims", ["2d", "3d"])
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_focal_with_ignore_differs_from_monai_by_its_normaliser(case, dims, activation) -> None:
+    """MONAI's FocalLoss averages over B*C*voxels without an ignore label but divides by the counted voxels
+    alone with one (C times larger); medseg keeps the element mean in both cases."""
+    logits, target = _inputs(case, dims, ignore=True)
+    ours = create("focal", ignore_index=IGNORE, activation=activation)(logits, target)
+    theirs = monai_losses.FocalLoss(to_onehot_y=True, ignore_index=IGNORE,
+                                    use_softmax=activation == "softmax")(logits, target)
+    _close(3 * ours, theirs)
+
+
+@pytest.mark.parametrize("dims", ["2d", "3d"])
+def test_weighted_sum_matches_monai_generalized_dice_focal(case, dims) -> None:
+    logits, target = _inputs(case, dims)
+    ours = create("weighted_sum", terms={"gdl": "generalized_dice", "focal": "focal"}, activation="sigmoid",
+                  weights={"gdl": 0.7, "focal": 1.3})(logits, target)
+    theirs = monai_losses.GeneralizedDiceFocalLoss(sigmoid=True, to_onehot_y=True, lambda_gdl=0.7,
+                                                   lambda_focal=1.3)(logits, target)
+    _close(ours, theirs)
