@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "check": "medseg.cli.dataset_commands:check",
     "fingerprint": "medseg.cli.dataset_commands:fingerprint",
     "example-data": "medseg.cli.dataset_commands:example_data",
+    "plan": "medseg.cli.pipeline_commands:plan",
+    "preprocess": "medseg.cli.pipeline_commands:preprocess",
     "evaluate": "medseg.cli.evaluate:evaluate",
     "models": "medseg.cli.models:models",
 }

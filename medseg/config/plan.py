@@ -1,0 +1,89 @@
+"""The plan (``plans.json``): configurations fitted to a dataset, a device and a time budget."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Decision:
+    """One planning decision with its reason, so a user can see why a plan looks as it does."""
+
+    field: str
+    value: Any
+    reason: str
+
+
+@dataclass
+class Normalization:
+    """Per-channel intensity normalisation.
+
+    ``scheme``: ``"ct"`` (clip to ``clip`` then ``(x - mean) / std`` with dataset-wide foreground statistics),
+    ``"zscore"`` (per image; inside the non-zero mask when ``use_mask``), ``"rgb"`` (``x / 255``), ``"none"``.
+    """
+
+    scheme: str
+    use_mask: bool = False
+    clip: list[float] | None = None
+    mean: float | None = None
+    std: float | None = None
+
+
+@dataclass
+class Configuration:
+    """One way to train on the dataset (``2d``, ``3d_fullres``, ``3d_lowres``, ``3d_cascade_fullres``).
+
+    Spatial lists are in array order ``(z, y, x)`` or ``(y, x)``; ``target_spacing`` in mm. ``network`` is the
+    ``PlanUNet`` config (constructor kwargs); ``num_iterations`` is what the time budget allows at
+    ``estimated_step_seconds`` per training step.
+    """
+
+    name: str
+    spatial_dims: int
+    target_spacing: list[float]
+    median_shape: list[int]
+    normalization: list[Normalization]
+    resampling: dict[str, Any]
+    patch_size: list[int]
+    batch_size: int
+    network: dict[str, Any]
+    estimated_memory_bytes: int
+    estimated_step_seconds: float
+    num_iterations: int
+    previous_stage: str | None = None
+    decisions: list[Decision] = field(default_factory=list)
+
+    def decide(self, field_name: str, value: Any, reason: str) -> None:
+        self.decisions.append(Decision(field_name, value, reason))
+
+
+@dataclass
+class Plan:
+    dataset_name: str
+    channel_names: list[str]
+    labels: dict[str, Any]
+    device: str
+    budget_seconds: float | None
+    memory_bytes: int
+    calibration: dict[str, Any]
+    configurations: dict[str, Configuration]
+    overrides: list[str] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Plan":
+        data = dict(data)
+        configurations = {}
+        for name, raw in data["configurations"].items():
+            raw = dict(raw)
+            raw["normalization"] = [Normalization(**n) for n in raw["normalization"]]
+            raw["decisions"] = [Decision(**d) for d in raw.get("decisions", [])]
+            configurations[name] = Configuration(**raw)
+        data["configurations"] = configurations
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})

@@ -1,0 +1,88 @@
+"""Compute budgets: parsing ``30m`` / ``8GB``, the device's memory, and a short calibration run."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from medseg.errors import MedsegError
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+_MEMORY_UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"`` or a plain number of seconds -> seconds."""
+    text = str(text).strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    match = _DURATION.match(text)
+    if not text or match is None or not any(match.groups()):
+        raise MedsegError(f"cannot read the duration {text!r}", fix="write e.g. 90s, 30m, 2h or 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def parse_memory(text: str) -> int:
+    """``"8GB"``, ``"512MiB"``, ``"2e9"`` -> bytes."""
+    match = re.match(r"^\s*([\d.e+]+)\s*([a-zA-Z]*)\s*$", str(text))
+    unit = match.group(2).upper() if match else None
+    if match is None or unit not in _MEMORY_UNITS:
+        raise MedsegError(f"cannot read the memory size {text!r}", fix="write e.g. 8GB, 512MB or 16GiB")
+    return int(float(match.group(1)) * _MEMORY_UNITS[unit])
+
+
+def available_memory(device: str) -> int:
+    """Bytes a plan may use: the GPU's memory on cuda, half of the machine's RAM (at most 8 GB) on cpu."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.get_device_properties(0).total_memory * 0.9)
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        ram = 8 * 10**9
+    return int(min(ram // 2, 8 * 10**9))
+
+
+def calibrate(device: str, spatial_dims: int, *, seconds: float = 2.0) -> dict[str, float]:
+    """Measure the training throughput (FLOP/s, forward+backward) of a small plan U-Net on ``device``.
+
+    Runs training steps of a fixed reference network for about ``seconds`` after one warm-up step and divides
+    the analytic FLOPs of a step (3x the forward FLOPs) by the median step time.
+    """
+    import torch
+
+    from medseg.nets.plan_unet import PlanUNet
+    from medseg.planning.topology import features_per_stage, forward_flops, pooling_topology
+
+    patch = [128, 128] if spatial_dims == 2 else [32, 64, 64]
+    topology = pooling_topology([1.0] * spatial_dims, patch, max_stages=5)
+    features = features_per_stage(topology.num_stages, 16, 128)
+    net = PlanUNet(spatial_dims=spatial_dims, in_channels=1, num_classes=2, features_per_stage=features,
+                   kernel_sizes=topology.kernel_sizes, strides=topology.strides).to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((2, 1, *topology.patch_size), generator=generator).to(device)
+    y = torch.randint(0, 2, (2, *topology.patch_size), generator=generator).to(device)
+    step_times = []
+    deadline = time.perf_counter() + seconds
+    for step in range(50):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if step > 0:
+            step_times.append(time.perf_counter() - start)
+        if step >= 3 and time.perf_counter() > deadline:
+            break
+    step_flops = 3 * 2 * forward_flops(topology, features, 1, 2)  # batch of 2; forward + backward = 3x forward
+    median = sorted(step_times)[len(step_times) // 2]
+    return {"flops_per_second": step_flops / median, "reference_step_seconds": median,
+            "reference_patch": topology.patch_size, "steps": len(step_times), "threads": torch.get_num_threads()}

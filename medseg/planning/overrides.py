@@ -1,0 +1,66 @@
+"""``--set key=value`` overrides on a plan: ``3d_fullres.batch_size=4``, ``patch_size=[64,64,64]`` (all configs)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import numpy as np
+
+from medseg.config import Configuration, Plan
+from medseg.errors import MedsegError
+
+_EDITABLE = {f.name for f in fields(Configuration)} - {"name", "decisions"}
+
+
+def apply_overrides(plan: Plan, assignments: list[str]) -> Plan:
+    """Apply each ``[config.]field[.subfield]=json`` in order; the change is recorded as a decision."""
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key:
+            raise MedsegError(f"override {assignment!r} is not key=value", fix="write e.g. 3d_fullres.batch_size=4")
+        value = _parse(raw)
+        parts = key.strip().split(".")
+        targets = list(plan.configurations.values())
+        if parts[0] in plan.configurations:
+            targets = [plan.configurations[parts[0]]]
+            parts = parts[1:]
+        if not parts or parts[0] not in _EDITABLE:
+            raise MedsegError(f"cannot override {key!r}",
+                              fix=f"name a configuration ({', '.join(plan.configurations)}) and a field "
+                                  f"({', '.join(sorted(_EDITABLE))})")
+        for config in targets:
+            _assign(config, parts, value, key)
+            config.decide(".".join(parts), value, f"set by the user (--set {assignment})")
+            _validate(config)
+        plan.overrides.append(assignment)
+    return plan
+
+
+def _parse(raw: str):
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _assign(config: Configuration, parts: list[str], value, key: str) -> None:
+    if len(parts) == 1:
+        setattr(config, parts[0], value)
+        return
+    container = getattr(config, parts[0])
+    if not isinstance(container, dict) or len(parts) != 2:
+        raise MedsegError(f"cannot override {key!r}: {parts[0]} has no sub-field {'.'.join(parts[1:])}",
+                          fix=f"set the whole {parts[0]} or one of its keys")
+    container[parts[1]] = value
+
+
+def _validate(config: Configuration) -> None:
+    strides = np.array(config.network["strides"])
+    divisor = np.prod(strides, axis=0)
+    if len(config.patch_size) != config.spatial_dims or np.any(np.array(config.patch_size) % divisor):
+        raise MedsegError(f"{config.name}: patch_size {config.patch_size} is not a multiple of the network's "
+                          f"downsampling {divisor.tolist()}",
+                          fix=f"use multiples of {divisor.tolist()} or also override network.strides")
+    if int(config.batch_size) < 1:
+        raise MedsegError(f"{config.name}: batch_size must be >= 1", fix="set batch_size to 1 or more")

@@ -1,0 +1,104 @@
+"""Preprocess a dataset for one configuration: crop to non-zero, normalise, resample, cache (resumable)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medseg.config import Configuration, Plan, write_json_atomic
+from medseg.data.layout import Case, Dataset, open_dataset
+from medseg.errors import MedsegError
+from medseg.parallel import map_cases
+from medseg.planning.fingerprint import nonzero_bbox
+from medseg.preprocess import cache
+from medseg.preprocess.normalize import normalize
+from medseg.preprocess.resample import new_shape, resample_image, resample_label
+
+MAX_LOCATIONS_PER_CLASS = 10_000
+
+
+@dataclass
+class PreprocessedCase:
+    data: np.ndarray  # (C, *spatial) float32
+    seg: np.ndarray  # (1, *spatial) int8
+    class_locations: dict[int, np.ndarray]
+    properties: dict
+
+
+def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list[float],
+                      config: Configuration, *, seed: int = 0) -> PreprocessedCase:
+    """``image`` ``(C, *spatial)``, ``label`` ``(1, *spatial)`` or None, ``spacing`` in array order.
+
+    For a 2d configuration of 3D data the volume stays 3D: only the in-plane axes are resampled and the
+    training sampler draws slices.
+    """
+    bbox = nonzero_bbox(image)
+    crop = (slice(None),) + tuple(slice(a, b) for a, b in bbox)
+    image = image[crop]
+    mask = np.any(image != 0, axis=0)
+    label = label[crop] if label is not None else None
+    data = normalize(image, config.normalization, mask)
+    target = list(config.target_spacing)
+    if len(target) < len(spacing):  # 2d configuration of 3D data: keep the slice axis
+        target = [spacing[0]] + target
+    shape = new_shape(data.shape[1:], spacing, target)
+    separate_z = bool(config.resampling.get("separate_z", False))
+    data = resample_image(data, shape, order=int(config.resampling.get("image_order", 3)), separate_z=separate_z,
+                          z_order=int(config.resampling.get("z_order", 0)))
+    seg = resample_label(label, shape, separate_z=separate_z) if label is not None else \
+        np.zeros((1, *shape), dtype=np.int8)
+    rng = np.random.default_rng(seed)
+    locations = {}
+    for value in np.unique(seg):
+        if value <= 0:
+            continue
+        where = np.argwhere(seg[0] == value)
+        if len(where) > MAX_LOCATIONS_PER_CLASS:
+            where = where[np.sort(rng.choice(len(where), MAX_LOCATIONS_PER_CLASS, replace=False))]
+        locations[int(value)] = where.astype(np.int32)
+    properties = {
+        "spacing": [float(s) for s in spacing],
+        "target_spacing": [float(t) for t in target],
+        "crop_bbox": bbox,
+        "shape_after_crop": [int(b - a) for a, b in bbox],
+        "shape_after_resample": [int(s) for s in shape],
+        "classes_present": sorted(locations),
+    }
+    return PreprocessedCase(data, seg.astype(np.int8), locations, properties)
+
+
+def preprocess_case(dataset: Dataset, config: Configuration, folder: Path, item: tuple[int, Case]) -> str:
+    """Preprocess one case into ``folder`` unless it is already complete there; returns 'done' or 'skipped'."""
+    index, case = item
+    if cache.is_complete(folder, case.case_id):
+        return "skipped"
+    image = dataset.read_image(case)
+    label = dataset.read_label(case) if case.label_file is not None else None
+    result = preprocess_arrays(image.array, label.array if label is not None else None, list(image.spacing), config,
+                               seed=index)
+    result.properties.update(case_id=case.case_id, shape_before_crop=list(image.spatial_shape),
+                             origin=list(image.origin), direction=image.direction.tolist())
+    cache.write_case(folder, case.case_id, result.data, result.seg, result.class_locations, result.properties)
+    return "done"
+
+
+def preprocess_dataset(root: str | Path, plan: Plan, configuration: str, output: str | Path, *,
+                       workers: int | None = None, progress: bool | None = None) -> dict[str, int]:
+    """Fill ``output/<configuration>/`` with the cache of every training case; cases already there are skipped,
+    so an interrupted run resumes. Returns counts of 'done' and 'skipped' cases."""
+    if configuration not in plan.configurations:
+        raise MedsegError(f"no configuration {configuration!r} in the plan",
+                          fix=f"use one of {', '.join(plan.configurations)}")
+    config = plan.configurations[configuration]
+    dataset = open_dataset(root)
+    folder = Path(output) / configuration
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(plan.to_dict(), Path(output) / "plans.json")
+    write_json_atomic(dataset.spec.to_dict(), Path(output) / "dataset_spec.json")
+    worker = functools.partial(preprocess_case, dataset, config, folder)
+    outcomes = map_cases(worker, list(enumerate(dataset.cases)), workers=workers, description=f"preprocess {configuration}",
+                         progress=progress)
+    return {"done": outcomes.count("done"), "skipped": outcomes.count("skipped")}
