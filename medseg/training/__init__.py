@@ -1,0 +1,1 @@
+"""Training: the budget-driven trainer, checkpoints, cross-validation splits, the model folder."""
