@@ -36,6 +36,7 @@ def _close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
         {"batch": True},
         {"squared": True, "include_background": False},
         {"class_weight": [0.2, 1.0, 3.0]},
+        {"class_weight": [0.2, 1.0, 3.0], "include_background": False},  # MONAI wants [1.0, 3.0] here
         {"activation": "sigmoid", "batch": True},
         {"smooth_nr": 0.0, "smooth_dr": 1.0},
     ],
@@ -50,7 +51,7 @@ def test_dice_and_jaccard_match_monai(case, dims, onehot_target, options) -> Non
                 "smooth_nr": kw.get("smooth_nr", 1e-5), "smooth_dr": kw.get("smooth_dr", 1e-5)}
     monai_kw["sigmoid" if kw.get("activation") == "sigmoid" else "softmax"] = True
     if "class_weight" in kw:
-        monai_kw["weight"] = torch.tensor(kw["class_weight"])
+        monai_kw["weight"] = torch.tensor(kw["class_weight"][0 if monai_kw["include_background"] else 1:])
     for jaccard in (False, True):
         ours = create("jaccard" if jaccard else "dice", **kw)(logits, ours_target)
         theirs = monai_losses.DiceLoss(jaccard=jaccard, **monai_kw)(logits, monai_target)
