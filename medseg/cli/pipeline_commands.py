@@ -53,3 +53,36 @@ def preprocess(
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     typer.echo(f"{counts['done']} case(s) preprocessed, {counts['skipped']} already there; peak RSS of one "
                f"process {peak / 1024:.0f} MB; cache {output / configuration}")
+
+
+def train(
+    dataset: Path = typer.Argument(..., help="Dataset folder (nnU-Net v2 or MSD layout)."),
+    configuration: str = typer.Option(..., "-c", "--configuration", help="Configuration from the plan, e.g. 2d."),
+    fold: str = typer.Option("0", "-f", "--fold", help="Fold 0..4, or all."),
+    output: Path = typer.Option(Path("model"), "-o", "--output", help="Model folder (shared by folds)."),
+    budget: Optional[str] = typer.Option(None, help="Wall-clock budget of this fold, e.g. 20m (default: the plan's)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the fold's last checkpoint."),
+    plans: Optional[Path] = typer.Option(None, "-p", "--plans", help="plans.json (default: MODEL/plans.json, or "
+                                                                     "plan now for the budget)."),
+    preprocessed: Optional[Path] = typer.Option(None, help="Cache folder (default: MODEL/preprocessed)."),
+    split: str = typer.Option("random", help="Cross-validation split: random, or blocks (video frames)."),
+    groups: Optional[Path] = typer.Option(None, help="JSON {case: group}: cases of a group share a fold."),
+    optimizer: str = typer.Option("sgd", help="sgd (Nesterov, momentum 0.99) or adamw."),
+    workers: int = typer.Option(1, help="Data-loading worker processes."),
+    seed: int = typer.Option(0, help="Random seed."),
+    max_iterations: Optional[int] = typer.Option(None, help="Stop after this many steps (default: the plan's)."),
+    iterations_per_epoch: int = typer.Option(50, help="Training steps between validations and checkpoints."),
+) -> None:
+    """Train one fold within a wall-clock budget (checkpoints every epoch; --resume continues)."""
+    from medseg.planning.budget import parse_duration
+    from medseg.training.service import train_fold
+
+    result = train_fold(dataset, configuration, fold, model_dir=output, plans=plans, preprocessed=preprocessed,
+                        budget_seconds=parse_duration(budget) if budget else None, resume=resume, split_mode=split,
+                        groups_file=groups, train_config={"optimizer": optimizer, "num_workers": workers,
+                                                          "seed": seed, "max_iterations": max_iterations,
+                                                          "iterations_per_epoch": iterations_per_epoch})
+    last = result.state.history[-1] if result.state.history else {}
+    typer.echo(f"{'resumed and ' if result.resumed else ''}trained {result.state.iteration} steps in "
+               f"{result.state.elapsed:.0f} s; last validation pseudo-Dice {last.get('val_dice')}; "
+               f"model {result.fold_dir}")

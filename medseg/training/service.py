@@ -1,0 +1,72 @@
+"""`train` end to end: plan (made if missing), preprocess (resumable), splits, model folder, one fold."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from medseg.config import Plan, read_json, write_json_atomic
+from medseg.data.layout import open_dataset
+from medseg.errors import MedsegError
+from medseg.training.model_folder import ModelInfo, fold_folder, write_model_info
+from medseg.training.splits import fold_cases, load_or_make_splits
+from medseg.training.trainer import Trainer, TrainConfig, TrainState
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    fold_dir: Path
+    state: TrainState
+    resumed: bool
+
+
+def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, model_dir: str | Path,
+               plans: str | Path | None = None, preprocessed: str | Path | None = None,
+               budget_seconds: float | None = None, resume: bool = False, split_mode: str = "random",
+               groups_file: str | Path | None = None, train_config: dict | None = None,
+               progress: bool | None = None) -> TrainResult:
+    """Train ``fold`` (0..4 or "all") of ``configuration``; ``plans`` default: ``MODEL/plans.json`` or a new plan
+    for ``budget_seconds``; ``preprocessed`` default: ``MODEL/preprocessed``."""
+    from medseg.planning.service import make_plan
+    from medseg.preprocess.pipeline import preprocess_dataset
+
+    model_dir = Path(model_dir)
+    fold = str(fold)
+    fold_dir = fold_folder(model_dir, fold)
+    if fold_dir.exists() and any(fold_dir.iterdir()) and not resume:
+        raise MedsegError("this fold already has a training run", path=fold_dir,
+                          fix="pass --resume to continue it, or choose another model folder with -o")
+    data = open_dataset(dataset)
+    plan_path = Path(plans) if plans is not None else model_dir / "plans.json"
+    if plan_path.is_file():
+        plan = Plan.from_dict(read_json(plan_path))
+    elif plans is not None:
+        raise MedsegError("plans file not found", path=plan_path, fix="run medseg plan first or omit --plans")
+    else:
+        plan = make_plan(dataset, budget=budget_seconds, progress=progress)
+    if configuration not in plan.configurations:
+        raise MedsegError(f"no configuration {configuration!r} in the plan", path=plan_path,
+                          fix=f"use one of {', '.join(plan.configurations)}")
+    config = plan.configurations[configuration]
+    label_values = sorted(v for k, v in data.spec.labels.items() if isinstance(v, int) and k != "ignore")
+    if label_values != list(range(len(label_values))) and max(label_values) > 255:
+        raise MedsegError(f"label values {label_values} above 255", fix="relabel to 0..N-1")
+    write_model_info(model_dir, ModelInfo(configuration, config.network, label_values), plan, data.spec)
+    cache_root = Path(preprocessed) if preprocessed is not None else model_dir / "preprocessed"
+    preprocess_dataset(dataset, plan, configuration, cache_root, progress=progress)
+    groups = json.loads(Path(groups_file).read_text()) if groups_file else None
+    case_ids = [c.case_id for c in data.cases]
+    splits = load_or_make_splits(model_dir / "splits.json", case_ids, mode=split_mode, groups=groups)
+    train_cases, val_cases = fold_cases(splits, fold, case_ids)
+    options = dict(train_config or {})
+    options.update(configuration=configuration, fold=fold, budget_seconds=budget_seconds if budget_seconds is not None
+                   else plan.budget_seconds)
+    trainer = Trainer(configuration=config, cache_dir=cache_root / configuration, fold_dir=fold_dir,
+                      train_cases=train_cases, val_cases=val_cases, label_values=label_values,
+                      config=TrainConfig(**options))
+    resumed = trainer.resume() if resume else False
+    state = trainer.run(progress=progress)
+    write_json_atomic({"train": train_cases, "val": val_cases}, fold_dir / "cases.json")
+    return TrainResult(model_dir, fold_dir, state, resumed)
