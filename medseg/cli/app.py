@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "example-data": "medseg.cli.dataset_commands:example_data",
     "plan": "medseg.cli.pipeline_commands:plan",
     "preprocess": "medseg.cli.pipeline_commands:preprocess",
+    "train": "medseg.cli.pipeline_commands:train",
     "evaluate": "medseg.cli.evaluate:evaluate",
     "models": "medseg.cli.models:models",
 }
