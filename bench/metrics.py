@@ -3,9 +3,11 @@
 Masks are the whole-tumour label of a BraTS 2013 case (../shared/data/brats2013_mini) resampled (nearest
 neighbour, same physical extent) to 256^3 and 512x512x300; the prediction is a perturbed copy (shifted, locally
 eroded/dilated, with spurious blobs). Each (library, case) runs in a fresh subprocess pinned to 2 cores, which
-reports its wall time (best of --repeats) and peak memory: ru_maxrss of the whole process (interpreter, library
+reports its wall time and peak memory: ru_maxrss of the whole process (interpreter, library
 imports, the two input masks), the RSS growth during the computation (the kernel's high-water mark, reset just
 before the computation, minus the RSS then), and tracemalloc's peak (numpy allocations only; torch's are invisible).
+The libraries run round-robin for --rounds rounds (a fresh subprocess each time); the best time is kept, and the
+largest memory figures.
 
 Pairs that compute the same definitions are compared, and their values are checked to agree:
   medseg (surface="voxel", default)  vs  MONAI             (surface voxels, linear percentile)
@@ -119,8 +121,8 @@ def _compute(library: str, pred: np.ndarray, ref: np.ndarray, spacing: tuple[flo
     raise ValueError(library)
 
 
-def worker(library: str, folder: Path, spacing: tuple[float, ...], repeats: int) -> dict:
-    """Run in a fresh process: load the masks, compute ``repeats`` times, report time and memory."""
+def worker(library: str, folder: Path, spacing: tuple[float, ...]) -> dict:
+    """Run in a fresh process: import the library, load the masks, compute once, report time and memory."""
     import warnings
 
     warnings.simplefilter("ignore")
@@ -140,22 +142,38 @@ def worker(library: str, folder: Path, spacing: tuple[float, ...], repeats: int)
     pred, ref = np.load(folder / "pred.npy"), np.load(folder / "ref.npy")
     rss_before = _status_mb("VmRSS")
     peak_was_reset = _reset_peak_rss()
-    times, values = [], {}
     tracemalloc.start()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        values = _compute(library, pred, ref, spacing)
-        times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    values = _compute(library, pred, ref, spacing)
+    seconds = time.perf_counter() - start
     traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     compute_peak = _status_mb("VmHWM") if peak_was_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": min(times), "all_seconds": times,
+    return {"seconds": seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "compute_rss_growth_mb": compute_peak - rss_before, "tracemalloc_peak_mb": traced_peak,
             "input_mb": (pred.nbytes + ref.nbytes) / 2**20, "values": values}
 
 
-def run(repeats: int, cases: list[str], libraries: list[str]) -> dict:
+def _subprocess(library: str, folder: Path, spacing: tuple[float, ...], name: str) -> dict:
+    command = [sys.executable, __file__, "--worker", library, str(folder), json.dumps(spacing)]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{library} on {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _merge(measured: list[dict]) -> dict:
+    """Best time over the rounds; the largest memory figures (the conservative side)."""
+    merged = dict(measured[0])
+    merged["seconds"] = min(m["seconds"] for m in measured)
+    merged["all_seconds"] = [m["seconds"] for m in measured]
+    for key in ("peak_rss_mb", "compute_rss_growth_mb", "tracemalloc_peak_mb"):
+        merged[key] = max(m[key] for m in measured)
+    return merged
+
+
+def run(rounds: int, cases: list[str], libraries: list[str]) -> dict:
     results: dict = {"cases": {}}
     with tempfile.TemporaryDirectory(prefix="medseg-bench-") as tmp:
         for name in cases:
@@ -166,14 +184,12 @@ def run(repeats: int, cases: list[str], libraries: list[str]) -> dict:
             entry = {"shape": list(CASES[name]), "spacing_mm": spacing, "ref_voxels": int(ref.sum()),
                      "pred_voxels": int(np.load(folder / "pred.npy").sum()), "libraries": {}}
             del ref
-            for library in libraries:
-                command = [sys.executable, __file__, "--worker", library, str(folder), json.dumps(spacing),
-                           "--repeats", str(repeats)]
-                out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-                if out.returncode != 0:
-                    raise RuntimeError(f"{library} on {name} failed:\n{out.stderr[-3000:]}")
-                entry["libraries"][library] = json.loads(out.stdout.strip().splitlines()[-1])
-                got = entry["libraries"][library]
+            runs: dict[str, list[dict]] = {library: [] for library in libraries}
+            for _ in range(rounds):  # round-robin, so that a shared machine's load hits every library alike
+                for library in libraries:
+                    runs[library].append(_subprocess(library, folder, spacing, name))
+            for library, measured in runs.items():
+                entry["libraries"][library] = got = _merge(measured)
                 print(f"{name:12s} {library:17s} {got['seconds']:8.2f} s  peak RSS {got['peak_rss_mb']:7.0f} MB  "
                       f"growth {got['compute_rss_growth_mb']:7.0f} MB  {got['values']}", file=sys.stderr)
             entry["ratios"] = _ratios(entry["libraries"])
@@ -200,28 +216,30 @@ def _ratios(libraries: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", nargs=3, metavar=("LIBRARY", "FOLDER", "SPACING"), help=argparse.SUPPRESS)
-    parser.add_argument("--repeats", type=int, default=2, help="timed repetitions per (library, case); best is kept")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="fresh subprocesses per (library, case), run round-robin; the best time is kept")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
     parser.add_argument("--libraries", default=",".join(LIBRARIES))
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.worker:
         library, folder, spacing = args.worker
-        print(json.dumps(worker(library, Path(folder), tuple(json.loads(spacing)), args.repeats)))
+        print(json.dumps(worker(library, Path(folder), tuple(json.loads(spacing)))))
         return
     if not (BRATS / "labelsTr").is_dir():
         sys.exit(f"BraTS data not found at {BRATS}")
-    started = time.time()
-    results = run(args.repeats, args.cases.split(","), args.libraries.split(","))
+    started, load_at_start = time.time(), os.getloadavg()
+    results = run(args.rounds, args.cases.split(","), args.libraries.split(","))
     results.update({
         "benchmark": "Dice + HD95 + ASSD + NSD (tau = 1 mm) on one binary 3D mask pair",
         "command": "python bench/metrics.py " + " ".join(sys.argv[1:]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores_available": os.cpu_count(),
                     "cores_used": THREADS, "python": platform.python_version(),
-                    "load_average_at_start": os.getloadavg()},
+                    "load_average_at_start": load_at_start},
         "total_seconds": time.time() - started,
-        "repeats": args.repeats,
+        "rounds": args.rounds,
+        "load_average_at_end": os.getloadavg(),
     })
     args.output.parent.mkdir(parents=True, exist_ok=True)
     temporary = args.output.with_suffix(".json.part")
