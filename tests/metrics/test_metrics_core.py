@@ -210,3 +210,17 @@ def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
     stats = M.summarise([1.0, math.nan, math.inf, 0.5])
     assert (stats["n"], stats["n_finite"], stats["n_nan"], stats["n_inf"]) == (4, 2, 1, 1)
     assert stats["mean"] == pytest.approx(0.75)
+
+
+def test_matching_below_one_half_maximises_total_iou_not_greedy():
+    # X (20 vx) overlaps A (10 vx) by 8 and B (20 vx) by 12; Y (10 vx) overlaps B by 8.
+    # Greedy by IoU takes X-B (12/28) and leaves A and Y unmatched; the optimum is X-A (8/22) + Y-B (8/22).
+    overlap = M.InstanceOverlap(
+        pred_ids=np.array([1, 2]), ref_ids=np.array([1, 2]), pred_sizes=np.array([20, 10]),
+        ref_sizes=np.array([10, 20]), pair_pred=np.array([0, 0, 1]), pair_ref=np.array([0, 1, 1]),
+        pair_intersection=np.array([8, 12, 8]))
+    match = M.match_instances(overlap, 0.3)
+    assert sorted(zip(match.pred_index.tolist(), match.ref_index.tolist())) == [(0, 0), (1, 1)]
+    assert match.iou == pytest.approx([8 / 22, 8 / 22])
+    strict = M.match_instances(overlap, 0.4)  # only X-B passes
+    assert (strict.tp, strict.fp, strict.fn) == (1, 1, 1) and strict.iou == pytest.approx([12 / 28])
