@@ -11,14 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def segment_sum(x: torch.Tensor) -> torch.Tensor:
-    """``(..., T) -> (..., T, T)``: ``out[i, j] = x[j+1] + ... + x[i]`` for ``i >= j``, ``-inf`` above the diagonal."""
-    t = x.shape[-1]
-    x = x[..., None].expand(*x.shape, t)
-    strict = torch.tril(torch.ones(t, t, dtype=torch.bool, device=x.device), diagonal=-1)
-    sums = torch.cumsum(x.masked_fill(~strict, 0), dim=-2)
-    lower = torch.tril(torch.ones(t, t, dtype=torch.bool, device=x.device))
-    return sums.masked_fill(~lower, float("-inf"))
+def segment_sum(cumulative: torch.Tensor) -> torch.Tensor:
+    """Cumulative sums ``c (..., T)`` of ``x`` -> ``(..., T, T)``: ``out[i, j] = x[j+1] + ... + x[i] = c[i] - c[j]``
+    for ``i >= j``, ``-inf`` above the diagonal (as the SSD kernels do; within a chunk the difference is exact
+    enough in float32)."""
+    t = cumulative.shape[-1]
+    lower = torch.tril(torch.ones(t, t, dtype=torch.bool, device=cumulative.device))
+    return (cumulative[..., :, None] - cumulative[..., None, :]).masked_fill(~lower, float("-inf"))
 
 
 def ssd_scan(x: torch.Tensor, log_decay: torch.Tensor, b: torch.Tensor, c: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -34,12 +33,12 @@ def ssd_scan(x: torch.Tensor, log_decay: torch.Tensor, b: torch.Tensor, c: torch
     c = c.reshape(bt, n_chunks, chunk, h, -1)
     a = log_decay.reshape(bt, n_chunks, chunk, h).permute(0, 3, 1, 2)  # (Bt, H, chunks, chunk)
     a_cum = torch.cumsum(a, dim=-1)
-    within = torch.exp(segment_sum(a))  # (Bt, H, chunks, chunk, chunk)
+    within = torch.exp(segment_sum(a_cum))  # (Bt, H, chunks, chunk, chunk)
     y_diag = torch.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", c, b, within, x)
     decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)
     states = torch.einsum("bclhn,bhcl,bclhp->bchpn", b, decay_to_end, x)
     states = torch.cat([torch.zeros_like(states[:, :1]), states], dim=1)
-    across = torch.exp(segment_sum(F.pad(a_cum[..., -1], (1, 0))))  # (Bt, H, chunks+1, chunks+1)
+    across = torch.exp(segment_sum(torch.cumsum(F.pad(a_cum[..., -1], (1, 0)), dim=-1)))  # (Bt, H, n+1, n+1)
     states = torch.einsum("bhzc,bchpn->bzhpn", across, states)[:, :-1]
     y_off = torch.einsum("bclhn,bchpn,bhcl->bclhp", c, states, torch.exp(a_cum))
     return (y_diag + y_off).reshape(bt, length, h, p)
