@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -125,7 +125,10 @@ def evaluate(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | Path, *, 
     """
     pred_dir, ref_dir, out_dir = Path(pred_dir), Path(ref_dir), Path(out_dir)
     cases = pair_cases(pred_dir, ref_dir, Path(roi_dir) if roi_dir is not None else None)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(cases)))
+    cores = os.cpu_count() or 1
+    workers = max(1, min(workers or cores, len(cases)))
+    if options.threads == 1 and cores > workers:  # spare cores go to the distance transforms of each case
+        options = replace(options, threads=cores // workers)
     classes = resolve_classes([c[2] for c in cases], labels, regions,
                               Path(dataset_json) if dataset_json is not None else None, ref_dir, workers, progress)
     jobs = [(case, pred, ref, roi, classes, options) for case, pred, ref, roi in cases]
