@@ -19,10 +19,10 @@ from medseg.metrics.topology import cldice
 
 __all__ = [
     "ALL_METRICS", "CONVENTIONS", "Confusion", "DEFAULT_METRICS", "InstanceMatch", "InstanceOverlap",
-    "MetricAccumulator", "MetricConvention", "MetricOptions", "Reliability", "SurfaceDistances", "accuracy", "assd", "binary_metrics",
-    "boundary_iou", "bootstrap_ci", "brier_score", "case_metrics", "classes_from_labels", "cldice", "confusion",
-    "convention", "dice", "directed_means", "expected_calibration_error", "hausdorff", "hausdorff_percentile",
-    "instance_metrics", "instance_overlap", "iou", "label_instances", "lesion_metrics", "match_instances", "msd",
-    "nsd", "overlap_metrics", "precision", "ravd", "recall", "reliability", "specificity", "summarise",
-    "surface_distances", "surface_metrics", "volume_similarity",
+    "MetricAccumulator", "MetricConvention", "MetricOptions", "Reliability", "SurfaceDistances", "accuracy",
+    "assd", "binary_metrics", "bootstrap_ci", "boundary_iou", "brier_score", "case_metrics", "classes_from_labels",
+    "cldice", "confusion", "convention", "dice", "directed_means", "expected_calibration_error", "hausdorff",
+    "hausdorff_percentile", "instance_metrics", "instance_overlap", "iou", "label_instances", "lesion_metrics",
+    "match_instances", "msd", "nsd", "overlap_metrics", "precision", "ravd", "recall", "reliability",
+    "specificity", "summarise", "surface_distances", "surface_metrics", "volume_similarity",
 ]

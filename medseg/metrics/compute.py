@@ -29,7 +29,7 @@ class MetricOptions:
     percentile: float = conv.DEFAULT_PERCENTILE
     nsd_tolerance: float = conv.DEFAULT_NSD_TOLERANCE_MM
     boundary_width: float = conv.DEFAULT_BOUNDARY_WIDTH_MM
-    instance_connectivity: int = conv.DEFAULT_INSTANCE_CONNECTIVITY
+    instance_connectivity: int | None = conv.DEFAULT_INSTANCE_CONNECTIVITY
     match_iou: float = conv.DEFAULT_MATCH_IOU
     threads: int = 1
 

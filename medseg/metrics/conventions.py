@@ -31,8 +31,9 @@ DEFAULT_PERCENTILE = 95.0
 DEFAULT_NSD_TOLERANCE_MM = 1.0
 #: Boundary IoU band width in mm: the part of a mask within this distance of its own contour.
 DEFAULT_BOUNDARY_WIDTH_MM = 2.0
-#: Connectivity of connected components (instances, lesions): 1 = faces, ndim = full (26 in 3D, 8 in 2D).
-DEFAULT_INSTANCE_CONNECTIVITY = 1
+#: Connectivity of connected components (instances, lesions): 1 = faces, ndim = full (26 in 3D, 8 in 2D);
+#: None = full, whatever the dimension (cc3d's and scikit-image's default, and BraTS 2023's lesion-wise scoring).
+DEFAULT_INSTANCE_CONNECTIVITY: int | None = None
 #: Instance matching: one-to-one, maximum total IoU among pairs with IoU >= threshold (Hungarian algorithm);
 #: for thresholds > 0.5 this is the unique matching of Kirillov et al. (panoptic quality).
 DEFAULT_MATCH_IOU = 0.5

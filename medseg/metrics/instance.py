@@ -15,14 +15,16 @@ INSTANCE_METRICS = ("detection_precision", "detection_recall", "detection_f1", "
 LESION_METRICS = ("lesion_dice", "lesion_f1")
 
 
-def label_instances(mask: np.ndarray, connectivity: int = conv.DEFAULT_INSTANCE_CONNECTIVITY) -> np.ndarray:
+def label_instances(mask: np.ndarray,
+                    connectivity: int | None = conv.DEFAULT_INSTANCE_CONNECTIVITY) -> np.ndarray:
     """Connected components of a boolean mask ``(*spatial)`` as an instance map (0 background, 1..n), via cc3d.
 
-    ``connectivity`` 1 = faces (4 in 2D, 6 in 3D), ``ndim`` = full neighbourhood (8 / 26).
+    ``connectivity`` 1 = faces (4 in 2D, 6 in 3D), ``ndim`` or None = full neighbourhood (8 / 26).
     """
     import cc3d
 
     mask = np.asarray(mask, dtype=bool)
+    connectivity = mask.ndim if connectivity is None else connectivity
     neighbours = {(2, 1): 4, (2, 2): 8, (3, 1): 6, (3, 2): 18, (3, 3): 26}[(mask.ndim, connectivity)]
     return cc3d.connected_components(mask.view(np.uint8), connectivity=neighbours)
 
@@ -139,7 +141,7 @@ def instance_metrics(match: InstanceMatch, keys=INSTANCE_METRICS) -> dict[str, f
     return out
 
 
-def lesion_metrics(pred: np.ndarray, ref: np.ndarray, connectivity: int = conv.DEFAULT_INSTANCE_CONNECTIVITY,
+def lesion_metrics(pred: np.ndarray, ref: np.ndarray, connectivity: int | None = conv.DEFAULT_INSTANCE_CONNECTIVITY,
                    keys=LESION_METRICS) -> dict[str, float]:
     """Lesion-wise Dice and F1 of two boolean masks, lesions being connected components.
 

@@ -146,6 +146,10 @@ def test_instances_from_connected_components_respect_connectivity():
     mask[1, 1] = mask[2, 2] = True  # diagonal neighbours
     assert M.label_instances(mask, 1).max() == 2
     assert M.label_instances(mask, 2).max() == 1
+    assert M.label_instances(mask).max() == 1  # default: full neighbourhood (cc3d, scikit-image, BraTS 2023)
+    corner = np.zeros((3, 3, 3), bool)
+    corner[0, 0, 0] = corner[1, 1, 1] = True
+    assert M.label_instances(corner).max() == 1 and M.label_instances(corner, 2).max() == 2
 
 
 def test_lesion_wise_dice_and_f1():
