@@ -1,0 +1,195 @@
+"""``Predictor``: a trained model folder -> label maps in the input image's own geometry.
+
+Per image: crop to non-zero, normalise and resample as in training (``preprocess_arrays``); sliding window
+(Gaussian weights, step 0.5) with mirroring TTA over every fold's network, averaging the folds' softmax; resample
+the probabilities back to the cropped grid; argmax; channel ``i`` -> ``label_values[i]``; paste into a label map of
+the input's full shape; optional post-processing (largest component per class) where the model folder's
+``postprocessing.json`` says it helped in cross-validation.
+
+Memory: when the whole-volume accumulator ``(K + 1, *S)`` would exceed ``memory_limit`` bytes, the volume is
+streamed in slabs along the first axis (``sliding_window_slabs``): each finished slab is resampled, argmaxed and
+written into the uint8/uint16 output, so peak memory is the input, the output label map and about one patch-deep
+band of probabilities, whatever the volume's length. Asking for the probabilities (``predict_with_probabilities``)
+holds them for the whole image, as the caller asked.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from medseg.config import Configuration
+from medseg.errors import MedsegError
+from medseg.inference.postprocess import keep_largest_component, read_postprocessing
+from medseg.inference.restore import SlabResampler, bytes_of, label_lookup, paste_labels
+from medseg.inference.sliding_window import sliding_window, sliding_window_slabs
+from medseg.inference.tta import mirrored
+from medseg.io import Image
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MEMORY_LIMIT = 2 * 1024 ** 3
+DEFAULT_FORWARD_MEMORY = 1024 ** 3
+
+
+class Predictor:
+    """Predict label maps with one configuration's networks (one per fold, their softmax averaged).
+
+    Args:
+        networks: trained networks in eval mode, ``(B, C, *patch)`` -> logits ``(B, K, *patch)``.
+        config: the plan's configuration they were trained with (patch, spacing, normalisation, resampling).
+        label_values: output channel ``i`` predicts ``label_values[i]``.
+        tta: mirror over every spatial axis of the network (``2 ** d`` passes) or only ``mirror_axes``.
+        step: window stride as a fraction of the patch.
+        batch_size: windows per batch (all their mirrored copies go through the network together, in chunks that
+            fit ``forward_memory`` bytes of activations).
+        memory_limit: bytes the whole-volume accumulator may take before prediction streams in slabs.
+        accumulate_dtype: float32 or float16 accumulator.
+        postprocess_labels: labels whose largest connected component alone is kept.
+    """
+
+    def __init__(self, networks: Sequence[torch.nn.Module], config: Configuration, label_values: Sequence[int], *,
+                 tta: bool = True, mirror_axes: Sequence[int] | None = None, step: float = 0.5, batch_size: int = 1,
+                 device: str = "cpu", memory_limit: int = DEFAULT_MEMORY_LIMIT,
+                 forward_memory: int = DEFAULT_FORWARD_MEMORY, accumulate_dtype: torch.dtype = torch.float32,
+                 postprocess_labels: Sequence[int] = ()):
+        if not networks:
+            raise MedsegError("no networks to predict with", fix="pass at least one fold")
+        self.networks = list(networks)
+        self.config = config
+        self.label_values = [int(v) for v in label_values]
+        self.spatial_dims = int(config.spatial_dims)
+        self.patch_size = [int(p) for p in config.patch_size]
+        axes = range(self.spatial_dims) if mirror_axes is None else mirror_axes
+        self.mirror_axes = tuple(sorted(set(int(a) for a in axes))) if tta else ()
+        self.step, self.batch_size, self.device = float(step), int(batch_size), device
+        self.memory_limit, self.accumulate_dtype = int(memory_limit), accumulate_dtype
+        self.postprocess_labels = [int(v) for v in postprocess_labels]
+        self.in_channels = int(getattr(self.networks[0], "config", {}).get("in_channels", 0)) or None
+        features = getattr(self.networks[0], "config", {}).get("features_per_stage", [32])
+        # the largest live tensors of a U-Net forward are a few full-resolution feature maps per sample
+        per_sample = 6 * int(features[0]) * int(np.prod(self.patch_size)) * 4
+        self.max_forward_batch = max(1, int(forward_memory) // per_sample)
+
+    @classmethod
+    def from_folder(cls, model: str | Path, *, folds: Sequence[int | str] | None = None, device: str = "cpu",
+                    tta: bool = True, **options) -> "Predictor":
+        """Load ``model``'s folds (default: every fold with weights) and its post-processing decision."""
+        from medseg.training.model_folder import available_folds, load_network, read_model_info
+
+        model = Path(model)
+        if not model.is_dir():
+            raise MedsegError("model folder not found", path=model, fix="pass the folder that medseg train wrote")
+        info, plan, _ = read_model_info(model)
+        if info.configuration not in plan.configurations:
+            raise MedsegError(f"configuration {info.configuration!r} is not in plans.json", path=model,
+                              fix="the model folder is inconsistent; retrain")
+        chosen = [str(f) for f in folds] if folds else available_folds(model)
+        if not chosen:
+            raise MedsegError("no fold has weights", path=model, fix="train at least one fold first")
+        networks = [load_network(model, fold, device=device) for fold in chosen]
+        options.setdefault("postprocess_labels", read_postprocessing(model))
+        return cls(networks, plan.configurations[info.configuration], info.label_values, tta=tta, device=device,
+                   **options)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_values)
+
+    def window_predict(self, patches: torch.Tensor) -> torch.Tensor:
+        """``(B, C, *patch)`` -> softmax ``(B, K, *patch)`` averaged over mirrored copies (logits) and folds."""
+        squeeze = patches.ndim - 2 > self.spatial_dims  # 2d network on a 3D volume: windows are (1, Y, X)
+        x = patches[:, :, 0] if squeeze else patches
+        total = None
+        for network in self.networks:
+            logits = mirrored(network, self.mirror_axes, max_batch=self.max_forward_batch)(x)
+            probabilities = torch.softmax(logits.float(), 1)
+            total = probabilities if total is None else total.add_(probabilities)
+        assert total is not None
+        total /= len(self.networks)
+        return total[:, :, None] if squeeze else total
+
+    def _window_patch(self, data_ndim: int) -> list[int]:
+        return [1, *self.patch_size] if data_ndim - 1 > self.spatial_dims else list(self.patch_size)
+
+    def predict_preprocessed(self, data: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(K, *S)`` float32 on the network's grid for a preprocessed ``(C, *S)`` tensor."""
+        return sliding_window(self.window_predict, data, self._window_patch(data.ndim), step=self.step,
+                              batch_size=self.batch_size, accumulate_dtype=self.accumulate_dtype,
+                              device=self.device)
+
+    def _check(self, image: Image) -> None:
+        if self.in_channels is not None and image.num_channels != self.in_channels:
+            raise MedsegError(f"the image has {image.num_channels} channel(s), the model expects {self.in_channels}",
+                              fix="pass one file per channel (<case>_0000, <case>_0001, ...) in the training order")
+        if image.ndim < self.spatial_dims:
+            raise MedsegError(f"a {image.ndim}D image for a {self.spatial_dims}D model",
+                              fix="use a model trained on images of this dimension")
+        if image.ndim > self.spatial_dims + 1 or (image.ndim > self.spatial_dims and image.ndim != 3):
+            raise MedsegError(f"a {image.ndim}D image for a {self.spatial_dims}D model", fix="check the input")
+
+    def _probability_slabs(self, image: Image) -> tuple[Iterator[tuple[int, torch.Tensor]], list[list[int]]]:
+        """Probabilities on the cropped input grid, slab by slab along the first axis; and the crop box."""
+        from medseg.preprocess.pipeline import preprocess_arrays
+
+        self._check(image)
+        prepared = preprocess_arrays(image.array, None, list(image.spacing), self.config)
+        data = torch.from_numpy(prepared.data)
+        del prepared.seg
+        props = prepared.properties
+        patch = self._window_patch(data.ndim)
+        whole = bytes_of((self.num_classes + 1, *data.shape[1:]), self.accumulate_dtype)
+        options = dict(step=self.step, batch_size=self.batch_size, accumulate_dtype=self.accumulate_dtype,
+                       device=self.device)
+        if whole > self.memory_limit:
+            logger.info("streaming: the accumulator would take %.2f GB (> limit %.2f GB)", whole / 1e9,
+                        self.memory_limit / 1e9)
+            slabs = sliding_window_slabs(self.window_predict, data, patch, **options)
+        else:
+            slabs = iter([(0, sliding_window(self.window_predict, data, patch, **options))])
+        nearest = bool(self.config.resampling.get("separate_z", False)) and \
+            int(self.config.resampling.get("z_order", 0)) == 0
+        resampler = SlabResampler(props["shape_after_resample"], props["shape_after_crop"],
+                                  nearest_first_axis=nearest)
+
+        def restored() -> Iterator[tuple[int, torch.Tensor]]:
+            for z0, slab in slabs:
+                yield from resampler.push(z0, slab)
+
+        return restored(), props["crop_bbox"]
+
+    def predict(self, image: Image) -> Image:
+        """Label map ``(1, *spatial)`` on exactly ``image``'s grid (shape, spacing, origin, direction)."""
+        slabs, bbox = self._probability_slabs(image)
+        lookup, dtype = label_lookup(self.label_values)
+        labels = np.zeros(image.spatial_shape, dtype=dtype)
+        paste_labels(slabs, lookup, labels, bbox)
+        return self._finish(image, labels)
+
+    def predict_with_probabilities(self, image: Image) -> tuple[Image, Image]:
+        """Label map ``(1, *spatial)`` and class probabilities ``(K, *spatial)`` float32 on ``image``'s grid
+        (outside the non-zero crop: background probability 1)."""
+        slabs, bbox = self._probability_slabs(image)
+        probabilities = np.zeros((self.num_classes, *image.spatial_shape), dtype=np.float32)
+        probabilities[0] = 1.0
+        inner = tuple(slice(a, b) for a, b in bbox[1:])
+        lookup, dtype = label_lookup(self.label_values)
+        labels = np.zeros(image.spatial_shape, dtype=dtype)
+
+        def keep() -> Iterator[tuple[int, torch.Tensor]]:
+            for o0, slab in slabs:
+                z = bbox[0][0] + o0
+                probabilities[(slice(None), slice(z, z + slab.shape[1]), *inner)] = slab.numpy()
+                yield o0, slab
+
+        paste_labels(keep(), lookup, labels, bbox)
+        return self._finish(image, labels), image.with_array(probabilities)
+
+    def _finish(self, image: Image, labels: np.ndarray) -> Image:
+        if self.postprocess_labels:
+            labels = keep_largest_component(labels, self.postprocess_labels)
+        return image.with_array(labels[None])
