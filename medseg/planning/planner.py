@@ -18,6 +18,7 @@ from medseg.planning.topology import Topology, features_per_stage, forward_flops
 
 ANISOTROPY_THRESHOLD = 3.0
 LOWRES_COVERAGE = 0.25  # 3d_lowres when the full-resolution patch covers less than this of the median image
+MIN_LOWRES_FACTOR = 1.25  # ... and only when it coarsens the spacing by at least this factor
 REFERENCE_VOXELS = {2: 2048**2, 3: 256**3}  # nnU-Net's starting patch volume
 MAX_FEATURES = {2: 512, 3: 320}
 MIN_PATCH_VOXELS = {2: 64**2, 3: 32**3}
@@ -196,7 +197,9 @@ def _plan_lowres(fingerprint: Fingerprint, budget: Budget, num_classes: int,
         factor *= 1.03
         if factor > 8:
             break
-    if factor <= 1.0:
+    if factor < MIN_LOWRES_FACTOR:
+        fullres.decide("3d_lowres", None, f"not planned: covering {LOWRES_COVERAGE:.0%} of the image needs only "
+                       f"{factor:.2f}x coarser spacing (< {MIN_LOWRES_FACTOR}x), too close to 3d_fullres to add anything")
         return None
     config = _plan_configuration("3d_lowres", fingerprint, budget, num_classes,
                                  spacing_override=(spacing * factor).tolist())

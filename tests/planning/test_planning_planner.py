@@ -132,6 +132,10 @@ def test_lowres_and_cascade_when_the_patch_covers_little() -> None:
     lowres = plan.configurations["3d_lowres"]
     assert lowres.target_spacing[0] > 1.0
     assert plan.configurations["3d_cascade_fullres"].previous_stage == "3d_lowres"
+    barely = plan_dataset(BRAIN, Budget("cpu", 8 * 10**9, None, 1e10))  # patch covers ~22%: 1.06x would do
+    assert "3d_lowres" not in barely.configurations
+    assert any(d.field == "3d_lowres" and "too close" in d.reason
+               for d in barely.configurations["3d_fullres"].decisions)
     small_images = _fingerprint([[1.0, 1.0, 1.0]] * 3, [[32, 48, 48]] * 3)
     assert "3d_lowres" not in plan_dataset(small_images, Budget("cpu", 8 * 10**9, None, 1e10)).configurations
 
