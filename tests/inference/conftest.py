@@ -76,3 +76,9 @@ def shapes_model(tmp_path_factory, shapes_dataset, shapes_plan) -> Path:
 def shapes_model_2d(tmp_path_factory, shapes_dataset, shapes_plan) -> Path:
     return make_model_folder(tmp_path_factory.mktemp("models") / "shapes_2d", shapes_dataset, "2d", plan=shapes_plan,
                              features=[4, 8, 16, 16, 16])
+
+
+@pytest.fixture(scope="session")
+def model_factory():
+    """``make_model_folder`` for tests that build their own dataset."""
+    return make_model_folder

@@ -1,0 +1,87 @@
+"""The ``predict`` and ``find-best`` commands (heavy imports inside the functions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _folds(values: Optional[List[str]]) -> list[str] | None:
+    if not values:
+        return None
+    return [f.strip() for value in values for f in value.split(",") if f.strip()]
+
+
+def predict(
+    input: Path = typer.Option(..., "-i", "--input", help="An image file, a folder of images (<case>_<CCCC> files "
+                               "are the channels of one case) or a dataset folder (imagesTs, else imagesTr)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for one label file per case, in the input's "
+                                "format."),
+    model: List[Path] = typer.Option(..., "-m", "--model", help="Model folder; repeat to ensemble configurations."),
+    folds: Optional[List[str]] = typer.Option(None, "-f", "--folds", help="Folds to ensemble, e.g. -f 0 -f 1 or "
+                                              "-f 0,1 (default: every fold with weights)."),
+    no_tta: bool = typer.Option(False, "--no-tta", help="No mirroring test-time augmentation (2^d times faster)."),
+    save_probabilities: bool = typer.Option(False, "--save-probabilities", help="Also write <case>.npz with the "
+                                            "class probabilities on the input's grid."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    step: float = typer.Option(0.5, "--step", help="Window stride as a fraction of the patch."),
+    memory_limit: str = typer.Option("2GB", "--memory-limit", help="Above this whole-volume accumulator size the "
+                                     "volume is streamed in slabs."),
+    postprocessing: Optional[Path] = typer.Option(None, "--postprocessing", help="A postprocessing.json to apply "
+                                                  "(default: the model folder's; for ensembles, find-best's)."),
+) -> None:
+    """Segment images with a trained model: sliding window, mirroring TTA, folds ensembled."""
+    from medseg.config import read_json
+    from medseg.errors import MedsegError
+    from medseg.inference.ensemble import EnsemblePredictor
+    from medseg.inference.predictor import Predictor
+    from medseg.inference.run import collect_cases, predict_cases
+    from medseg.planning.budget import parse_memory
+
+    if not 0 < step <= 1:
+        raise MedsegError(f"--step {step} is not in (0, 1]", fix="use e.g. 0.5")
+    limit = parse_memory(memory_limit)
+    for folder in model:
+        if not (folder / "model.json").is_file():
+            raise MedsegError("model folder not found (no model.json)", path=folder,
+                              fix="pass the folder that medseg train wrote")
+    cases = collect_cases(input)
+    predictors = [Predictor.from_folder(m, folds=_folds(folds), device=device, tta=not no_tta, step=step,
+                                        memory_limit=limit) for m in model]
+    labels = None
+    if postprocessing is not None:
+        labels = [int(v) for v in read_json(postprocessing).get("keep_largest_component", [])]
+    if len(predictors) == 1 and labels is None:
+        predictor = predictors[0]
+    else:
+        predictor = EnsemblePredictor(predictors, postprocess_labels=labels or [])
+    written = predict_cases(predictor, cases, output, save_probabilities=save_probabilities)
+    typer.echo(f"wrote {len(written)} label file(s) to {output}")
+
+
+def find_best(
+    models: List[Path] = typer.Argument(..., help="Model folders (one per configuration) with fold_K/validation/."),
+    dataset: Path = typer.Option(..., "-d", "--dataset", help="The raw dataset folder (its labelsTr are the "
+                                 "references)."),
+    output: Path = typer.Option(Path("find_best.json"), "-o", "--output", help="Where to write the result."),
+    ensembles: bool = typer.Option(True, help="Also score every pair of models (needs <case>.npz validation "
+                                   "probabilities)."),
+) -> None:
+    """Pick the configuration or ensemble with the best cross-validation Dice; decide post-processing for it."""
+    from medseg.config import write_json_atomic
+    from medseg.inference.find_best import find_best as run_find_best
+    from medseg.inference.postprocess import write_postprocessing
+
+    result = run_find_best(models, dataset, ensembles=ensembles)
+    for candidate in result["candidates"]:
+        typer.echo(f"{candidate['name']}: mean Dice {candidate['mean_dice']:.4f} over {candidate['num_cases']} cases")
+    best, decision = result["best"], result["postprocessing"]
+    if len(best["models"]) == 1:
+        result["postprocessing_file"] = str(write_postprocessing(best["models"][0], decision))
+    else:
+        result["postprocessing_file"] = str(write_postprocessing(output.parent, decision))
+    write_json_atomic(result, output)
+    typer.echo(f"best: {best['name']} (post-processing for labels {decision['keep_largest_component'] or 'none'}); "
+               f"wrote {output}")

@@ -1,0 +1,87 @@
+"""Predict a file, a folder of files or a dataset folder into an output folder (what ``medseg predict`` runs).
+
+Cases are found before anything is predicted, so a bad input stops the run before any file is written; each
+label file (``<case><suffix of the input>``) and probability file (``<case>.npz``) is written atomically.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from medseg.errors import MedsegError
+from medseg.io import SUPPORTED_SUFFIXES, image_suffix, strip_suffix
+
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass
+class InputCase:
+    """One case to predict: its channel files in order and the suffix its label file gets."""
+
+    case_id: str
+    files: list[Path]
+    suffix: str
+
+
+def _suffix(path: Path) -> str:
+    suffix = image_suffix(path)
+    if suffix is None:
+        raise MedsegError(f"unknown image file type '{''.join(path.suffixes) or path.name}'", path=path,
+                          fix=f"use one of {', '.join(sorted(SUPPORTED_SUFFIXES))}")
+    return suffix
+
+
+def collect_cases(source: str | Path) -> list[InputCase]:
+    """Cases of an image file, a dataset folder (``imagesTs``, else ``imagesTr``) or a folder of image files
+    (``<case>_<CCCC><suffix>`` files are grouped into one multi-channel case; other files are cases alone)."""
+    source = Path(source)
+    if not source.exists():
+        raise MedsegError("input not found", path=source, fix="pass an image file or a folder of images")
+    if source.is_file():
+        suffix = _suffix(source)
+        match = _CHANNEL.match(strip_suffix(source))
+        return [InputCase(match["case"] if match else strip_suffix(source), [source], suffix)]
+    if (source / "dataset.json").is_file():
+        from medseg.data import open_dataset
+
+        dataset = open_dataset(source)
+        cases = dataset.test_cases or dataset.cases
+        return [InputCase(c.case_id, list(c.image_files), _suffix(c.image_files[0])) for c in cases if c.image_files]
+    groups: dict[str, dict[int, Path]] = {}
+    for path in sorted(source.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        _suffix(path)
+        match = _CHANNEL.match(strip_suffix(path))
+        if match:
+            groups.setdefault(match["case"], {})[int(match["channel"])] = path
+        else:
+            groups.setdefault(strip_suffix(path), {})[0] = path
+    if not groups:
+        raise MedsegError("no image files in the folder", path=source, fix="pass a folder of images")
+    return [InputCase(case, [files[c] for c in sorted(files)], _suffix(files[min(files)]))
+            for case, files in sorted(groups.items())]
+
+
+def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, save_probabilities: bool = False,
+                  progress: bool | None = None) -> list[Path]:
+    """Predict every case with ``predictor`` (a ``Predictor`` or ``EnsemblePredictor``); returns the label files."""
+    from medseg.data import read_channels
+    from medseg.inference.ensemble import save_probabilities as save
+    from medseg.io import write_image
+    from medseg.progress import track
+
+    output = Path(output)
+    written = []
+    for case in track(cases, "predict", enabled=progress):
+        image = read_channels(case.files)
+        if save_probabilities:
+            labels, probabilities = predictor.predict_with_probabilities(image)
+            save(output / f"{case.case_id}.npz", probabilities.array, predictor.label_values)
+        else:
+            labels = predictor.predict(image)
+        written.append(write_image(labels, output / f"{case.case_id}{case.suffix}"))
+    return written
