@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "train": "medseg.cli.pipeline_commands:train",
     "evaluate": "medseg.cli.evaluate:evaluate",
     "models": "medseg.cli.models:models",
+    "predict": "medseg.cli.predict_commands:predict",
+    "find-best": "medseg.cli.predict_commands:find_best",
 }
 
 
