@@ -112,19 +112,24 @@ def gaussian_blur(image: Tensor, sigmas: Tensor, mask: Tensor, *, inplace: bool 
 
 
 def _conv_along(x: Tensor, kernels: Tensor, axis: int) -> Tensor:
-    """Depthwise 1D convolution of ``(1, N, *S)`` along spatial ``axis`` with per-channel ``kernels (N, K)``."""
+    """Depthwise 1D convolution of ``(1, N, *S)`` along spatial ``axis`` with per-channel ``kernels (N, K)``.
+
+    A weighted sum of ``K`` shifted views of the padded input: for the short kernels of augmentation blur
+    (K <= 9) several times faster on the CPU than a grouped ``conv3d``.
+    """
     ndim = x.ndim - 2
     radius = kernels.shape[1] // 2
     if radius == 0:
-        return x * kernels
-    shape = [1] * ndim
-    shape[axis] = kernels.shape[1]
-    weight = kernels.view(kernels.shape[0], 1, *shape)
+        return x * kernels[:, :1].view(1, -1, *([1] * ndim))
     pad = [0, 0] * ndim
     pad[2 * (ndim - 1 - axis)] = pad[2 * (ndim - 1 - axis) + 1] = radius
     mode = "reflect" if x.shape[2 + axis] > radius else "replicate"
-    conv = (F.conv1d, F.conv2d, F.conv3d)[ndim - 1]
-    return conv(F.pad(x, pad, mode=mode), weight, groups=kernels.shape[0])
+    padded = F.pad(x, pad, mode=mode)
+    size = x.shape[2 + axis]
+    out = padded.narrow(2 + axis, 0, size) * kernels[:, 0].view(1, -1, *([1] * ndim))
+    for tap in range(1, kernels.shape[1]):
+        out.addcmul_(padded.narrow(2 + axis, tap, size), kernels[:, tap].view(1, -1, *([1] * ndim)))
+    return out
 
 
 def simulate_low_resolution(image: Tensor, scales: Tensor, mask: Tensor, *, inplace: bool = False) -> Tensor:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medseg.transforms.labels import resample_labels
+
 Tensor = torch.Tensor
 
 
@@ -68,7 +70,7 @@ def normalized_sampling_grid(matrices: Tensor, centers: Tensor, patch_size: Sequ
                              input_shape: Sequence[int], displacement: Tensor | None = None) -> Tensor:
     """:func:`sampling_grid` already in ``grid_sample`` coordinates (``align_corners=True``, order x, y, z).
 
-    The affine part goes through ``F.affine_grid`` (one fused kernel instead of a per-voxel 3x3 product);
+    The affine part is a sum of per-axis outer products (cheaper on the CPU than a per-voxel 3x3 product);
     the elastic part, ``M @ displacement``, is added only when given. ``input_shape``: the input's ``S``.
     """
     device = centers.device
@@ -78,12 +80,27 @@ def normalized_sampling_grid(matrices: Tensor, centers: Tensor, patch_size: Sequ
     matrices = matrices.double().cpu()
     linear = to_input.view(1, ndim, 1) * matrices * from_output.view(1, 1, ndim)
     shift = to_input * centers.double().cpu() - 1.0
-    theta = torch.cat([linear.flip(1, 2), shift.flip(1).unsqueeze(-1)], dim=2).to(device, torch.float32)
-    grid = F.affine_grid(theta, [len(centers), 1, *patch_size], align_corners=True)
+    grid = _affine_grid(linear.to(device, torch.float32), shift.to(device, torch.float32), patch_size)
     if displacement is not None:
         scaled = (matrices * to_input.view(1, ndim, 1)).to(device, torch.float32)
         moved = torch.einsum("bij,b...j->b...i", scaled, displacement.to(torch.float32))
         grid = grid + moved.flip(-1)
+    return grid
+
+
+def _affine_grid(linear: Tensor, shift: Tensor, patch_size: Sequence[int]) -> Tensor:
+    """``linear @ u + shift`` for output coordinates ``u`` in [-1, 1] per patch axis, as ``(B, *P, d)`` x-y-z."""
+    batch, ndim = shift.shape
+    grid = torch.empty((batch, *patch_size, ndim), dtype=torch.float32, device=shift.device)
+    axes = [torch.linspace(-1.0, 1.0, p, device=shift.device) if p > 1 else torch.zeros(1, device=shift.device)
+            for p in patch_size]
+    for j in range(ndim):
+        value = shift[:, j].view(batch, *([1] * ndim))
+        for a, u in enumerate(axes):
+            view = [batch] + [1] * ndim
+            view[1 + a] = len(u)
+            value = value + linear[:, j, a].view(batch, *([1] * ndim)) * u.view(1, *view[1:])
+        grid[..., ndim - 1 - j] = value
     return grid
 
 
@@ -129,56 +146,16 @@ def elastic_displacement(noise: Tensor, sigmas: Tensor, magnitudes: Tensor) -> T
     return field.movedim(1, -1)
 
 
-def present_labels(label: Tensor) -> list[int]:
-    """Sorted label values occurring in an int8 label tensor (any shape), by a 256-bin count, not a sort."""
-    counts = torch.bincount(label.reshape(-1).to(torch.uint8).to(torch.int64), minlength=256)
-    codes = torch.nonzero(counts).flatten().tolist()
-    return sorted(c - 256 if c > 127 else c for c in codes)
-
-
 def warp(image: Tensor, label: Tensor, grid: Tensor, *, label_mode: str = "linear") -> tuple[Tensor, Tensor]:
     """Resample image ``(B, C, *S)`` and int8 label map ``(B, 1, *S)`` with one grid ``(B, *P, d)``.
 
     ``grid`` is in ``grid_sample`` coordinates (:func:`normalized_sampling_grid`, or
-    ``normalize_grid(sampling_grid(...))``).
-
-    The image is resampled (bi/tri)linearly, zero outside the input. Labels: ``"linear"`` resamples the
-    one-hot encoding of the non-zero labels linearly in the same ``grid_sample`` call as the image and keeps
-    the arg-max label (background scores ``1 - sum``, so outside the input is background); ``"nearest"``
-    takes the nearest voxel's label. Returns image ``(B, C, *P)`` float32 and label ``(B, 1, *P)`` int8.
+    ``normalize_grid(sampling_grid(...))``). The image is resampled (bi/tri)linearly, zero outside the input;
+    labels as ``labels.resample_labels`` does (``"linear"``: one-hot linear + arg-max, ``"nearest"``).
+    Returns image ``(B, C, *P)`` float32 and label ``(B, 1, *P)`` int8.
     """
-    coords = grid
-    channels = image.shape[1]
-    if label_mode == "nearest":
-        out = F.grid_sample(image.float(), coords, mode="bilinear", padding_mode="zeros", align_corners=True)
-        lab = F.grid_sample(label.float(), coords, mode="nearest", padding_mode="zeros", align_corners=True)
-        return out, lab.round().to(torch.int8)
-    values = [v for v in present_labels(label) if v != 0]
-    stacked = torch.empty((image.shape[0], channels + len(values), *image.shape[2:]), dtype=torch.float32,
-                          device=image.device)
-    stacked[:, :channels] = image
-    for k, value in enumerate(values):
-        torch.eq(label[:, 0], value, out=stacked[:, channels + k])
-    out = F.grid_sample(stacked, coords, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out[:, :channels], _argmax_labels(out[:, channels:], values)
-
-
-def _argmax_labels(scores: Tensor, values: list[int]) -> Tensor:
-    """``(B, K, *P)`` linear scores of the non-zero ``values`` -> ``(B, 1, *P)`` int8 arg-max label.
-
-    A running maximum over the few labels (ties go to the earlier label, background first): on the CPU this
-    is several times faster than ``argmax`` over the channel axis.
-    """
-    label = torch.zeros((scores.shape[0], 1, *scores.shape[2:]), dtype=torch.int8, device=scores.device)
-    if not values:
-        return label
-    best = 1.0 - scores.sum(dim=1, keepdim=True)
-    for k, value in enumerate(values):
-        score = scores[:, k:k + 1]
-        better = score > best
-        label.masked_fill_(better, value)
-        best = torch.maximum(best, score)
-    return label
+    out = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out, resample_labels(label, grid, mode=label_mode)
 
 
 def mirror(tensor: Tensor, flips: Tensor, *, inplace: bool = False) -> Tensor:
