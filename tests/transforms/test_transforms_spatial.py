@@ -137,3 +137,19 @@ def test_config_round_trips_through_json_and_rejects_nonsense():
     with pytest.raises(MedsegError, match="unknown augmentation settings"):
         AugmentationConfig.from_dict({"p_rotaton": 0.2})
     assert all(getattr(AugmentationConfig.disabled(), name) == 0 for name in ("p_rotation", "p_noise", "p_gamma"))
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_fast_linear_labels_equal_the_full_one_hot_interpolation(ndim):
+    from medseg.transforms.labels import resample_labels, resample_labels_onehot
+
+    shape = (48,) * ndim if ndim == 2 else (30, 34, 38)
+    label = torch.cat([blobs(shape, seed=5) - 1, blobs(shape, seed=6)])  # labels -1..2 and 0..3, 2 samples
+    patch = (40,) * ndim if ndim == 2 else (28, 28, 28)
+    config = AugmentationConfig(p_rotation=1, p_scaling=1, rotation_degrees=(-180, 180))
+    params = sample_spatial(config, 2, patch, torch.Generator().manual_seed(7))
+    centers = torch.tensor([[s / 2 + 3.3 for s in shape]] * 2, dtype=torch.float64)  # partly outside the input
+    grid = S.normalized_sampling_grid(params.matrices, centers, patch, shape)
+    fast = resample_labels(label, grid)
+    assert torch.equal(fast, resample_labels_onehot(label, grid))
+    assert set(torch.unique(fast).tolist()) == {-1, 0, 1, 2, 3}
