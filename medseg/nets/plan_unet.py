@@ -9,6 +9,7 @@ nothing else), and ``estimate_activation_memory(patch_size)`` is what the planne
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Sequence
 
 import torch
@@ -116,7 +117,7 @@ class PlanUNet(nn.Module):
 
     def divisor(self) -> tuple[int, ...]:
         """Each spatial input size must be a multiple of this (product of the strides per axis)."""
-        return tuple(int(torch.tensor([s[d] for s in self.strides]).prod()) for d in range(self.spatial_dims))
+        return tuple(math.prod(s[d] for s in self.strides) for d in range(self.spatial_dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         x = self.stem(x)
@@ -149,11 +150,9 @@ class PlanUNet(nn.Module):
         shadow.train()
         x = torch.empty((batch_size, self._config["in_channels"], *[int(p) for p in patch_size]), device="meta",
                         dtype=dtype, requires_grad=True)
-        saved: dict[int, int] = {}
-        keep = []
+        saved: dict[int, int] = {}  # id -> bytes; autograd keeps the tensors alive, so ids stay unique
 
         def pack(tensor: torch.Tensor) -> torch.Tensor:
-            keep.append(tensor)
             saved[id(tensor)] = tensor.nelement() * tensor.element_size()
             return tensor
 

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from medseg.nets.blocks import ConvNormAct, LayerSpec, ResidualBlock, SegHead, StackedConvs, UpConv
+from medseg.nets.blocks import ConvNormAct, LayerSpec, ResidualBlock, SegHead, StackedConvs, UpConv, as_tuple
 from medseg.nets.blocks.transformer import ViT, tokens_to_map
 
 
@@ -36,8 +36,7 @@ class TransUNet(nn.Module):
             self.stages.append(nn.Sequential(*[
                 ResidualBlock(spatial_dims, c[i] if b == 0 else c[i + 1], c[i + 1], stride=2 if b == 0 else 1,
                               **block) for b in range(cnn_blocks[i])]))
-        img = img_size if isinstance(img_size, int) else [s for s in img_size]
-        grid = img // 16 if isinstance(img, int) else [s // 16 for s in img]
+        grid = [s // 16 for s in as_tuple(img_size, spatial_dims)]  # the ViT sees the S/16 CNN map as 1x1 patches
         self.vit = ViT(spatial_dims=spatial_dims, in_channels=c[3], img_size=grid, patch_size=1, hidden=hidden,
                        layers=layers, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout)
         self.bridge = ConvNormAct(spatial_dims, hidden, 512 if hidden >= 512 else hidden, 3, **block)

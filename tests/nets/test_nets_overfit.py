@@ -34,15 +34,6 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny CPU models run fastest on one thread (and do not fight other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def em_crop() -> tuple[torch.Tensor, torch.Tensor]:
     image_path, label_path = DATA / "imagesTr" / "em_000_0000.png", DATA / "labelsTr" / "em_000.png"

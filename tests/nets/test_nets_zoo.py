@@ -15,15 +15,6 @@ B, IN, K = 2, 1, 3
 SIZES = {2: (32, 32), 3: (16, 16, 16)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _available(name: str) -> bool:
     requires = model_info(name).requires
     if requires is None:
