@@ -179,3 +179,56 @@ def test_timm_missing_is_a_clear_error():
             create("timm_unet", 2, 1, 2)
     else:
         pytest.skip("timm imports here; the timm_unet contract tests cover it")
+
+
+class _FakeFeatureInfo:
+    def __init__(self, channels, reductions):
+        self._channels, self._reductions = channels, reductions
+
+    def channels(self):
+        return self._channels
+
+    def reduction(self):
+        return self._reductions
+
+
+class _FakeTimmEncoder(nn.Module):
+    """Stands in for ``timm.create_model(..., features_only=True)``: features at reductions 2, 4, 8, 16, 32."""
+
+    def __init__(self, in_chans: int):
+        super().__init__()
+        channels = [4, 8, 8, 16, 16]
+        self.stages = nn.ModuleList(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+                                    for c_in, c_out in zip([in_chans] + channels[:-1], channels))
+        self.feature_info = _FakeFeatureInfo(channels, [2, 4, 8, 16, 32])
+
+    def forward(self, x):
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+def test_timm_unet_decoder_wiring(monkeypatch, tmp_path):
+    """The decoder over a timm-like encoder (timm itself may not import here: it needs torchvision)."""
+    import types
+
+    calls = []
+
+    def create_model(name, *, features_only, pretrained, in_chans):
+        calls.append((name, features_only, pretrained))
+        return _FakeTimmEncoder(in_chans)
+
+    monkeypatch.setitem(__import__("sys").modules, "timm", types.SimpleNamespace(create_model=create_model))
+    torch.manual_seed(0)
+    model = create("timm_unet", 2, 3, 4, encoder="resnet18", decoder_features=(16, 8, 8, 8, 4))
+    assert calls == [("resnet18", True, False)]  # never downloads: pretrained=False always
+    y = model(torch.randn(2, 3, 64, 96))
+    assert y.shape == (2, 4, 64, 96)
+    y.mean().backward()
+    from safetensors.torch import save_file
+
+    save_file(model.encoder.state_dict(), str(tmp_path / "encoder.safetensors"))
+    reloaded = create("timm_unet", 2, 3, 4, encoder="resnet18", weights=str(tmp_path / "encoder.safetensors"))
+    torch.testing.assert_close(reloaded.encoder.stages[0].weight, model.encoder.stages[0].weight)
