@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from medseg.errors import MedsegError
-from medseg.nets.blocks import (ConvNormAct, LayerSpec, ResidualBlock, SegHead, StackedConvs, UpConv, as_tuple)
+from medseg.nets.blocks import (ConvNormAct, LayerSpec, ResidualBlock, SegHead, StackedConvs, UpConv, as_tuple,
+                                check_divisible)
 
 _DEFAULT_NORM = ("instance", {"affine": True})
 _DEFAULT_ACT = ("leakyrelu", {"negative_slope": 0.01, "inplace": True})
@@ -120,6 +121,7 @@ class PlanUNet(nn.Module):
         return tuple(math.prod(s[d] for s in self.strides) for d in range(self.spatial_dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        check_divisible(x.shape[2:], self.divisor(), "this plan U-Net")
         x = self.stem(x)
         skips = []
         for stage in self.encoder:

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from medseg.errors import MedsegError
-from medseg.nets.blocks import AttentionGate, LayerSpec, SegHead, UpConv, center_crop, conv_block, max_pool
+from medseg.nets.blocks import (AttentionGate, LayerSpec, SegHead, UpConv, center_crop, check_divisible, conv_block,
+                                max_pool)
 
 
 def unet_valid_sizes(output_size: int, depth: int, *, n_convs: int = 2, kernel_size: int = 3) -> tuple[int, int]:
@@ -122,6 +123,10 @@ class UNet(nn.Module):
                      for o in output_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.padding == "same":
+            check_divisible(x.shape[2:], [2 ** (self.depth - 1)] * (x.ndim - 2), "this U-Net")
+        else:
+            self.output_size(x.shape[2:])  # raises a MedsegError naming valid_input_size() for a bad tile
         skips = []
         for level, (pool, block) in enumerate(zip(self.pools, self.encoder)):
             x = block(pool(x))

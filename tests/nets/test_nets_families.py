@@ -232,3 +232,12 @@ def test_timm_unet_decoder_wiring(monkeypatch, tmp_path):
     save_file(model.encoder.state_dict(), str(tmp_path / "encoder.safetensors"))
     reloaded = create("timm_unet", 2, 3, 4, encoder="resnet18", weights=str(tmp_path / "encoder.safetensors"))
     torch.testing.assert_close(reloaded.encoder.stages[0].weight, model.encoder.stages[0].weight)
+
+
+def test_indivisible_input_is_a_clear_error():
+    with pytest.raises(MedsegError, match=r"multiples of \(4, 4\), got \(30, 32\)"):
+        create("unet", 2, 1, 2, features=(4, 8, 16))(torch.randn(1, 1, 30, 32))
+    with pytest.raises(MedsegError, match=r"multiples of \(2, 4, 4\)"):
+        PlanUNet(**_PLAN)(torch.randn(1, 2, 4, 16, 18))
+    with pytest.raises(MedsegError, match="valid_input_size"):
+        create("unet_valid", 2, 1, 2, features=(4, 8, 16))(torch.randn(1, 1, 33, 33))

@@ -2,9 +2,9 @@
 
 from medseg.nets.blocks.conv import (AttentionGate, ConvNormAct, ResidualBlock, SegHead, StackedConvs, UpConv,
                                      center_crop, conv_block)
-from medseg.nets.blocks.factory import (LayerSpec, act_layer, as_tuple, conv_layer, dropout_layer, max_pool,
-                                        norm_layer, split_spec)
+from medseg.nets.blocks.factory import (LayerSpec, act_layer, as_tuple, check_divisible, conv_layer, dropout_layer,
+                                        max_pool, norm_layer, split_spec)
 
 __all__ = ["AttentionGate", "ConvNormAct", "LayerSpec", "ResidualBlock", "SegHead", "StackedConvs", "UpConv",
-           "act_layer", "as_tuple", "center_crop", "conv_block", "conv_layer", "dropout_layer", "max_pool",
-           "norm_layer", "split_spec"]
+           "act_layer", "as_tuple", "center_crop", "check_divisible", "conv_block", "conv_layer", "dropout_layer",
+           "max_pool", "norm_layer", "split_spec"]

@@ -46,6 +46,14 @@ def as_tuple(value: IntOrSeq, spatial_dims: int) -> tuple[int, ...]:
     return value
 
 
+def check_divisible(spatial: Sequence[int], divisor: Sequence[int], network: str) -> None:
+    """A ``MedsegError`` (instead of a shape mismatch deep inside) when an input size is not a multiple of the
+    network's total downsampling."""
+    if any(s % d for s, d in zip(spatial, divisor)):
+        raise MedsegError(f"{network} needs spatial sizes that are multiples of {tuple(divisor)}, got {tuple(spatial)}",
+                          fix="pad or crop the input to such a size (the sliding-window predictor does this)")
+
+
 def same_padding(kernel_size: IntOrSeq, spatial_dims: int) -> tuple[int, ...]:
     """Padding that keeps the size for an odd kernel at stride 1."""
     return tuple((k - 1) // 2 for k in as_tuple(kernel_size, spatial_dims))
