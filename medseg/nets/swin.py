@@ -65,8 +65,11 @@ class SwinUNETR(nn.Module):
                                    depths=depths, heads=heads, window=window)
         block = dict(norm=norm, act=act)
         widths = [f] + [f * 2 ** i for i in range(n + 1)]  # skip widths at S, S/2, ..., S/2^(n+1)
+        # every encoder state passes a residual block, except the second-deepest, which (as in the reference
+        # implementation, MONAI's SwinUNETR) is used as it is
         self.skips = nn.ModuleList([ResidualBlock(spatial_dims, in_channels, f, **block)] +
-                                   [ResidualBlock(spatial_dims, w, w, **block) for w in widths[1:]])
+                                   [nn.Identity() if i == n else ResidualBlock(spatial_dims, w, w, **block)
+                                    for i, w in enumerate(widths[1:], start=1)])
         self.ups, self.decoder = nn.ModuleList(), nn.ModuleList()
         for level in range(n + 1, 0, -1):  # from S/2^(n+1) up to S
             self.ups.append(UpConv(spatial_dims, widths[level], widths[level - 1], 2))

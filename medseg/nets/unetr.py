@@ -20,7 +20,7 @@ class _UpChain(nn.Sequential):
         layers: list[nn.Module] = []
         for i in range(steps):
             layers.append(UpConv(spatial_dims, hidden if i == 0 else channels, channels, 2, bias=False))
-            if i > 0 or steps == 1:
+            if i > 0:  # as the reference implementation: the first step is a bare transposed conv
                 layers.append(ResidualBlock(spatial_dims, channels, channels, **block))
         super().__init__(*layers)
 

@@ -30,6 +30,8 @@ def _n_params(name: str, dims: int, in_channels: int, classes: int, **cfg) -> in
     ("unet3d_cicek", 3, 3, 3, 19_069_955),  # Cicek 2016: "19069955 parameters"
     ("unetpp", 2, 1, 1, 9.04e6),  # Zhou 2018, Table 2
     ("swin_unet", 2, 3, 9, 27.17e6),  # Cao 2021 (Synapse, 9 classes)
+    ("unetr", 3, 1, 14, 92.58e6),  # Hatamizadeh 2022 (BTCV, 14 classes)
+    ("swin_unetr", 3, 1, 14, 61.98e6),  # Hatamizadeh 2022 (BTCV); MONAI's implementation: 62,187,296
 ])
 def test_parameter_counts_match_papers(name, dims, in_channels, classes, published):
     count = _n_params(name, dims, in_channels, classes)
