@@ -89,10 +89,12 @@ def augment(batch: SampledBatch, config: AugmentationConfig, generator: torch.Ge
     flips = sample_mirror(config, image.shape[0], image.ndim - 2, generator)
     if bool(flips.any()):
         image, label = mirror(image, flips, inplace=True), mirror(label, flips, inplace=True)
-    outside = label < 0
-    if config.zero_outside_mask:
-        image = image.masked_fill(outside.expand_as(image), 0.0)
-    return {"image": image, "label": label.masked_fill(outside, 0)}
+    if int(label.min()) < 0:
+        outside = label < 0
+        if config.zero_outside_mask:
+            image = image.masked_fill(outside.expand_as(image), 0.0)
+        label = label.masked_fill(outside, 0)
+    return {"image": image, "label": label}
 
 
 def _index(positions: Sequence[int], device: torch.device) -> Tensor:

@@ -9,7 +9,6 @@ out of the (y, x) plane shears physical space, which is why strongly anisotropic
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Sequence
 
@@ -63,7 +62,8 @@ def sampling_grid(matrices: Tensor, centers: Tensor, patch_size: Sequence[int],
         offsets = offsets + displacement
     batch, ndim = centers.shape
     flat = offsets.reshape(offsets.shape[0], -1, ndim) @ matrices.to(device, torch.float32).transpose(1, 2)
-    return flat.reshape(batch, *patch_size, ndim) + centers.to(torch.float32).view(batch, *([1] * len(patch_size)), ndim)
+    shift = centers.to(torch.float32).view(batch, *([1] * len(patch_size)), ndim)
+    return flat.reshape(batch, *patch_size, ndim) + shift
 
 
 def normalized_sampling_grid(matrices: Tensor, centers: Tensor, patch_size: Sequence[int],
@@ -160,14 +160,9 @@ def warp(image: Tensor, label: Tensor, grid: Tensor, *, label_mode: str = "linea
 
 def mirror(tensor: Tensor, flips: Tensor, *, inplace: bool = False) -> Tensor:
     """Flip sample b of ``(B, C, *S)`` along spatial axis k where ``flips[b, k]`` (bool ``(B, d)``)."""
-    ndim = flips.shape[1]
     out = tensor if inplace else tensor.clone()
-    for pattern in itertools.product((False, True), repeat=ndim):
-        axes = [2 + k for k, flip in enumerate(pattern) if flip]
-        if not axes:
-            continue
-        chosen = (flips.cpu() == torch.tensor(pattern)).all(dim=1).nonzero().flatten()
-        if len(chosen):
-            index = chosen.to(tensor.device)
-            out[index] = out[index].flip(axes)
+    for b, row in enumerate(flips.cpu().tolist()):
+        axes = [1 + k for k, flip in enumerate(row) if flip]
+        if axes:
+            out[b].copy_(out[b].flip(axes))
     return out

@@ -75,7 +75,8 @@ def test_random_rotation_scaling_elastic_keep_alignment(mode, ndim):
     # interior: output voxels whose whole 3^d neighbourhood has one label; there the bilinear image is that label
     footprint = np.ones((1, 1) + (3,) * ndim, dtype=bool)
     values = warped.numpy()
-    interior = ndimage.maximum_filter(values, footprint=footprint) == ndimage.minimum_filter(values, footprint=footprint)
+    interior = (ndimage.maximum_filter(values, footprint=footprint)
+                == ndimage.minimum_filter(values, footprint=footprint))
     agree = np.abs(image.numpy() - values) < 1e-3
     assert interior.mean() > 0.3
     assert agree[interior].mean() > 0.995
