@@ -122,18 +122,23 @@ def random_blur(image: Tensor, config: AugmentationConfig, generator: torch.Gene
 
 def random_brightness(image: Tensor, config: AugmentationConfig, generator: torch.Generator, *,
                       inplace: bool = False) -> Tensor:
-    shape = tuple(image.shape[:2])
-    mask = _sample_mask(config.p_brightness, 1.0, shape, generator)
-    return intensity.scale_brightness(image, below_or_above_one(config.brightness_range, shape, generator), mask,
-                                       inplace=inplace)
+    """Multiply channels by a factor drawn below or above 1 with equal chance."""
+    return _random_factor(image, config.p_brightness, config.brightness_range, intensity.scale_brightness,
+                          generator, inplace)
 
 
 def random_contrast(image: Tensor, config: AugmentationConfig, generator: torch.Generator, *,
                     inplace: bool = False) -> Tensor:
+    """Scale channels' contrast about their mean (range kept), factor below or above 1 with equal chance."""
+    return _random_factor(image, config.p_contrast, config.contrast_range, intensity.adjust_contrast,
+                          generator, inplace)
+
+
+def _random_factor(image: Tensor, p_sample: float, value_range: tuple[float, float], transform,
+                   generator: torch.Generator, inplace: bool) -> Tensor:
     shape = tuple(image.shape[:2])
-    mask = _sample_mask(config.p_contrast, 1.0, shape, generator)
-    return intensity.adjust_contrast(image, below_or_above_one(config.contrast_range, shape, generator), mask,
-                                      inplace=inplace)
+    mask = _sample_mask(p_sample, 1.0, shape, generator)
+    return transform(image, below_or_above_one(value_range, shape, generator), mask, inplace=inplace)
 
 
 def random_low_resolution(image: Tensor, config: AugmentationConfig, generator: torch.Generator, *,
