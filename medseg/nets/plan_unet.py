@@ -118,7 +118,7 @@ class PlanUNet(nn.Module):
 
     def divisor(self) -> tuple[int, ...]:
         """Each spatial input size must be a multiple of this (product of the strides per axis)."""
-        return tuple(math.prod(s[d] for s in self.strides) for d in range(self.spatial_dims))
+        return tuple([math.prod([s[d] for s in self.strides]) for d in range(self.spatial_dims)])  # lists: compile
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         check_divisible(x.shape[2:], self.divisor(), "this plan U-Net")

@@ -49,7 +49,7 @@ def as_tuple(value: IntOrSeq, spatial_dims: int) -> tuple[int, ...]:
 def check_divisible(spatial: Sequence[int], divisor: Sequence[int], network: str) -> None:
     """A ``MedsegError`` (instead of a shape mismatch deep inside) when an input size is not a multiple of the
     network's total downsampling."""
-    if any(s % d for s, d in zip(spatial, divisor)):
+    if any([s % d != 0 for s, d in zip(spatial, divisor)]):  # a list, not a generator: torch.compile traces it
         raise MedsegError(f"{network} needs spatial sizes that are multiples of {tuple(divisor)}, got {tuple(spatial)}",
                           fix="pad or crop the input to such a size (the sliding-window predictor does this)")
 
