@@ -67,20 +67,15 @@ def example_data(
 
 def demo(
     out: Path = typer.Option(Path("medseg_demo"), help="Folder for the demo's outputs (a previous demo is replaced)."),
-    cases: int = typer.Option(8, help="Number of synthetic cases."),
+    budget: str = typer.Option("90s", help="Training time budget."),
 ) -> None:
-    """The main job on built-in data: example dataset -> check -> fingerprint (grows with the pipeline)."""
+    """The main job on built-in data: dataset -> check -> plan -> train -> predict -> evaluate -> report."""
     from medseg.demo import run_demo
+    from medseg.planning.budget import parse_duration
 
-    result = run_demo(out, num_cases=cases)
-    fp = result.fingerprint
-    typer.echo(f"dataset   {result.dataset} ({fp.num_cases} cases, channels {fp.channel_names})")
-    typer.echo(f"check     {result.check.summary()}")
-    typer.echo(f"spacing   median {fp.median_spacing} mm, anisotropy {fp.anisotropy:.1f}")
-    stats = fp.intensity["0"]
-    typer.echo(f"intensity foreground mean {stats.mean:.1f}, std {stats.std:.1f}, "
-               f"[0.5, 99.5] pct [{stats.percentile_00_5:.1f}, {stats.percentile_99_5:.1f}]")
-    typer.echo(f"classes   voxel fractions {({k: round(v, 4) for k, v in fp.class_voxel_fraction.items()})}")
-    typer.echo(f"wrote     {result.fingerprint_path}")
-    if not result.check.ok:
-        raise typer.Exit(code=2)
+    result = run_demo(out, budget_seconds=parse_duration(budget), log=typer.echo)
+    typer.echo(f"check        {result.check_summary}")
+    typer.echo(f"trained      {result.steps} steps of the 2d configuration in the {budget} budget")
+    typer.echo(f"held-out Dice {result.dice}")
+    typer.echo(f"report       {result.report} (metrics in {result.folder / 'evaluation'}, pictures in "
+               f"{result.folder / 'overlays'})")

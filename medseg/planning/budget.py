@@ -48,41 +48,70 @@ def available_memory(device: str) -> int:
     return int(min(ram // 2, 8 * 10**9))
 
 
-def calibrate(device: str, spatial_dims: int, *, seconds: float = 2.0) -> dict[str, float]:
+def calibrate(device: str, spatial_dims: int, *, seconds: float = 2.0, num_workers: int = 1) -> dict[str, float]:
     """Measure the training throughput (FLOP/s, forward+backward) of a small plan U-Net on ``device``.
 
-    Runs training steps of a fixed reference network for about ``seconds`` after one warm-up step and divides
-    the analytic FLOPs of a step (3x the forward FLOPs) by the median step time.
+    Times training steps of a fixed reference network for about ``seconds`` after one warm-up step and divides
+    the analytic FLOPs of a step (3x the forward FLOPs) by the fastest step time.
     """
     import torch
 
-    from medseg.nets.plan_unet import PlanUNet
     from medseg.planning.topology import features_per_stage, forward_flops, pooling_topology
+    from medseg.training.trainer import compute_threads
 
     patch = [128, 128] if spatial_dims == 2 else [32, 64, 64]
     topology = pooling_topology([1.0] * spatial_dims, patch, max_stages=5)
     features = features_per_stage(topology.num_stages, 16, 128)
-    net = PlanUNet(spatial_dims=spatial_dims, in_channels=1, num_classes=2, features_per_stage=features,
-                   kernel_sizes=topology.kernel_sizes, strides=topology.strides).to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    network = dict(spatial_dims=spatial_dims, in_channels=1, num_classes=2, features_per_stage=features,
+                   kernel_sizes=topology.kernel_sizes, strides=topology.strides)
+    step = measure_step_seconds(network, topology.patch_size, 2, device, seconds=seconds, num_workers=num_workers)
+    step_flops = 3 * 2 * forward_flops(topology, features, 1, 2)  # batch of 2; forward + backward = 3x forward
+    return {"flops_per_second": step_flops / step, "reference_step_seconds": step,
+            "reference_patch": topology.patch_size,
+            "threads": compute_threads(num_workers) if device == "cpu" else torch.get_num_threads()}
+
+
+def measure_step_seconds(network: dict, patch_size: list[int], batch_size: int, device: str, *,
+                         seconds: float = 3.0, num_workers: int = 1) -> float:
+    """Fastest wall time of a training step (forward, deep-supervision cross-entropy, backward, SGD) of the
+    planned network on random data, after one warm-up step, with the torch threads training will use next to
+    ``num_workers`` loader workers; stops after about ``seconds``."""
+    import torch
+
+    from medseg.training.trainer import compute_threads
+
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(compute_threads(num_workers))
+    try:
+        return _time_steps(network, patch_size, batch_size, device, seconds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_steps(network: dict, patch_size: list[int], batch_size: int, device: str, seconds: float) -> float:
+    import torch
+
+    from medseg.nets.plan_unet import PlanUNet
+
+    net = PlanUNet.from_config(dict(network)).to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn((2, 1, *topology.patch_size), generator=generator).to(device)
-    y = torch.randint(0, 2, (2, *topology.patch_size), generator=generator).to(device)
-    step_times = []
+    x = torch.randn((batch_size, network["in_channels"], *patch_size), generator=generator).to(device)
+    y = torch.randint(0, network["num_classes"], (batch_size, *patch_size), generator=generator).to(device)
+    times = []
     deadline = time.perf_counter() + seconds
-    for step in range(50):
+    for step in range(20):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(net(x), y)
-        loss.backward()
+        outputs = net(x)
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        torch.nn.functional.cross_entropy(outputs[0], y).backward()
         optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()
         if step > 0:
-            step_times.append(time.perf_counter() - start)
-        if step >= 3 and time.perf_counter() > deadline:
+            times.append(time.perf_counter() - start)
+        if step >= 2 and time.perf_counter() > deadline:
             break
-    step_flops = 3 * 2 * forward_flops(topology, features, 1, 2)  # batch of 2; forward + backward = 3x forward
-    median = sorted(step_times)[len(step_times) // 2]
-    return {"flops_per_second": step_flops / median, "reference_step_seconds": median,
-            "reference_patch": topology.patch_size, "steps": len(step_times), "threads": torch.get_num_threads()}
+    return min(times)  # the least disturbed by other work on the machine

@@ -9,7 +9,7 @@ the network width and patch shrink until the budget allows ``min_iterations`` tr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,13 +28,18 @@ RGB_NAMES = {"r", "g", "b", "red", "green", "blue", "rgb"}
 @dataclass
 class Budget:
     """What the plan must fit: ``device`` ("cpu"/"cuda"), bytes of memory for activations, seconds of training
-    (None = no time limit, nnU-Net's fixed schedule), and the device's measured training FLOP/s."""
+    (None = no time limit, nnU-Net's fixed schedule), and the device's measured training FLOP/s (per spatial
+    dimensionality when a measured step of a planned network corrected it)."""
+
+    def throughput(self, dims: int) -> float:
+        return self.flops_per_second_by_dims.get(dims, self.flops_per_second)
 
     device: str
     memory_bytes: int
     seconds: float | None
     flops_per_second: float
     min_iterations: int = 1000
+    flops_per_second_by_dims: dict[int, float] = field(default_factory=dict)  # measured corrections (2d / 3d)
     base_features: int = 32
     batch_size_floor: int = 2
 
@@ -253,8 +258,9 @@ def _activation_memory(topology: Topology, base: int, in_channels: int, num_clas
 
 def _step_seconds(topology: Topology, base: int, in_channels: int, num_classes: int, batch: int,
                   budget: Budget) -> float:
-    features = features_per_stage(topology.num_stages, base, MAX_FEATURES[len(topology.patch_size)])
-    return 3 * batch * forward_flops(topology, features, in_channels, num_classes) / budget.flops_per_second
+    dims = len(topology.patch_size)
+    features = features_per_stage(topology.num_stages, base, MAX_FEATURES[dims])
+    return 3 * batch * forward_flops(topology, features, in_channels, num_classes) / budget.throughput(dims)
 
 
 def _iterations(budget: Budget, step_seconds: float) -> int:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from medseg.config import Fingerprint, Plan, read_json
 from medseg.errors import MedsegError
-from medseg.planning.budget import available_memory, calibrate, parse_duration, parse_memory
+from medseg.planning.budget import (available_memory, calibrate, measure_step_seconds, parse_duration,
+                                   parse_memory)
 from medseg.planning.fingerprint import compute_fingerprint
 from medseg.planning.overrides import apply_overrides
 from medseg.planning.planner import Budget, plan_dataset
@@ -36,6 +37,34 @@ def make_plan(dataset: str | Path, *, device: str = "cpu", budget: str | float |
         flops_per_second = calibration["flops_per_second"]
     else:
         calibration = {"flops_per_second": flops_per_second, "source": "given by the user"}
-    plan = plan_dataset(fingerprint, Budget(device, memory_bytes, seconds, flops_per_second,
-                                            min_iterations=min_iterations), calibration=calibration)
+    budget_spec = Budget(device, memory_bytes, seconds, flops_per_second, min_iterations=min_iterations)
+    plan = plan_dataset(fingerprint, budget_spec, calibration=calibration)
+    if seconds is not None and calibration.get("source") != "given by the user":
+        plan = _correct_by_measurement(fingerprint, budget_spec, plan, calibration)
     return apply_overrides(plan, list(overrides or []))
+
+
+def _correct_by_measurement(fingerprint: Fingerprint, budget: Budget, plan: Plan, calibration: dict) -> Plan:
+    """Small networks reach a lower FLOP rate than the calibration network: time one real step of each planned
+    dimensionality's network, re-plan with the corrected throughput, and time the result again."""
+    representatives = {2: "2d", 3: "3d_fullres"}
+    for dims, name in representatives.items():
+        if name in plan.configurations:
+            config = plan.configurations[name]
+            measured = measure_step_seconds(config.network, config.patch_size, config.batch_size, budget.device)
+            budget.flops_per_second_by_dims[dims] = budget.throughput(dims) * config.estimated_step_seconds / measured
+    plan = plan_dataset(fingerprint, budget, calibration=calibration)
+    measured_steps = {}
+    for name, config in plan.configurations.items():
+        key = (tuple(config.patch_size), config.batch_size, str(config.network["features_per_stage"]))
+        if key not in measured_steps:
+            measured_steps[key] = measure_step_seconds(config.network, config.patch_size, config.batch_size,
+                                                       budget.device)
+        config.estimated_step_seconds = float(measured_steps[key])
+        config.num_iterations = int(max(1, budget.seconds // config.estimated_step_seconds))
+        config.decide("num_iterations", config.num_iterations,
+                      f"budget {budget.seconds:.0f} s / {config.estimated_step_seconds:.3g} s per step, timed on "
+                      f"this device with the planned network (data loading and validation not included)")
+    calibration["flops_per_second_by_dims"] = {str(k): v for k, v in budget.flops_per_second_by_dims.items()}
+    plan.calibration = calibration
+    return plan

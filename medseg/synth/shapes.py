@@ -29,23 +29,26 @@ def shapes_case(rng: np.random.Generator, shape: tuple[int, int, int] = SHAPE,
     center = extent * rng.uniform(0.35, 0.65, size=3)
     radii = extent * rng.uniform(0.18, 0.3, size=3)
     organ = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, center, radii)) <= 1.0
-    lesion_center = center + radii * rng.uniform(-0.35, 0.35, size=3)
-    lesion_radii = radii * rng.uniform(0.25, 0.4, size=3)
+    lesion_center = center + radii * rng.uniform(-0.3, 0.3, size=3)
+    lesion_radii = radii * rng.uniform(0.35, 0.5, size=3)
     lesion = (sum(((g - c) / r) ** 2 for g, c, r in zip(grids, lesion_center, lesion_radii)) <= 1.0) & organ
     label = np.zeros(shape, dtype=np.uint8)
     label[organ] = 1
     label[lesion] = 2
     image = np.full(shape, 100.0) + rng.normal(0, 3, size=shape)
     image[organ] = 160.0
-    image[lesion] = 120.0 + rng.uniform(-10, 10)
+    image[lesion] = 215.0 + rng.uniform(-10, 10)
     bias = 1.0 + 0.15 * sum(np.sin(g / e * np.pi * rng.uniform(0.5, 1.5) + rng.uniform(0, np.pi))
                             for g, e in zip(grids, extent)) / 3
     image = image * bias + rng.normal(0, 12, size=shape)
     return image.astype(np.float32), label
 
 
-def write_shapes_dataset(destination: str | Path, *, num_cases: int = 8, seed: int = 0) -> Path:
-    """Write the example dataset in the nnU-Net v2 raw layout; the folder appears only when complete."""
+def write_shapes_dataset(destination: str | Path, *, num_cases: int = 8, num_test: int = 0, seed: int = 0) -> Path:
+    """Write the example dataset in the nnU-Net v2 raw layout; the folder appears only when complete.
+
+    ``num_test`` extra cases go to ``imagesTs/`` with their labels in ``labelsTs/`` (held out for evaluation).
+    """
     destination = Path(destination)
     if destination.exists():
         raise MedsegError("destination exists", path=destination, fix="choose a new folder or delete it")
@@ -55,13 +58,14 @@ def write_shapes_dataset(destination: str | Path, *, num_cases: int = 8, seed: i
     shutil.rmtree(partial, ignore_errors=True)
     rng = np.random.default_rng(seed)
     try:
-        for index in range(num_cases):
+        for index in range(num_cases + num_test):
             image, label = shapes_case(rng)
             origin = tuple(float(v) for v in rng.uniform(-50, 50, size=3))
             case_id = f"shapes_{index:03d}"
             geometry = dict(spacing=SPACING, origin=origin)
-            write_image(Image.from_array(image, **geometry), partial / "imagesTr" / f"{case_id}_0000.nii.gz")
-            write_image(Image.from_array(label, **geometry), partial / "labelsTr" / f"{case_id}.nii.gz")
+            images, labels = ("imagesTr", "labelsTr") if index < num_cases else ("imagesTs", "labelsTs")
+            write_image(Image.from_array(image, **geometry), partial / images / f"{case_id}_0000.nii.gz")
+            write_image(Image.from_array(label, **geometry), partial / labels / f"{case_id}.nii.gz")
         spec = DatasetSpec(
             name="medseg_shapes", channel_names=["MR"], labels={"background": 0, "organ": 1, "lesion": 2},
             file_ending=".nii.gz", num_training=num_cases,
