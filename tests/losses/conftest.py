@@ -51,12 +51,3 @@ def case() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
 @pytest.fixture
 def required_kwargs() -> dict[str, dict]:
     return REQUIRED_KWARGS
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is far faster than two contending ones on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
