@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
+from medseg.atomic import atomic_folder
 from medseg.config import write_json_atomic
 from medseg.data.layout import open_dataset
 from medseg.errors import MedsegError
@@ -28,9 +27,7 @@ def msd_to_nnunet(source: str | Path, destination: str | Path, *, file_ending: s
                           fix="this dataset is already in the nnU-Net layout; use it as it is")
     if destination.exists():
         raise MedsegError("destination exists", path=destination, fix="choose a new folder or delete it")
-    partial = destination.with_name(f".{destination.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with atomic_folder(destination) as partial:
         for case in track(dataset.cases, "converting", enabled=progress):
             image = read_image(case.image_files[0])
             if image.num_channels != len(dataset.spec.channel_names):
@@ -52,8 +49,4 @@ def msd_to_nnunet(source: str | Path, destination: str | Path, *, file_ending: s
         spec.file_ending = file_ending
         spec.num_training = len(dataset.cases)
         write_json_atomic(spec.to_nnunet_json(), partial / "dataset.json")
-        os.replace(partial, destination)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return destination

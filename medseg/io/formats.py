@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
+from medseg.atomic import atomic_write
 from medseg.errors import MedsegError
 from medseg.io import dicom, numpy_io, raster, sitk_io
 from medseg.io.image import Image
@@ -85,15 +84,7 @@ def write_image(image: Image, path: str | Path) -> Path:
     path = Path(path)
     suffix = _suffix_or_error(path)
     writer = FORMATS[suffix][1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    os.close(handle)
-    try:
-        writer(image, Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda temporary: writer(image, temporary), suffix=f".part{suffix}")
     return path
 
 

@@ -12,14 +12,13 @@ Layout of a configuration's cache folder (e.g. ``preprocessed/3d_fullres/``)::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medseg.atomic import atomic_write
 from medseg.errors import MedsegError
 
 
@@ -83,11 +82,8 @@ def cached_case_ids(folder: str | Path) -> list[str]:
 
 
 def _atomic(path: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    def write_stream(temporary: Path) -> None:
+        with open(temporary, "wb") as stream:
             write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write_stream)

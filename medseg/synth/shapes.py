@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from medseg.atomic import atomic_folder
 from medseg.config import DatasetSpec, write_json_atomic
 from medseg.errors import MedsegError
 from medseg.io import Image, write_image
@@ -54,10 +53,8 @@ def write_shapes_dataset(destination: str | Path, *, num_cases: int = 8, num_tes
         raise MedsegError("destination exists", path=destination, fix="choose a new folder or delete it")
     if num_cases < 1:
         raise MedsegError(f"num_cases must be at least 1, got {num_cases}", fix="pass --cases 1 or more")
-    partial = destination.with_name(f".{destination.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
     rng = np.random.default_rng(seed)
-    try:
+    with atomic_folder(destination) as partial:
         for index in range(num_cases + num_test):
             image, label = shapes_case(rng)
             origin = tuple(float(v) for v in rng.uniform(-50, 50, size=3))
@@ -73,8 +70,4 @@ def write_shapes_dataset(destination: str | Path, *, num_cases: int = 8, num_tes
             licence="CC0 (generated)",
         )
         write_json_atomic(spec.to_nnunet_json(), partial / "dataset.json")
-        os.replace(partial, destination)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return destination

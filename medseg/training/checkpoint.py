@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from medseg.atomic import atomic_write
 from medseg.errors import MedsegError
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """``state`` holds tensors, numbers, strings, lists and dicts only (so ``weights_only`` loading works)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda temporary: torch.save(state, temporary), durable=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -38,12 +27,5 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def save_weights(network: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    atomic_write(path, lambda temporary: save_file(tensors, str(temporary)), durable=True)

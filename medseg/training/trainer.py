@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medseg.atomic import atomic_write
 from medseg.config import Configuration, write_json_atomic
 from medseg.errors import MedsegError
 from medseg.progress import FractionBar
@@ -251,7 +252,5 @@ class Trainer:
         twin.set_ylim(0, 1)
         fig.legend(loc="upper center", ncol=2)
         fig.tight_layout()
-        temporary = self.fold_dir / ".progress.png.part"
-        fig.savefig(temporary, format="png", dpi=100)
+        atomic_write(self.fold_dir / "progress.png", lambda temporary: fig.savefig(temporary, format="png", dpi=100))
         plt.close(fig)
-        temporary.replace(self.fold_dir / "progress.png")
