@@ -9,8 +9,9 @@ For each dataset (brats2013_mini 3D, isbi2012_em 2D):
      down-sampled targets), in ``NonDetMultiThreadedAugmenter`` with the trainer's arguments;
   3. medseg's ``PatchLoader`` on that cache: same patch size, batch size, worker count, nnU-Net's default
      probabilities (``AugmentationConfig.for_patch``; one-hot-linear label resampling as nnU-Net).
-Both run with ``--workers`` worker processes, one after the other; after ``--warmup`` batches the next
-``--batches`` are timed. patches/s = batches * batch size / seconds.
+Both run with ``--workers`` worker processes, one after the other, in ``--rounds`` alternating rounds (the
+median rate is reported, so a burst of load on a shared machine hits both); after ``--warmup`` batches the
+next ``--batches-3d`` / ``--batches-2d`` are timed. patches/s = batches * batch size / seconds.
 
     python bench/loader.py            # writes bench/results/loader.json and its section of BENCHMARKS.md
 """
@@ -28,6 +29,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -58,7 +61,6 @@ def prepare_nnunet(name: str, base: Path, workers: int) -> Path:
 
 def child_main(args: argparse.Namespace) -> None:
     """In the nnU-Net environment: copy its arrays into a medseg cache, then time its loader (JSON on stdout)."""
-    import numpy as np
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
     from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
@@ -77,7 +79,7 @@ def child_main(args: argparse.Namespace) -> None:
     trainer._set_batch_size_and_oversample()  # what trainer.initialize() does, without building the network
     dataset_tr, _ = trainer.get_tr_and_val_datasets()
     patch = [int(p) for p in trainer.configuration_manager.patch_size]
-    for case in cases:
+    for case in cases if not Path(args.cache).is_dir() else []:  # later rounds reuse the cache
         data, seg, _, properties = dataset_tr.load_case(case)
         write_medseg_case(Path(args.cache), case, np.asarray(data[:]), np.asarray(seg[:]),
                           properties["class_locations"], len(patch), write_case)
@@ -104,8 +106,6 @@ def child_main(args: argparse.Namespace) -> None:
 
 def write_medseg_case(cache: Path, case: str, data, seg, class_locations: dict, ndim: int, write_case) -> None:
     """nnU-Net arrays ``(C, [1,] *S)`` -> medseg cache case; 2D images lose nnU-Net's singleton z axis."""
-    import numpy as np
-
     drop = data.ndim - 1 - ndim  # 1 for nnU-Net's pseudo-3D 2D images
     if drop:
         data, seg = data[:, 0], seg[:, 0]
@@ -136,26 +136,35 @@ def time_medseg(cache: Path, plan: dict, args: argparse.Namespace, label_mode: s
 
 
 def run_dataset(name: str, args: argparse.Namespace) -> dict:
+    """``--rounds`` alternating rounds (nnU-Net, medseg, medseg with nearest labels); medians of the rates."""
+    batches = args.batches or (args.batches_3d if DATASETS[name][1].startswith("3d") else args.batches_2d)
+    timing = argparse.Namespace(**{**vars(args), "batches": batches})
     base = Path(tempfile.mkdtemp(prefix=f"medseg_bench_loader_{name}_", dir=args.temp))
+    rates: dict[str, list[float]] = {"nnunet": [], "medseg": [], "medseg_nearest": []}
     try:
         preprocessed = prepare_nnunet(name, base, args.workers)
         cache = base / "medseg_cache"
         command = [sys.executable, __file__, "--child", str(preprocessed), "--cache", str(cache),
                    "--configuration", DATASETS[name][1], "--workers", str(args.workers),
-                   "--warmup", str(args.warmup), "--batches", str(args.batches)]
-        done = subprocess.run(command, env=nnunet_env(base, args.workers), capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(f"nnU-Net side failed on {name}:\n{done.stderr[-4000:]}")
-        plan = json.loads(done.stdout.strip().splitlines()[-1])
-        medseg = {mode: time_medseg(cache, plan, args, mode) for mode in ("linear", "nearest")}
+                   "--warmup", str(args.warmup), "--batches", str(batches)]
+        for _ in range(args.rounds):
+            done = subprocess.run(command, env=nnunet_env(base, args.workers), capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"nnU-Net side failed on {name}:\n{done.stderr[-4000:]}")
+            plan = json.loads(done.stdout.strip().splitlines()[-1])
+            patches = batches * plan["batch_size"]
+            rates["nnunet"].append(patches / plan["seconds"])
+            rates["medseg"].append(patches / time_medseg(cache, plan, timing, "linear"))
+            rates["medseg_nearest"].append(patches / time_medseg(cache, plan, timing, "nearest"))
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    patches = args.batches * plan["batch_size"]
-    nnunet_rate, medseg_rate = patches / plan["seconds"], patches / medseg["linear"]
-    return {"dataset": name, "configuration": DATASETS[name][1], **{k: v for k, v in plan.items() if k != "seconds"},
-            "nnunet_patches_per_s": round(nnunet_rate, 3), "medseg_patches_per_s": round(medseg_rate, 3),
-            "ratio": round(medseg_rate / nnunet_rate, 3),
-            "medseg_nearest_labels_patches_per_s": round(patches / medseg["nearest"], 3)}
+    median = {key: float(np.median(values)) for key, values in rates.items()}
+    return {"dataset": name, "configuration": DATASETS[name][1], "batches": batches,
+            **{k: v for k, v in plan.items() if k != "seconds"},
+            "nnunet_patches_per_s": round(median["nnunet"], 3), "medseg_patches_per_s": round(median["medseg"], 3),
+            "ratio": round(median["medseg"] / median["nnunet"], 3),
+            "medseg_nearest_labels_patches_per_s": round(median["medseg_nearest"], 3),
+            "rounds": {key: [round(v, 3) for v in values] for key, values in rates.items()}}
 
 
 def machine() -> dict:
@@ -168,17 +177,19 @@ def machine() -> dict:
 def write_section(report: dict) -> None:
     rows = "\n".join(
         f"| {r['dataset']} ({r['configuration']}) | {'x'.join(map(str, r['patch_size']))} | {r['batch_size']} | "
-        f"{r['nnunet_patches_per_s']:.2f} | {r['medseg_patches_per_s']:.2f} | **{r['ratio']:.2f}x** | "
-        f"{r['medseg_nearest_labels_patches_per_s']:.2f} |" for r in report["results"])
+        f"{r['batches']} | {r['nnunet_patches_per_s']:.2f} | {r['medseg_patches_per_s']:.2f} | "
+        f"**{r['ratio']:.2f}x** | {r['medseg_nearest_labels_patches_per_s']:.2f} |" for r in report["results"])
     text = f"""{SECTION}
 
 Training patches per second, medseg `PatchLoader` vs nnU-Net v2 (`nnUNetDataLoader` + the trainer's default
 training transforms in `NonDetMultiThreadedAugmenter`), same nnU-Net plan and preprocessed arrays, same patch
 size, batch size, augmentation probabilities and ranges, {report['workers']} worker processes each, one loader at a
-time. {report['batches']} batches timed after {report['warmup']} warm-up batches.
+time, in {report['rounds']} alternating rounds (median shown); per round the batches in the table are timed
+after {report['warmup']} warm-up batches. "nearest labels": medseg with nearest-neighbour label resampling instead of
+nnU-Net's one-hot-linear (not the same augmentation; shown for what it costs).
 
-| dataset | patch | batch | nnU-Net patches/s | medseg patches/s | medseg / nnU-Net | medseg, nearest labels |
-|---|---|---|---|---|---|---|
+| dataset | patch | batch | batches | nnU-Net patches/s | medseg patches/s | medseg / nnU-Net | medseg, nearest labels |
+|---|---|---|---|---|---|---|---|
 {rows}
 
 Command: `{report['command']}` on {report['date']}; machine: {report['machine']['cpu']}, {report['machine']['cores']}
@@ -200,7 +211,10 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--batches", type=int, help="timed batches per round (default: --batches-3d / --batches-2d)")
+    parser.add_argument("--batches-3d", type=int, default=30)
+    parser.add_argument("--batches-2d", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median rate is reported")
     parser.add_argument("--temp", help="folder for the temporary nnU-Net and medseg data (default: system temp)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -212,7 +226,7 @@ def main() -> None:
     results = [run_dataset(name, args) for name in args.datasets]
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "load_before": load_before, "command": "python bench/loader.py " + " ".join(sys.argv[1:]),
-              "workers": args.workers, "warmup": args.warmup, "batches": args.batches, "results": results}
+              "workers": args.workers, "warmup": args.warmup, "rounds": args.rounds, "results": results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     write_section(report)

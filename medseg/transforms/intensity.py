@@ -68,15 +68,23 @@ def adjust_gamma(image: Tensor, gammas: Tensor, mask: Tensor, *, invert: bool = 
     """
     def gamma(x: Tensor, rows: Tensor) -> Tensor:
         x = -x if invert else x
-        std, mean = torch.std_mean(x, dim=1, keepdim=True)
+        std, mean = _std_mean(x)
         low, high = torch.aminmax(x, dim=1, keepdim=True)
         span = high - low
         out = ((x - low) / span.clamp_min(EPS)).clamp_min(0).pow(_per_row(gammas, rows)) * span + low
         if retain_stats:
-            new_std, new_mean = torch.std_mean(out, dim=1, keepdim=True)
+            new_std, new_mean = _std_mean(out)
             out = (out - new_mean) * (std / new_std.clamp_min(EPS)) + mean
         return -out if invert else out
     return _on_rows(image, mask, gamma, inplace)
+
+
+def _std_mean(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row unbiased std and mean ``(N, 1)`` in two plain passes (several times faster on the CPU than the
+    single-pass ``torch.std_mean``; the centred second pass keeps it as accurate)."""
+    mean = rows.mean(dim=1, keepdim=True)
+    variance = (rows - mean).square_().sum(dim=1, keepdim=True) / max(rows.shape[1] - 1, 1)
+    return variance.sqrt_(), mean
 
 
 def gaussian_kernels(sigmas: Tensor, truncate: float = 4.0) -> Tensor:

@@ -66,7 +66,9 @@ def resample_labels_onehot(label: Tensor, grid: Tensor, values: list[int] | None
     """
     if values is None:
         values = [v for v in present_labels(label) if v != 0]
-    onehot = torch.cat([(label == v).float() for v in values], dim=1) if values else label.float()[:, :0]
+    onehot = torch.empty((label.shape[0], len(values), *label.shape[2:]), dtype=torch.float32, device=label.device)
+    for k, value in enumerate(values):
+        torch.eq(label[:, 0], value, out=onehot[:, k])
     scores = F.grid_sample(onehot, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return argmax_labels(scores, values)
 
