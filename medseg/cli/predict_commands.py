@@ -29,6 +29,8 @@ def predict(
     step: float = typer.Option(0.5, "--step", help="Window stride as a fraction of the patch."),
     memory_limit: str = typer.Option("2GB", "--memory-limit", help="Above this whole-volume accumulator size the "
                                      "volume is streamed in slabs."),
+    precision: str = typer.Option("float32", "--precision", help="float32, or bfloat16 / float16 for the network "
+                                  "(faster where the hardware has them; results differ slightly)."),
     postprocessing: Optional[Path] = typer.Option(None, "--postprocessing", help="A postprocessing.json to apply "
                                                   "(default: the model folder's; for ensembles, find-best's)."),
 ) -> None:
@@ -49,7 +51,7 @@ def predict(
                               fix="pass the folder that medseg train wrote")
     cases = collect_cases(input)
     predictors = [Predictor.from_folder(m, folds=_folds(folds), device=device, tta=not no_tta, step=step,
-                                        memory_limit=limit) for m in model]
+                                        memory_limit=limit, precision=precision) for m in model]
     labels = None
     if postprocessing is not None:
         labels = [int(v) for v in read_json(postprocessing).get("keep_largest_component", [])]

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 from medseg.errors import MedsegError
-from medseg.io import SUPPORTED_SUFFIXES, image_suffix, strip_suffix
+from medseg.io import strip_suffix
+from medseg.io.formats import _suffix_or_error as _suffix  # the same error as read_image gives
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -24,14 +25,6 @@ class InputCase:
     case_id: str
     files: list[Path]
     suffix: str
-
-
-def _suffix(path: Path) -> str:
-    suffix = image_suffix(path)
-    if suffix is None:
-        raise MedsegError(f"unknown image file type '{''.join(path.suffixes) or path.name}'", path=path,
-                          fix=f"use one of {', '.join(sorted(SUPPORTED_SUFFIXES))}")
-    return suffix
 
 
 def collect_cases(source: str | Path) -> list[InputCase]:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from medseg.errors import MedsegError
 from medseg.inference import EnsemblePredictor, Predictor
 from medseg.inference.restore import SlabResampler
+from medseg.inference.sliding_window import window_grid
 from medseg.io import Image, grid_differences, read_image, write_image
 
 
@@ -172,3 +173,22 @@ def test_postprocessing_json_is_applied(tmp_path: Path, shapes_dataset: Path, sh
 def test_missing_model_folder_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(MedsegError, match="model folder not found"):
         Predictor.from_folder(tmp_path / "nope")
+
+
+def test_forward_chunk_is_tuned_on_the_first_windows(shapes_dataset: Path, shapes_model: Path) -> None:
+    predictor = Predictor.from_folder(shapes_model, folds=["0"], mirror_axes=[1, 2], forward_memory=10**9)
+    assert predictor._chunk_trials == [1, 2, 4]  # 4 mirrored copies of one window
+    sizes = []
+    hook = predictor.networks[0].register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    data = torch.randn(1, 16, 96, 80, generator=torch.Generator().manual_seed(2))
+    windows = len(window_grid(data.shape[1:], predictor.patch_size))
+    assert windows == 9
+    try:
+        predictor.predict_preprocessed(data)
+    finally:
+        hook.remove()
+    assert sorted(predictor._chunk_times) == [1, 2, 4]
+    chosen = min(predictor._chunk_times, key=predictor._chunk_times.get)
+    assert sizes[:1] == [4] and sizes[1:5] == [1, 1, 1, 1] and sizes[5:7] == [2, 2] and sizes[7] == 4
+    assert set(sizes[8:]) == {chosen}
+    assert sum(sizes) == 4 * windows
