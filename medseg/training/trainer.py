@@ -161,8 +161,9 @@ class Trainer:
                                            "train_loss": float(np.mean(losses)) if losses else None,
                                            "val_dice": dice, "lr": self.optimizer.param_groups[0]["lr"]})
                 self._checkpoint()
-                bar.update(self.fraction(), f"epoch {self.state.epoch} loss {self.state.history[-1]['train_loss']:.3f}"
-                           f" val Dice {np.mean(dice):.3f}")
+                loss = self.state.history[-1]["train_loss"]
+                bar.update(self.fraction(), f"epoch {self.state.epoch} loss "
+                           f"{'-' if loss is None else f'{loss:.3f}'} val Dice {np.mean(dice):.3f}")
 
     def _train_epoch(self, started: float) -> list[float]:
         from medseg.data.loader import PatchLoader
