@@ -72,6 +72,7 @@ def train(
     seed: int = typer.Option(0, help="Random seed."),
     max_iterations: Optional[int] = typer.Option(None, help="Stop after this many steps (default: the plan's)."),
     iterations_per_epoch: int = typer.Option(50, help="Training steps between validations and checkpoints."),
+    validation: bool = typer.Option(True, help="Predict the fold's validation cases in full after training."),
 ) -> None:
     """Train one fold within a wall-clock budget (checkpoints every epoch; --resume continues)."""
     from medseg.planning.budget import parse_duration
@@ -81,8 +82,11 @@ def train(
                         budget_seconds=parse_duration(budget) if budget else None, resume=resume, split_mode=split,
                         groups_file=groups, train_config={"optimizer": optimizer, "num_workers": workers,
                                                           "seed": seed, "max_iterations": max_iterations,
-                                                          "iterations_per_epoch": iterations_per_epoch})
+                                                          "iterations_per_epoch": iterations_per_epoch},
+                        validate=validation)
     last = result.state.history[-1] if result.state.history else {}
     typer.echo(f"{'resumed and ' if result.resumed else ''}trained {result.state.iteration} steps in "
                f"{result.state.elapsed:.0f} s; last validation pseudo-Dice {last.get('val_dice')}; "
                f"model {result.fold_dir}")
+    if result.validation_dice is not None:
+        typer.echo(f"validation cases, full-image Dice per label: {result.validation_dice}")

@@ -20,15 +20,17 @@ class TrainResult:
     fold_dir: Path
     state: TrainState
     resumed: bool
+    validation_dice: dict[str, float] | None = None  # full-image Dice per foreground label on the fold's cases
 
 
 def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, model_dir: str | Path,
                plans: str | Path | None = None, preprocessed: str | Path | None = None,
                budget_seconds: float | None = None, resume: bool = False, split_mode: str = "random",
                groups_file: str | Path | None = None, train_config: dict | None = None,
-               progress: bool | None = None) -> TrainResult:
+               validate: bool = True, progress: bool | None = None) -> TrainResult:
     """Train ``fold`` (0..4 or "all") of ``configuration``; ``plans`` default: ``MODEL/plans.json`` or a new plan
-    for ``budget_seconds``; ``preprocessed`` default: ``MODEL/preprocessed``."""
+    for ``budget_seconds``; ``preprocessed`` default: ``MODEL/preprocessed``. Afterwards (``validate``, not for
+    fold "all") the fold's validation cases are predicted in full into ``fold_K/validation/``."""
     from medseg.planning.service import make_plan
     from medseg.preprocess.pipeline import preprocess_dataset
 
@@ -69,4 +71,39 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     resumed = trainer.resume() if resume else False
     state = trainer.run(progress=progress)
     write_json_atomic({"train": train_cases, "val": val_cases}, fold_dir / "cases.json")
-    return TrainResult(model_dir, fold_dir, state, resumed)
+    validation = None
+    if validate and fold != "all":
+        validation = predict_validation(model_dir, fold, data, val_cases, progress=progress)
+    return TrainResult(model_dir, fold_dir, state, resumed, validation)
+
+
+def predict_validation(model_dir: Path, fold: str, data, val_cases: list[str], *,
+                       progress: bool | None = None) -> dict[str, float]:
+    """Predict the fold's validation cases at full resolution (sliding window, mirroring) into
+    ``fold_K/validation/`` (labels in the dataset's format + ``<case>.npz`` probabilities, which ``find-best`` and
+    the post-processing decision read) and return the mean Dice per foreground label over those cases."""
+    import numpy as np
+
+    from medseg.inference import Predictor
+    from medseg.inference.ensemble import save_probabilities
+    from medseg.io import write_image
+    from medseg.progress import track
+
+    predictor = Predictor.from_folder(model_dir, folds=[fold])
+    folder = fold_folder(model_dir, fold) / "validation"
+    foreground = sorted(data.spec.foreground_labels.values())
+    scores: dict[int, list[float]] = {value: [] for value in foreground}
+    for case_id in track(val_cases, f"validate fold {fold}", enabled=progress):
+        case = data.case(case_id)
+        labels, probabilities = predictor.predict_with_probabilities(data.read_image(case))
+        write_image(labels, folder / f"{case_id}{data.spec.file_ending}")
+        save_probabilities(folder / f"{case_id}.npz", probabilities.array, predictor.label_values)
+        reference = data.read_label(case).array[0]
+        for value in foreground:
+            p, r = labels.array[0] == value, reference == value
+            denominator = int(p.sum()) + int(r.sum())
+            if denominator:
+                scores[value].append(2.0 * int((p & r).sum()) / denominator)
+    summary = {str(v): float(np.mean(d)) if d else float("nan") for v, d in scores.items()}
+    write_json_atomic({"mean_dice": summary, "cases": val_cases}, fold_folder(model_dir, fold) / "validation.json")
+    return summary

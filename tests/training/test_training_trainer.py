@@ -141,6 +141,11 @@ def test_train_cli_writes_a_loadable_model_folder(tmp_path: Path) -> None:
     fold = tmp_path / "m" / "fold_0"
     for name in ("weights.safetensors", "checkpoint.pt", "training_log.json", "progress.png", "train_config.json"):
         assert (fold / name).is_file(), name
+    validation = json.loads((fold / "validation.json").read_text())
+    for case_id in validation["cases"]:  # the fold's validation cases, predicted in full for find-best
+        assert (fold / "validation" / f"{case_id}.nii.gz").is_file()
+        assert (fold / "validation" / f"{case_id}.npz").is_file()
+    assert set(validation["mean_dice"]) == {"1", "2"}
     info, plan, spec = read_model_info(tmp_path / "m")
     assert info.configuration == "2d" and info.label_values == [0, 1, 2]
     network = load_network(tmp_path / "m", 0)
