@@ -97,9 +97,9 @@ def child_main(args: argparse.Namespace) -> None:
     augmenter = NonDetMultiThreadedAugmenter(data_loader=loader, transform=None, num_processes=args.workers,
                                              num_cached=max(6, args.workers // 2), seeds=None, pin_memory=False,
                                              wait_time=0.002)
-    seconds = time_batches(augmenter, args.warmup, args.batches)
+    seconds, cpu = time_batches(augmenter, args.warmup, args.batches)
     augmenter._finish()
-    print(json.dumps({"seconds": seconds, "patch_size": patch, "batch_size": trainer.batch_size,
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "patch_size": patch, "batch_size": trainer.batch_size,
                       "initial_patch_size": [int(p) for p in initial_patch], "dummy_2d": bool(dummy_2d),
                       "use_mask_for_norm": [bool(u) for u in use_mask]}))
 
@@ -114,17 +114,33 @@ def write_medseg_case(cache: Path, case: str, data, seg, class_locations: dict, 
     write_case(cache, case, data.astype(np.float32), seg.astype(np.int8), locations, {"source": "nnU-Net"})
 
 
-def time_batches(iterator, warmup: int, batches: int) -> float:
+def time_batches(iterator, warmup: int, batches: int) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (this process + its worker processes) for ``batches`` after ``warmup``."""
     iterator = iter(iterator)
     for _ in range(warmup):
         next(iterator)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), process_tree_cpu()
     for _ in range(batches):
         next(iterator)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, process_tree_cpu() - cpu
 
 
-def time_medseg(cache: Path, plan: dict, args: argparse.Namespace, label_mode: str) -> float:
+def process_tree_cpu() -> float:
+    """User + system CPU seconds of this process and its live children (the loader's workers), from /proc."""
+    total, ticks = time.process_time(), os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():  # field 4, the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / ticks  # fields 14 and 15, utime and stime
+    return total
+
+
+def time_medseg(cache: Path, plan: dict, args: argparse.Namespace, label_mode: str) -> tuple[float, float]:
     from medseg.data.loader import PatchLoader
     from medseg.transforms import AugmentationConfig
 
@@ -140,7 +156,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
     batches = args.batches or (args.batches_3d if DATASETS[name][1].startswith("3d") else args.batches_2d)
     timing = argparse.Namespace(**{**vars(args), "batches": batches})
     base = Path(tempfile.mkdtemp(prefix=f"medseg_bench_loader_{name}_", dir=args.temp))
-    rates: dict[str, list[float]] = {"nnunet": [], "medseg": [], "medseg_nearest": []}
+    rates: dict[str, list[float]] = {key: [] for key in ("nnunet", "medseg", "medseg_nearest", "nnunet_per_cpu_s",
+                                                         "medseg_per_cpu_s")}
     try:
         preprocessed = prepare_nnunet(name, base, args.workers)
         cache = base / "medseg_cache"
@@ -153,16 +170,22 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
                 raise SystemExit(f"nnU-Net side failed on {name}:\n{done.stderr[-4000:]}")
             plan = json.loads(done.stdout.strip().splitlines()[-1])
             patches = batches * plan["batch_size"]
+            seconds, cpu = time_medseg(cache, plan, timing, "linear")
             rates["nnunet"].append(patches / plan["seconds"])
-            rates["medseg"].append(patches / time_medseg(cache, plan, timing, "linear"))
-            rates["medseg_nearest"].append(patches / time_medseg(cache, plan, timing, "nearest"))
+            rates["nnunet_per_cpu_s"].append(patches / plan["cpu_seconds"])
+            rates["medseg"].append(patches / seconds)
+            rates["medseg_per_cpu_s"].append(patches / cpu)
+            rates["medseg_nearest"].append(patches / time_medseg(cache, plan, timing, "nearest")[0])
     finally:
         shutil.rmtree(base, ignore_errors=True)
     median = {key: float(np.median(values)) for key, values in rates.items()}
     return {"dataset": name, "configuration": DATASETS[name][1], "batches": batches,
-            **{k: v for k, v in plan.items() if k != "seconds"},
+            **{k: v for k, v in plan.items() if k not in ("seconds", "cpu_seconds")},
             "nnunet_patches_per_s": round(median["nnunet"], 3), "medseg_patches_per_s": round(median["medseg"], 3),
             "ratio": round(median["medseg"] / median["nnunet"], 3),
+            "nnunet_patches_per_cpu_s": round(median["nnunet_per_cpu_s"], 3),
+            "medseg_patches_per_cpu_s": round(median["medseg_per_cpu_s"], 3),
+            "ratio_per_cpu_s": round(median["medseg_per_cpu_s"] / median["nnunet_per_cpu_s"], 3),
             "medseg_nearest_labels_patches_per_s": round(median["medseg_nearest"], 3),
             "rounds": {key: [round(v, 3) for v in values] for key, values in rates.items()}}
 
@@ -178,7 +201,9 @@ def write_section(report: dict) -> None:
     rows = "\n".join(
         f"| {r['dataset']} ({r['configuration']}) | {'x'.join(map(str, r['patch_size']))} | {r['batch_size']} | "
         f"{r['batches']} | {r['nnunet_patches_per_s']:.2f} | {r['medseg_patches_per_s']:.2f} | "
-        f"**{r['ratio']:.2f}x** | {r['medseg_nearest_labels_patches_per_s']:.2f} |" for r in report["results"])
+        f"**{r['ratio']:.2f}x** | {r['nnunet_patches_per_cpu_s']:.2f} | {r['medseg_patches_per_cpu_s']:.2f} | "
+        f"**{r['ratio_per_cpu_s']:.2f}x** | {r['medseg_nearest_labels_patches_per_s']:.2f} |"
+        for r in report["results"])
     text = f"""{SECTION}
 
 Training patches per second, medseg `PatchLoader` vs nnU-Net v2 (`nnUNetDataLoader` + the trainer's default
@@ -186,10 +211,12 @@ training transforms in `NonDetMultiThreadedAugmenter`), same nnU-Net plan and pr
 size, batch size, augmentation probabilities and ranges, {report['workers']} worker processes each, one loader at a
 time, in {report['rounds']} alternating rounds (median shown); per round the batches in the table are timed
 after {report['warmup']} warm-up batches. "nearest labels": medseg with nearest-neighbour label resampling instead of
-nnU-Net's one-hot-linear (not the same augmentation; shown for what it costs).
+nnU-Net's one-hot-linear (not the same augmentation; shown for what it costs). patches/CPU-s: patches per CPU
+second of the loader's processes (main + workers, from /proc): on a machine shared with other jobs the wall-clock
+rate depends on how much of the 2 cores each loader happened to get, the CPU-time rate much less.
 
-| dataset | patch | batch | batches | nnU-Net patches/s | medseg patches/s | medseg / nnU-Net | medseg, nearest labels |
-|---|---|---|---|---|---|---|---|
+| dataset | patch | batch | batches | nnU-Net patches/s | medseg patches/s | ratio | nnU-Net patches/CPU-s | medseg patches/CPU-s | ratio | medseg patches/s, nearest labels |
+|---|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
 Command: `{report['command']}` on {report['date']}; machine: {report['machine']['cpu']}, {report['machine']['cores']}
