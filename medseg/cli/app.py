@@ -67,6 +67,9 @@ app = build_app()
 
 
 def main() -> None:
+    from medseg.settings import apply_runtime_defaults
+
+    apply_runtime_defaults()
     app()
 
 
