@@ -23,9 +23,24 @@ MAX_LOCATIONS_PER_CLASS = 10_000
 @dataclass
 class PreprocessedCase:
     data: np.ndarray  # (C, *spatial) float32
-    seg: np.ndarray  # (1, *spatial) int8
+    seg: np.ndarray | None  # (1, *spatial) int8; None when no label was given (prediction)
     class_locations: dict[int, np.ndarray]
     properties: dict
+
+
+def class_locations(seg: np.ndarray, rng: np.random.Generator,
+                    limit: int = MAX_LOCATIONS_PER_CLASS) -> dict[int, np.ndarray]:
+    """Foreground label value -> up to ``limit`` voxel coordinates ``(N, ndim)`` (sorted) in ``seg`` ``(1, *S)``;
+    what the patch sampler centres foreground patches on."""
+    locations = {}
+    for value in np.unique(seg):
+        if value <= 0:
+            continue
+        where = np.argwhere(seg[0] == value)
+        if len(where) > limit:
+            where = where[np.sort(rng.choice(len(where), limit, replace=False))]
+        locations[int(value)] = where.astype(np.int32)
+    return locations
 
 
 def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list[float],
@@ -48,17 +63,8 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list
     separate_z = bool(config.resampling.get("separate_z", False))
     data = resample_image(data, shape, order=int(config.resampling.get("image_order", 3)), separate_z=separate_z,
                           z_order=int(config.resampling.get("z_order", 0)))
-    seg = resample_label(label, shape, separate_z=separate_z) if label is not None else \
-        np.zeros((1, *shape), dtype=np.int8)
-    rng = np.random.default_rng(seed)
-    locations = {}
-    for value in np.unique(seg):
-        if value <= 0:
-            continue
-        where = np.argwhere(seg[0] == value)
-        if len(where) > MAX_LOCATIONS_PER_CLASS:
-            where = where[np.sort(rng.choice(len(where), MAX_LOCATIONS_PER_CLASS, replace=False))]
-        locations[int(value)] = where.astype(np.int32)
+    seg = resample_label(label, shape, separate_z=separate_z).astype(np.int8) if label is not None else None
+    locations = class_locations(seg, np.random.default_rng(seed)) if seg is not None else {}
     properties = {
         "spacing": [float(s) for s in spacing],
         "target_spacing": [float(t) for t in target],
@@ -67,7 +73,7 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list
         "shape_after_resample": [int(s) for s in shape],
         "classes_present": sorted(locations),
     }
-    return PreprocessedCase(data, seg.astype(np.int8), locations, properties)
+    return PreprocessedCase(data, seg, locations, properties)
 
 
 def preprocess_case(dataset: Dataset, config: Configuration, folder: Path, item: tuple[int, Case]) -> str:
@@ -81,7 +87,8 @@ def preprocess_case(dataset: Dataset, config: Configuration, folder: Path, item:
                                seed=index)
     result.properties.update(case_id=case.case_id, shape_before_crop=list(image.spatial_shape),
                              origin=list(image.origin), direction=image.direction.tolist())
-    cache.write_case(folder, case.case_id, result.data, result.seg, result.class_locations, result.properties)
+    seg = result.seg if result.seg is not None else np.zeros((1, *result.data.shape[1:]), dtype=np.int8)
+    cache.write_case(folder, case.case_id, result.data, seg, result.class_locations, result.properties)
     return "done"
 
 

@@ -8,21 +8,9 @@ import numpy as np
 import pytest
 
 from medseg.preprocess.cache import write_case
+from medseg.preprocess.pipeline import class_locations
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def class_locations(seg: np.ndarray, rng: np.random.Generator, limit: int = 10000) -> dict[int, np.ndarray]:
-    """``class_<v>`` -> up to ``limit`` voxel coordinates ``(N, ndim)`` of each foreground class (spatial axes)."""
-    locations = {}
-    for value in np.unique(seg):
-        if value <= 0:
-            continue
-        where = np.argwhere(seg[0] == value)
-        if len(where) > limit:
-            where = where[rng.choice(len(where), limit, replace=False)]
-        locations[int(value)] = where.astype(np.int32)
-    return locations
 
 
 def write_real_cache(folder: Path, name: str, count: int, crop) -> Path:
