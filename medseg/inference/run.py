@@ -13,7 +13,7 @@ from typing import Sequence
 
 from medseg.errors import MedsegError
 from medseg.io import strip_suffix
-from medseg.io.formats import _suffix_or_error as _suffix  # the same error as read_image gives
+from medseg.io.formats import require_image_suffix as _suffix  # the same error as read_image gives
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 

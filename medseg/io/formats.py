@@ -47,7 +47,8 @@ def strip_suffix(path: str | Path) -> str:
     return name[: len(name) - len(suffix)] if suffix else Path(name).stem
 
 
-def _suffix_or_error(path: Path) -> str:
+def require_image_suffix(path: Path) -> str:
+    """The image suffix of ``path``; a ``MedsegError`` listing the supported ones when it has none."""
     suffix = image_suffix(path)
     if suffix is None:
         raise MedsegError(f"unknown image file type '{''.join(path.suffixes) or path.name}'", path=path,
@@ -68,7 +69,7 @@ def read_image(path: str | Path) -> Image:
                               fix="check that the folder holds readable DICOM slices of one series") from None
     if not path.exists():
         raise MedsegError("file not found", path=path, fix="check the path")
-    suffix = _suffix_or_error(path)
+    suffix = require_image_suffix(path)
     reader = FORMATS[suffix][0]
     try:
         return reader(path)
@@ -82,7 +83,7 @@ def read_image(path: str | Path) -> Image:
 def write_image(image: Image, path: str | Path) -> Path:
     """Write ``image`` (format by suffix) atomically: to a temporary name in the same folder, then renamed."""
     path = Path(path)
-    suffix = _suffix_or_error(path)
+    suffix = require_image_suffix(path)
     writer = FORMATS[suffix][1]
     atomic_write(path, lambda temporary: writer(image, temporary), suffix=f".part{suffix}")
     return path
