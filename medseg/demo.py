@@ -94,12 +94,9 @@ def run_demo(folder: str | Path, *, num_cases: int = 12, num_test: int = 4, budg
 
 def _predict_folder(model: Path, images: Path, output: Path, progress: bool | None) -> None:
     from medseg.inference import Predictor
-    from medseg.io import read_image, write_image
+    from medseg.inference.run import collect_cases, predict_cases
 
-    predictor = Predictor.from_folder(model)
-    for path in sorted(images.iterdir()):
-        case_id = path.name.removesuffix("_0000.nii.gz")
-        write_image(predictor.predict(read_image(path)), output / f"{case_id}.nii.gz")
+    predict_cases(Predictor.from_folder(model), collect_cases(images), output, progress=progress)
 
 
 def _overlays(dataset: Path, predictions: Path, output: Path) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from medseg.config import read_json
 from medseg.errors import MedsegError
 
 
@@ -50,10 +50,7 @@ def pair_cases(pred_dir: Path, ref_dir: Path, roi_dir: Path | None = None) -> li
 
 
 def read_dataset_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise MedsegError(f"cannot read dataset.json ({error})", path=path, fix="pass a valid JSON file") from None
+    return read_json(path)
 
 
 def find_dataset_json(ref_dir: Path) -> Path | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +57,7 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     write_model_info(model_dir, ModelInfo(configuration, config.network, label_values), plan, data.spec)
     cache_root = Path(preprocessed) if preprocessed is not None else model_dir / "preprocessed"
     preprocess_dataset(dataset, plan, configuration, cache_root, progress=progress)
-    groups = json.loads(Path(groups_file).read_text()) if groups_file else None
+    groups = read_json(groups_file) if groups_file else None
     case_ids = [c.case_id for c in data.cases]
     splits = load_or_make_splits(model_dir / "splits.json", case_ids, mode=split_mode, groups=groups)
     train_cases, val_cases = fold_cases(splits, fold, case_ids)
