@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "models": "medseg.cli.models:models",
     "predict": "medseg.cli.predict_commands:predict",
     "find-best": "medseg.cli.predict_commands:find_best",
+    "interactive": "medseg.cli.interactive_commands:interactive",
 }
 
 

@@ -1,0 +1,169 @@
+"""The interactive page in a real browser: headless Debian Chromium driven by selenium against the real server
+(uvicorn on a free port) with the random-walker baseline. Open an image, click on the object, see the mask
+appear, add a background click and undo it, save, and check the saved file. Fails, never skips, when
+chromium or chromedriver is missing (CI's .ci/run installs them)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from medseg.interactive.baselines import create_baseline
+from medseg.io import Image, read_image, write_image
+from medseg.serve.encoding import rle_mask
+from medseg.serve.interactive_app import create_app
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "browser-test-token"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+CVC = Path(__file__).resolve().parents[3] / "shared" / "data" / "cvc_clinicdb"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1200,900")
+
+
+@pytest.fixture
+def server(tmp_path):
+    """The app on 127.0.0.1 at a free port, in a thread; yields the base URL."""
+    import uvicorn
+
+    app = create_app(create_baseline("random_walker"), token=TOKEN, allowed_roots=[tmp_path])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert uv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    uv.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    for program in (CHROMIUM, CHROMEDRIVER):
+        if shutil.which(program) is None:
+            pytest.fail(f"{program} is missing: apt-get install -y chromium chromium-driver (.ci/run does this)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_experimental_option("prefs", {"download.default_directory": str(tmp_path / "downloads"),
+                                              "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def polyp_image(tmp_path: Path) -> tuple[Path, tuple[int, int]]:
+    """A CVC-ClinicDB image (read in place) and the deepest point of its polyp; a synthetic disc when the shared
+    data are not there."""
+    from scipy.ndimage import distance_transform_edt
+
+    image_path = CVC / "imagesTr" / "cvc_clinicdb_0000_0000.png"
+    if image_path.is_file():
+        label = read_image(CVC / "labelsTr" / "cvc_clinicdb_0000.png").array[0] > 0
+    else:
+        rows, cols = np.indices((200, 240))
+        label = (rows - 90) ** 2 + (cols - 130) ** 2 <= 35 ** 2
+        image_path = tmp_path / "disc.png"
+        write_image(Image.from_array(np.stack([np.where(label, 190, 60).astype(np.uint8)] * 3), channel_axis=True),
+                    image_path)
+    depth = distance_transform_edt(label)
+    return image_path, tuple(int(v) for v in np.unravel_index(np.argmax(depth), depth.shape))
+
+
+def wait_for(driver, script: str, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: d.execute_script(script))
+
+
+def click_pixel(driver, canvas, row: int, col: int, *, right: bool = False) -> None:
+    """Click at the centre of pixel ``(row, col)`` of the slice shown on the canvas."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    height, width = driver.execute_script("return [arguments[0].height, arguments[0].width]", canvas)
+    rect = driver.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]",
+                                 canvas)
+    dx = (col + 0.5) * rect[0] / width - rect[0] / 2  # selenium offsets are from the element's centre
+    dy = (row + 0.5) * rect[1] / height - rect[1] / 2
+    actions = ActionChains(driver).move_to_element_with_offset(canvas, int(round(dx)), int(round(dy)))
+    (actions.context_click() if right else actions.click()).perform()
+
+
+def test_open_click_undo_save_in_a_real_browser(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    image_path, (row, col) = polyp_image(tmp_path)
+    source = read_image(image_path)
+    browser.get(f"{server}/?token={TOKEN}")  # sets the cookie, redirects to /
+    assert browser.current_url.rstrip("/") == server and "medseg interactive" in browser.title
+    browser.find_element(By.ID, "file").send_keys(str(image_path))
+    wait_for(browser, "return window.medseg.picture !== null && !window.medseg.busy")
+    info = browser.execute_script("return window.medseg.image")
+    assert info["slice_shape"] == list(source.spatial_shape) and info["name"] == image_path.name
+
+    canvas = browser.find_element(By.ID, "canvas")
+    click_pixel(browser, canvas, row, col)
+    wait_for(browser, "return document.getElementById('status').dataset.interactions === '1' && "
+                      "!window.medseg.busy")
+    status = browser.find_element(By.ID, "status")
+    assert "ms" in status.text and status.get_attribute("class") != "error", status.text
+    area = int(status.get_attribute("data-area"))
+    assert area > 0
+
+    api = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {TOKEN}"})
+    shown = rle_mask(api.get(f"/api/images/{info['id']}/slices/0/mask").json()["mask"])
+    assert shown[row, col] and shown.sum() == area
+    # the overlay is drawn: a masked pixel away from the click marker is tinted red compared with the slice
+    distance = np.hypot(*(np.indices(shown.shape) - np.array([row, col])[:, None, None]))
+    rows, cols = np.nonzero(shown & (distance >= 10))
+    assert rows.size, "the mask should reach 10 pixels from the click"
+    tinted = browser.execute_script(
+        "const p = arguments[0].getContext('2d').getImageData(arguments[2], arguments[1], 1, 1).data;"
+        "return [p[0], p[1], p[2]];", canvas, int(rows[0]), int(cols[0]))
+    picture = source.array[:3, rows[0], cols[0]].astype(int)
+    assert tinted[0] - tinted[1] > picture[0] - picture[1], (tinted, picture)
+
+    corner = (5, 5) if not shown[5, 5] else (source.spatial_shape[0] - 5, source.spatial_shape[1] - 5)
+    click_pixel(browser, canvas, *corner, right=True)  # a background click
+    wait_for(browser, "return document.getElementById('status').dataset.interactions === '2' && "
+                      "!window.medseg.busy")
+    assert [p["positive"] for p in browser.execute_script("return window.medseg.prompts")] == [True, False]
+    browser.find_element(By.ID, "undo").click()
+    wait_for(browser, "return window.medseg.prompts.length === 1 && !window.medseg.busy")
+    assert int(status.get_attribute("data-area")) == area
+
+    output = tmp_path / "saved" / "polyp_mask.png"
+    browser.find_element(By.ID, "save-path").send_keys(str(output))
+    browser.find_element(By.ID, "save-path-button").click()
+    wait_for(browser, "return document.getElementById('status').textContent.startsWith('saved')")
+    saved = read_image(output)
+    assert saved.spatial_shape == source.spatial_shape and saved.same_grid(source) and saved.num_channels == 1
+    np.testing.assert_array_equal(saved.array[0].astype(bool), shown)
+    assert saved.array[0, row - 3:row + 4, col - 3:col + 4].all()
+
+    browser.find_element(By.ID, "download").click()
+    downloaded = tmp_path / "downloads" / info["mask_name"]
+    deadline = time.monotonic() + 30
+    while not downloaded.is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    np.testing.assert_array_equal(read_image(downloaded).array, saved.array)
