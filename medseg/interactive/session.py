@@ -158,6 +158,32 @@ class InteractiveSession:
             del self._slices[index]
         return self.slice_mask(index)
 
+    def propagate(self, slice_index: int, max_distance: int | None = None) -> list[int]:
+        """Carry a slice's current mask to its neighbours in both directions (``propagate.propagate_mask``, with
+        this session's cached embeddings); returns the sorted indices of the slices it filled.
+
+        Each filled slice starts over with the propagated probability as its ``base``: prompts that were on it are
+        dropped, prompts given afterwards refine it, undoing them all returns to it, one more undo (or a reset)
+        clears it. The start slice keeps its prompts. Slices not reached keep what they had. Propagation stops
+        where the object ends, at the volume's ends, or ``max_distance`` slices away. Nothing changes when the
+        segmenter fails part-way (the results are stored only at the end).
+        """
+        from medseg.interactive.propagate import propagate_mask
+
+        index = self._check_index(slice_index)
+        if self.image.ndim != 3:
+            raise MedsegError("only a 3D volume can be propagated, this image is 2D")
+        if max_distance is not None and max_distance < 1:
+            raise MedsegError(f"max_distance {max_distance} must be at least 1", fix="leave it out for no limit")
+        probability = self.probability(index)
+        if probability is None or not (probability >= 0.5).any():
+            raise MedsegError(f"slice {index} has no mask to propagate", fix="prompt the object on that slice first")
+        reached = propagate_mask(self.segmenter, self.embedding, self.num_slices, index, probability,
+                                 max_distance=max_distance)
+        checked = {target: self._checked(result) for target, result in reached.items()}
+        self._slices.update({target: SliceState(base=result) for target, result in checked.items()})
+        return sorted(checked)
+
     def reset(self, slice_index: int = 0) -> np.ndarray:
         """Forget every prompt and the mask of a slice; returns the empty mask ``(H, W)``."""
         self._slices.pop(self._check_index(slice_index), None)
@@ -201,6 +227,10 @@ class InteractiveSession:
         start = time.perf_counter()
         probability = self.segmenter.predict(embedding, prompts, previous)
         self.last_latency_ms = (time.perf_counter() - start) * 1000
+        return self._checked(probability)
+
+    def _checked(self, probability: np.ndarray) -> np.ndarray:
+        """The segmenter's answer as ``(H, W)`` float32; MedsegError when it is not on the slice's grid."""
         probability = np.asarray(probability, dtype=np.float32)
         if probability.shape != self.slice_shape:
             raise MedsegError(f"segmenter {getattr(self.segmenter, 'name', '?')} returned shape "

@@ -10,6 +10,8 @@ logic here). Every request needs the token (``guard.TokenGuard``); uploads are s
     GET  /api/images/{id}/slices/{k}/mask       the slice's mask (run lengths, see ``encoding.mask_rle``), prompts
     POST /api/images/{id}/prompts  {"slice", "type": click|box|scribble, "positive", "point"|"start","stop"|"points"}
     POST /api/images/{id}/undo     {"slice"}      POST /api/images/{id}/reset {"slice"}
+    POST /api/images/{id}/propagate {"slice", "max_distance"?}  carry a 3D slice's mask to its neighbours:
+                                                the filled slices and the time it took
     POST /api/images/{id}/save     {"path"}     write the mask under the allowed roots
     GET  /api/images/{id}/mask-file[?suffix=]   the mask file, in the image's geometry, for download
 
@@ -111,6 +113,11 @@ class PathRequest(BaseModel):
 
 class SliceRequest(BaseModel):
     slice: int = 0
+
+
+class PropagateRequest(BaseModel):
+    slice: int
+    max_distance: Optional[int] = None
 
 
 class PromptRequest(BaseModel):
@@ -226,6 +233,16 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
     @app.post("/api/images/{image_id}/reset")
     def reset(image_id: str, request: SliceRequest) -> dict:
         return _edit_slice(store.get(image_id), InteractiveSession.reset, request.slice)
+
+    @app.post("/api/images/{image_id}/propagate")
+    def propagate(image_id: str, request: PropagateRequest) -> dict:
+        entry = store.get(image_id)
+        with entry.lock:
+            start = time.perf_counter()
+            filled = entry.session.propagate(request.slice, request.max_distance)
+            total_ms = (time.perf_counter() - start) * 1000
+        return {"slice": request.slice, "filled": filled, "total_ms": total_ms,
+                "ms_per_slice": total_ms / len(filled) if filled else None}
 
     @app.post("/api/images/{image_id}/save")
     def save(image_id: str, request: PathRequest) -> dict:

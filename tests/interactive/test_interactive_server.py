@@ -188,3 +188,43 @@ def test_cli_needs_a_model_or_a_baseline(tmp_path):
     assert missing.exit_code == 2 and "file not found" in missing.output
     unknown = CliRunner().invoke(app, ["interactive", "--baseline", "magic"])
     assert unknown.exit_code == 2 and "unknown baseline" in unknown.output
+
+
+def test_propagate_a_clicked_slice_through_a_volume_and_save_it(served, ellipsoid_scan):
+    client, root = served
+    scan = ellipsoid_scan
+    info = upload(client, scan.path)
+    api = f"/api/images/{info['id']}"
+    row, col = scan.centre
+    before = client.post(f"{api}/propagate", headers=AUTH, json={"slice": scan.middle})
+    assert before.status_code == 400 and "no mask" in before.json()["detail"]
+
+    clicked = client.post(f"{api}/prompts", headers=AUTH,
+                          json={"slice": scan.middle, "type": "click", "point": [row, col]})
+    assert clicked.status_code == 200, clicked.text
+    result = client.post(f"{api}/propagate", headers=AUTH, json={"slice": scan.middle})
+    assert result.status_code == 200, result.text
+    body = result.json()
+    assert body["slice"] == scan.middle and body["total_ms"] > 0 and body["ms_per_slice"] > 0
+    assert set(range(scan.first, scan.last + 1)) - {scan.middle} <= set(body["filled"])
+    neighbour = client.get(f"{api}/slices/{scan.middle + 3}/mask", headers=AUTH).json()
+    truth = scan.truth[scan.middle + 3]
+    mask = rle_mask(neighbour["mask"])
+    assert neighbour["prompts"] == [] and 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.9
+
+    limited = client.post(f"{api}/propagate", headers=AUTH, json={"slice": scan.middle, "max_distance": 1}).json()
+    assert limited["filled"] == [scan.middle - 1, scan.middle + 1]
+
+    client.post(f"{api}/save", headers=AUTH, json={"path": str(root)}).raise_for_status()
+    saved = read_image(root / "ellipsoid_mask.nii.gz")
+    assert saved.same_grid(scan.image)
+    volume = saved.array[0].astype(bool)
+    assert 2 * (volume & scan.truth).sum() / (volume.sum() + scan.truth.sum()) > 0.85  # measured 0.96
+
+    flat = root / "flat.png"
+    write_image(Image.from_array(disc_image()), flat)
+    flat_info = client.post("/api/images/open", headers=AUTH, json={"path": str(flat)}).json()
+    client.post(f"/api/images/{flat_info['id']}/prompts", headers=AUTH,
+                json={"type": "click", "point": [20, 30]}).raise_for_status()
+    refused = client.post(f"/api/images/{flat_info['id']}/propagate", headers=AUTH, json={"slice": 0})
+    assert refused.status_code == 400 and "2D" in refused.json()["detail"]

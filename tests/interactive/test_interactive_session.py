@@ -140,3 +140,68 @@ def test_mask_of_a_png_is_saved_as_png(tmp_path):
     assert saved.array[0, 15, 20] == 1 and saved.array[0, 0, 0] == 0
     with pytest.raises(MedsegError, match="no image is open"):
         InteractiveSession(DiscSegmenter()).mask()
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def test_propagate_fills_the_volume_from_one_click_and_saves_it_in_the_geometry(ellipsoid_scan, tmp_path):
+    from medseg.interactive.baselines import create_baseline
+
+    scan = ellipsoid_scan
+    image = read_image(scan.path)
+    session = InteractiveSession(create_baseline("random_walker"))
+    session.set_image(image)
+    session.add(Click(scan.centre), scan.middle)
+    assert dice(session.slice_mask(scan.middle), scan.truth[scan.middle]) > 0.95
+
+    filled = session.propagate(scan.middle)
+    assert set(range(scan.first, scan.last + 1)) - {scan.middle} <= set(filled) and scan.middle not in filled
+    assert filled == sorted(filled)
+    mask = session.mask().astype(bool)
+    for index in range(scan.first + 1, scan.last):  # the ends are a few pixels: their Dice says little
+        assert dice(mask[index], scan.truth[index]) > 0.9, index
+    # Measured 0.96: the object's slices match; the random walker always finds something inside the box carried
+    # from the last slice, so a few slices beyond the ends get small false masks.
+    assert dice(mask, scan.truth) > 0.85
+    assert len(session.prompts(scan.middle)) == 1 and all(len(session.prompts(i)) == 0 for i in filled)
+
+    saved = read_image(session.save(tmp_path / "mask.nii.gz"))
+    assert saved.same_grid(image) and saved.same_grid(scan.image)
+    np.testing.assert_array_equal(saved.array[0], session.mask())
+
+
+def test_propagated_slices_are_a_base_that_prompts_refine_and_undo_returns_to(ellipsoid_scan):
+    from medseg.interactive.baselines import create_baseline
+
+    scan = ellipsoid_scan
+    session = InteractiveSession(create_baseline("random_walker"), cache_size=3)
+    session.set_image(scan.image)
+    with pytest.raises(MedsegError, match="slice 10 has no mask"):
+        session.propagate(scan.middle)
+    session.add(Click(scan.centre), scan.middle)
+    with pytest.raises(MedsegError, match="at least 1"):
+        session.propagate(scan.middle, max_distance=0)
+
+    assert session.propagate(scan.middle, max_distance=2) == [8, 9, 11, 12]
+    assert not session.mask()[[7, 13]].any()
+    propagated = session.probability(12).copy()
+    session.add(Click((5.0, 5.0), positive=False), 12)  # a prompt refines the propagated mask
+    assert len(session.prompts(12)) == 1
+    np.testing.assert_array_equal(session.undo(12), propagated >= 0.5)  # back to the propagated mask
+    np.testing.assert_array_equal(session.probability(12), propagated)
+    assert not session.undo(12).any() and session.probability(12) is None  # then cleared
+    assert not session.reset(11).any() and session.mask()[11].sum() == 0
+    assert session.mask()[8].any() and session.mask()[9].any()  # the other propagated slices are untouched
+
+    session.add(Click(scan.centre), 9)  # propagating again from 11 replaces slice 9's prompts
+    session.add(Click(scan.centre), 11)
+    filled = session.propagate(11, max_distance=3)
+    assert filled == [8, 9, 10, 12, 13, 14] and len(session.prompts(9)) == 0 and len(session.prompts(11)) == 1
+
+    flat = InteractiveSession(create_baseline("random_walker"))
+    flat.set_image(Image.from_array(scan.image.array[0, scan.middle]))
+    flat.add(Click(scan.centre))
+    with pytest.raises(MedsegError, match="2D"):
+        flat.propagate(0)

@@ -73,6 +73,7 @@ async function showImage(info) {
   state.slice = Math.floor(info.num_slices / 2);
   $("image-name").textContent = `${info.name} — ${info.spatial_shape.join("×")}, ${info.channels} channel(s)`;
   $("slices").hidden = info.num_slices <= 1;
+  $("propagate").disabled = info.num_slices <= 1;
   $("slice").max = String(info.num_slices - 1);
   $("slice").value = String(state.slice);
   canvas.width = info.slice_shape[1];
@@ -250,7 +251,23 @@ function sliceCommand(name) {
   });
 }
 
+function propagate() {
+  const image = state.image;
+  const index = state.slice;
+  if (!image || image.num_slices <= 1) return;
+  busy("propagating", async () => {
+    const response = await api("POST", `/api/images/${image.id}/propagate`, { slice: index });
+    const result = await response.json();
+    if (state.image === image && state.slice === index) await loadSlice(index);
+    const filled = result.filled;
+    if (!filled.length) return "propagate: no neighbouring slice was filled";
+    return `propagated to ${filled.length} slice(s), ${filled[0] + 1}–${filled[filled.length - 1] + 1}, ` +
+      `in ${result.total_ms.toFixed(0)} ms (${result.ms_per_slice.toFixed(0)} ms a slice)`;
+  });
+}
+
 $("undo").addEventListener("click", () => sliceCommand("undo"));
+$("propagate").addEventListener("click", propagate);
 $("reset").addEventListener("click", () => sliceCommand("reset"));
 window.addEventListener("keydown", (event) => {
   if ((event.ctrlKey || event.metaKey) && event.key === "z") sliceCommand("undo");
