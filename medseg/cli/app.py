@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "predict": "medseg.cli.predict_commands:predict",
     "find-best": "medseg.cli.predict_commands:find_best",
     "interactive": "medseg.cli.interactive_commands:interactive",
+    "eval-interactive": "medseg.cli.interactive_commands:eval_interactive",
 }
 
 

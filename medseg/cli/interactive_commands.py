@@ -55,3 +55,69 @@ def interactive(
     typer.echo(f"medseg interactive ({getattr(segmenter, 'name', 'model')}): open "
                f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/?token={token}")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def eval_interactive(
+    datasets: List[Path] = typer.Argument(..., help="Dataset folder(s) in the nnU-Net v2 or MSD layout; 3D cases "
+                                          "are scored on their axial slice with the largest object."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model folder of a promptable model "
+                                         "(medseg train-interactive)."),
+    baselines: str = typer.Option("random_walker,watershed,grabcut", "--baselines", help="Classical methods, "
+                                  "comma-separated (random_walker, watershed, grabcut), or 'none'."),
+    automatic: Optional[Path] = typer.Option(None, "--automatic", help="Model folder of the automatic pipeline "
+                                             "(medseg train, a 2d configuration) to score as a prompt-free "
+                                             "reference."),
+    modes: str = typer.Option("clicks,box,scribbles,box+clicks", "--modes", help="Interaction modes, "
+                              "comma-separated: clicks, box, scribbles, box+clicks."),
+    label: Optional[int] = typer.Option(None, "--label", help="Label value of the object (default: every "
+                                        "foreground label as one object)."),
+    cases: Optional[str] = typer.Option(None, "--cases", help="A count N (the first N cases of each dataset) or "
+                                        "comma-separated case ids (default: all)."),
+    max_interactions: int = typer.Option(20, "--max-interactions", help="Interactions per case and mode."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the interaction simulator."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (for --model and --automatic)."),
+    output: Path = typer.Option(Path("interactive_eval"), "-o", "--output", help="Folder for interactive.json, "
+                                "per_case.csv and curves.png."),
+) -> None:
+    """Dice after 1..N simulated interactions and NoC@80/85/90 per method and mode (clicks, box, scribbles,
+    box + clicks), for a promptable model, classical baselines and the automatic model."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from medseg.errors import MedsegError
+    from medseg.interactive.baselines import AutomaticSegmenter, create_baseline
+    from medseg.interactive.cases import dataset_cases
+    from medseg.interactive.evaluate import evaluate_interactive
+
+    segmenters = {}
+    if model is not None:
+        from medseg.interactive.predictor import load_segmenter
+
+        segmenters["model"] = load_segmenter(model, device=device)
+    for name in (n.strip() for n in baselines.split(",")):
+        if name and name != "none":
+            segmenters[name] = create_baseline(name)
+    if automatic is not None:
+        segmenters["automatic"] = AutomaticSegmenter.from_folder(automatic, label=label, device=device)
+    if not segmenters:
+        raise MedsegError("nothing to evaluate", fix="pass --model, --baselines or --automatic")
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    result = evaluate_interactive(segmenters, dataset_cases(datasets, label=label, cases=cases), modes=mode_list,
+                                  max_interactions=max_interactions, seed=seed)
+    paths = result.write(output)
+    table = Table(title=f"interactive evaluation ({len(set(c.case_id for c in result.cases))} cases, "
+                        f"{max_interactions} interactions)")
+    at = min(5, max_interactions)
+    for column in ("method", "mode", "Dice@1", f"Dice@{at}", "NoC@85", "NoF@85", "ms"):
+        table.add_column(column, justify="left" if column in ("method", "mode") else "right", no_wrap=True,
+                         min_width=len(column))
+    for s in result.summaries():
+        at5 = s.mean_dice[at - 1]
+        table.add_row(s.method, s.mode, f"{s.mean_dice[0]:.3f}", f"{at5:.3f}", f"{s.noc['85']:.2f}",
+                      str(s.failures["85"]), f"{1000 * s.predict_seconds:.0f}")
+    Console().print(table)
+    typer.echo("NoC@85: interactions to reach Dice 0.85 (capped at --max-interactions); NoF@85: cases that never "
+               "did; ms: per interaction")
+    if result.skipped:
+        typer.echo(f"skipped {len(result.skipped)} cases without the object: {', '.join(result.skipped)}")
+    typer.echo(f"wrote {paths['json']}, {paths['csv']} and {paths['plot']}")
