@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "find-best": "medseg.cli.predict_commands:find_best",
     "interactive": "medseg.cli.interactive_commands:interactive",
     "eval-interactive": "medseg.cli.interactive_commands:eval_interactive",
+    "train-interactive": "medseg.cli.interactive_training:train_interactive",
 }
 
 

@@ -1,0 +1,47 @@
+"""``medseg train-interactive``: one promptable model across several datasets. Heavy imports stay inside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def train_interactive(
+    datasets: List[Path] = typer.Argument(..., help="Dataset folders (nnU-Net v2 or MSD layout), 2D or 3D."),
+    output: Path = typer.Option(Path("interactive_model"), "-o", "--output", help="Model folder to write."),
+    budget: str = typer.Option("10m", help="Wall-clock training budget, e.g. 20m."),
+    train_fraction: float = typer.Option(0.8, help="The first fraction of each dataset's sorted case ids trains; "
+                                                   "the rest is held out (blocks, not random)."),
+    grid: int = typer.Option(128, help="Side of the square model grid every slice is resized to."),
+    features: str = typer.Option("8,16,32,64,128", help="Channels per U-Net level, comma-separated."),
+    fusion: str = typer.Option("decoder", help="decoder (image embedding cached, prompts enter the decoder) or "
+                                               "input (prompts as input channels)."),
+    batch_size: int = typer.Option(8, help="Slices per step."),
+    learning_rate: float = typer.Option(2e-3, help="AdamW learning rate at the start (poly decay to 0)."),
+    slice_step: int = typer.Option(2, help="3D volumes: every N-th axial slice that holds the object."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads on a CPU (default: all cores)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    seed: int = typer.Option(0, help="Random seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT/checkpoint.pt."),
+) -> None:
+    """Train a promptable (clicks, boxes, scribbles) model with simulated interactions under a time budget."""
+    from medseg.errors import MedsegError
+    from medseg.interactive.model import PromptableConfig
+    from medseg.interactive.training import InteractiveTrainConfig, train_interactive as run
+    from medseg.planning.budget import parse_duration
+
+    try:
+        widths = [int(x) for x in features.split(",")]
+    except ValueError:
+        raise MedsegError(f"--features must be integers separated by commas, not {features!r}") from None
+    for dataset in datasets:
+        if not dataset.is_dir():
+            raise MedsegError("dataset folder not found", path=dataset, fix="pass a folder with dataset.json")
+    config = InteractiveTrainConfig(budget_seconds=parse_duration(budget), batch_size=batch_size,
+                                    learning_rate=learning_rate, seed=seed, device=device, threads=threads)
+    network = PromptableConfig(features=widths, fusion=fusion, grid=[grid, grid])
+    folder = run(datasets, output, config=config, network_config=network, train_fraction=train_fraction,
+                 grid=(grid, grid), slice_step=slice_step, resume=resume)
+    typer.echo(f"wrote {folder}")
