@@ -73,6 +73,8 @@ def eval_interactive(
                                         "foreground label as one object)."),
     cases: Optional[str] = typer.Option(None, "--cases", help="A count N (the first N cases of each dataset) or "
                                         "comma-separated case ids (default: all)."),
+    holdout: bool = typer.Option(False, "--holdout", help="Only the cases that --model held out in training "
+                                 "(recorded in its interactive.json), per dataset."),
     max_interactions: int = typer.Option(20, "--max-interactions", help="Interactions per case and mode."),
     seed: int = typer.Option(0, "--seed", help="Seed of the interaction simulator."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (for --model and --automatic)."),
@@ -102,7 +104,21 @@ def eval_interactive(
     if not segmenters:
         raise MedsegError("nothing to evaluate", fix="pass --model, --baselines or --automatic")
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
-    result = evaluate_interactive(segmenters, dataset_cases(datasets, label=label, cases=cases), modes=mode_list,
+    if holdout:
+        if model is None:
+            raise MedsegError("--holdout needs --model (the held-out cases are recorded in its folder)")
+        import itertools
+
+        held_out = segmenters["model"].info.get("holdout_cases", {})
+        missing = [str(d) for d in datasets if not held_out.get(d.resolve().name)]
+        if missing:
+            raise MedsegError(f"the model held out no cases of {', '.join(missing)}", path=model / "interactive.json",
+                              fix="evaluate without --holdout, or pass a dataset the model was trained on")
+        case_stream = itertools.chain.from_iterable(
+            dataset_cases([d], label=label, cases=",".join(held_out[d.resolve().name])) for d in datasets)
+    else:
+        case_stream = dataset_cases(datasets, label=label, cases=cases)
+    result = evaluate_interactive(segmenters, case_stream, modes=mode_list,
                                   max_interactions=max_interactions, seed=seed)
     paths = result.write(output)
     table = Table(title=f"interactive evaluation ({len(set(c.case_id for c in result.cases))} cases, "

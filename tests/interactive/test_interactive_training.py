@@ -96,3 +96,14 @@ def test_cli_trains_a_model_folder_and_refuses_a_missing_dataset(tmp_path):
     segmenter = load_segmenter(tmp_path / "m")
     assert segmenter.info["train_cases"]["isbi2012_em"][-1] == "em_018"  # 19 of 24 train
     assert segmenter.info["holdout_cases"]["isbi2012_em"][0] == "em_019"
+    evaluation = runner.invoke(app, ["eval-interactive", str(shared_dataset("isbi2012_em")), "--model",
+                                     str(tmp_path / "m"), "--holdout", "--baselines", "none", "--modes", "clicks",
+                                     "--max-interactions", "2", "-o", str(tmp_path / "eval")])
+    assert evaluation.exit_code == 0, evaluation.output
+    import json
+
+    scored = {case["case_id"] for case in json.loads((tmp_path / "eval" / "interactive.json").read_text())["cases"]}
+    assert scored == {"em_019", "em_020", "em_021", "em_022", "em_023"}
+    refused = runner.invoke(app, ["eval-interactive", str(shared_dataset("cvc_clinicdb")), "--model",
+                                  str(tmp_path / "m"), "--holdout", "--baselines", "none"])
+    assert refused.exit_code == 2 and "held out no cases" in refused.output
