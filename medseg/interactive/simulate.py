@@ -4,7 +4,9 @@
 First prompt (from the ground truth alone):
     ``first_click``     the interior point farthest from the object's boundary (maximum of the EDT; the image edge
                         counts as boundary), optionally drawn among near-maximal points for training variety;
-    ``first_box``       the tight bounding box, each side moved by up to ``jitter`` x the side's length;
+    ``first_box``       the tight bounding box of the object's largest connected component (a user boxes one
+                        polyp, not the hull of three scattered ones; the others are left to corrections), each
+                        side moved by up to ``jitter`` x the side's length;
     ``first_scribble``  a stroke inside the object (positive) or along a band just outside it (negative).
 Corrections (from the errors of the current prediction), as in RITM / ScribblePrompt:
     ``next_click``      in the largest connected error region (FN or FP, 8-connected, by area), at the point
@@ -76,12 +78,13 @@ def first_click(target: np.ndarray, rng: np.random.Generator | None = None, *, t
 
 
 def first_box(target: np.ndarray, rng: np.random.Generator | None = None, *, jitter: float = 0.0) -> Box | None:
-    """The tight inclusive bounding box of ``target (H, W)``, each side moved independently by a uniform amount
-    in ``[-jitter, jitter]`` x that side's length (rounded to pixels, clipped to the image; None if empty)."""
+    """The tight inclusive bounding box of the largest 8-connected component of ``target (H, W)``, each side moved
+    independently by a uniform amount in ``[-jitter, jitter]`` x that side's length (rounded to pixels, clipped to
+    the image; None if empty)."""
     target = _as_mask(target, "target")
     if not target.any():
         return None
-    rows, cols = np.nonzero(target)
+    rows, cols = np.nonzero(largest_component(target))
     start, stop = [rows.min(), cols.min()], [rows.max(), cols.max()]
     if jitter > 0:
         if rng is None:

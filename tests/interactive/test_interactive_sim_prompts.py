@@ -73,6 +73,13 @@ def test_first_box_is_tight_and_jitter_stays_within_bounds() -> None:
         first_box(target, None, jitter=0.1)
 
 
+def test_box_frames_the_largest_component_of_a_scattered_object() -> None:
+    target = np.zeros(SHAPE, bool)
+    target[5:15, 5:15] = True  # a small polyp
+    target[35:60, 50:75] = True  # the large one: a box around both would be mostly background
+    assert first_box(target) == Box((35.0, 50.0), (59.0, 74.0))
+
+
 def test_jittered_box_is_clipped_to_the_image() -> None:
     target = np.zeros(SHAPE, bool)
     target[0:10, 70:80] = True
