@@ -18,6 +18,7 @@ def train_interactive(
     features: str = typer.Option("8,16,32,64,128", help="Channels per U-Net level, comma-separated."),
     fusion: str = typer.Option("decoder", help="decoder (image embedding cached, prompts enter the decoder) or "
                                                "input (prompts as input channels)."),
+    norm: str = typer.Option("instance", help="Normalisation layers: instance, batch or group."),
     batch_size: int = typer.Option(8, help="Slices per step."),
     learning_rate: float = typer.Option(2e-3, help="AdamW learning rate at the start (poly decay to 0)."),
     slice_step: int = typer.Option(2, help="3D volumes: every N-th axial slice that holds the object."),
@@ -41,7 +42,7 @@ def train_interactive(
             raise MedsegError("dataset folder not found", path=dataset, fix="pass a folder with dataset.json")
     config = InteractiveTrainConfig(budget_seconds=parse_duration(budget), batch_size=batch_size,
                                     learning_rate=learning_rate, seed=seed, device=device, threads=threads)
-    network = PromptableConfig(features=widths, fusion=fusion, grid=[grid, grid])
+    network = PromptableConfig(features=widths, fusion=fusion, norm=norm, grid=[grid, grid])
     folder = run(datasets, output, config=config, network_config=network, train_fraction=train_fraction,
                  grid=(grid, grid), slice_step=slice_step, resume=resume)
     typer.echo(f"wrote {folder}")
