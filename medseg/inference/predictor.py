@@ -47,9 +47,9 @@ class Predictor:
         label_values: output channel ``i`` predicts ``label_values[i]``.
         tta: mirror over every spatial axis of the network (``2 ** d`` passes) or only ``mirror_axes``.
         step: window stride as a fraction of the patch.
-        batch_size: windows per batch. Their mirrored copies go through the network in chunks of 1, 2, 4, ...
+        batch_size: windows per batch. Their mirrored copies go through the network in chunks of ..., 4, 2, 1
             samples (at most what fits ``forward_memory`` bytes of activations); the chunk size is timed on the
-            first window batches and the fastest kept (see ``_forward_chunk``).
+            first window batches, largest first, and the fastest kept (see ``_forward_chunk``).
         memory_limit: bytes the whole-volume accumulator may take before prediction streams in slabs.
         accumulate_dtype: float32 or float16 accumulator.
         postprocess_labels: labels whose largest connected component alone is kept.
@@ -83,17 +83,23 @@ class Predictor:
         per_sample = 6 * int(features[0]) * int(np.prod(self.patch_size)) * 4
         self.max_forward_batch = max(1, int(forward_memory) // per_sample)
         copies = self.batch_size * 2 ** len(self.mirror_axes)
-        self._chunk_trials = [c for c in (1, 2, 4, 8, 16, 32) if c <= min(copies, self.max_forward_batch)]
+        limit = min(copies, self.max_forward_batch)
+        self._chunk_trials = [c for c in (32, 16, 8, 4, 2, 1) if c <= limit]  # largest first
         self._chunk_times: dict[int, float] = {}
         self._calls = 0
 
     def _forward_chunk(self) -> int:
-        """Samples per network call: each candidate is timed on one real window batch (after one warm-up call),
-        then the fastest per window is kept. Small networks gain from large batches on a CPU, wide ones do not."""
-        pending = [c for c in self._chunk_trials if c not in self._chunk_times]
-        if self._calls == 0 or not pending:
-            return min(self._chunk_times, key=self._chunk_times.get) if self._chunk_times else self._chunk_trials[-1]
-        return pending[0]
+        """Samples per network call, tuned on the first window batches: after one warm-up call at the largest
+        chunk, chunks are timed from the largest down, one window batch each, for as long as each smaller chunk
+        beats every larger one; then the fastest is kept. Small networks gain from large batches on a CPU (their
+        search stops after two trials), wide ones do not (the search goes on down to 1)."""
+        if self._calls == 0:
+            return self._chunk_trials[0]
+        timed = self._chunk_trials[:len(self._chunk_times)]  # tried in order, so a prefix
+        best = min(self._chunk_times, key=self._chunk_times.get) if self._chunk_times else None
+        if len(timed) < len(self._chunk_trials) and (not timed or timed[-1] == best):
+            return self._chunk_trials[len(timed)]
+        return best
 
     @classmethod
     def from_folder(cls, model: str | Path, *, folds: Sequence[int | str] | None = None, device: str = "cpu",

@@ -176,10 +176,20 @@ def test_missing_model_folder_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_forward_chunk_is_tuned_on_the_first_windows(shapes_dataset: Path, shapes_model: Path) -> None:
+    """A forward whose cost per call is set by its batch size (a sleep that dwarfs the tiny network): chunk 2 is
+    the fastest per window, so the search tries 4, then 2 (faster: go on), then 1 (slower: stop) and keeps 2."""
+    import time
+
     predictor = Predictor.from_folder(shapes_model, folds=["0"], mirror_axes=[1, 2], forward_memory=10**9)
-    assert predictor._chunk_trials == [1, 2, 4]  # 4 mirrored copies of one window
+    assert predictor._chunk_trials == [4, 2, 1]  # 4 mirrored copies of one window, largest first
     sizes = []
-    hook = predictor.networks[0].register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    seconds_per_call = {4: 0.2, 2: 0.05, 1: 0.1}  # per window: 0.2, 0.1, 0.4
+
+    def slow_forward(module, args):
+        sizes.append(args[0].shape[0])
+        time.sleep(seconds_per_call[args[0].shape[0]])
+
+    hook = predictor.networks[0].register_forward_pre_hook(slow_forward)
     data = torch.randn(1, 16, 96, 80, generator=torch.Generator().manual_seed(2))
     windows = len(window_grid(data.shape[1:], predictor.patch_size))
     assert windows == 9
@@ -188,7 +198,15 @@ def test_forward_chunk_is_tuned_on_the_first_windows(shapes_dataset: Path, shape
     finally:
         hook.remove()
     assert sorted(predictor._chunk_times) == [1, 2, 4]
-    chosen = min(predictor._chunk_times, key=predictor._chunk_times.get)
-    assert sizes[:1] == [4] and sizes[1:5] == [1, 1, 1, 1] and sizes[5:7] == [2, 2] and sizes[7] == 4
-    assert set(sizes[8:]) == {chosen}
+    assert sizes[:2] == [4, 4] and sizes[2:4] == [2, 2] and sizes[4:8] == [1, 1, 1, 1]  # warm-up, then trials
+    assert set(sizes[8:]) == {2}
     assert sum(sizes) == 4 * windows
+
+
+def test_forward_chunk_search_stops_when_a_smaller_chunk_is_slower(shapes_model: Path) -> None:
+    predictor = Predictor.from_folder(shapes_model, folds=["0"], mirror_axes=[1, 2], forward_memory=10**9)
+    predictor._calls = 1
+    predictor._chunk_times = {4: 1.0}
+    assert predictor._forward_chunk() == 2
+    predictor._chunk_times = {4: 1.0, 2: 1.5}  # 2 lost to 4: 1 is never tried
+    assert predictor._forward_chunk() == 4
