@@ -10,7 +10,8 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class CaseFingerprint:
-    """Shapes ``(z, y, x)`` / ``(y, x)`` and spacing (mm, same order) of one case before and after crop-to-nonzero."""
+    """Shapes ``(z, y, x)`` / ``(y, x)`` and spacing (mm, same order) of one case before and after the crop to content
+    (``medseg.planning.fingerprint.content_bbox``)."""
 
     case_id: str
     spacing: list[float]

@@ -22,7 +22,7 @@ class Normalization:
     """Per-channel intensity normalisation.
 
     ``scheme``: ``"ct"`` (clip to ``clip`` then ``(x - mean) / std`` with dataset-wide foreground statistics),
-    ``"zscore"`` (per image; inside the non-zero mask when ``use_mask``), ``"rgb"`` (``x / 255``), ``"none"``.
+    ``"zscore"`` (per image; inside the content mask when ``use_mask``), ``"rgb"`` (``x / 255``), ``"none"``.
     """
 
     scheme: str

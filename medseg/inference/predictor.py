@@ -1,6 +1,6 @@
 """``Predictor``: a trained model folder -> label maps in the input image's own geometry.
 
-Per image: crop to non-zero, normalise and resample as in training (``preprocess_arrays``); sliding window
+Per image: crop to content, normalise and resample as in training (``preprocess_arrays``); sliding window
 (Gaussian weights, step 0.5) with mirroring TTA over every fold's network, averaging the folds' softmax; resample
 the probabilities back to the cropped grid; argmax; channel ``i`` -> ``label_values[i]``; paste into a label map of
 the input's full shape; optional post-processing (largest component per class) where the model folder's
@@ -205,7 +205,7 @@ class Predictor:
 
     def predict_with_probabilities(self, image: Image) -> tuple[Image, Image]:
         """Label map ``(1, *spatial)`` and class probabilities ``(K, *spatial)`` float32 on ``image``'s grid
-        (outside the non-zero crop: background probability 1)."""
+        (outside the content crop: background probability 1)."""
         slabs, bbox = self._probability_slabs(image)
         probabilities = np.zeros((self.num_classes, *image.spatial_shape), dtype=np.float32)
         probabilities[0] = 1.0

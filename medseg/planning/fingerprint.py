@@ -1,5 +1,5 @@
-"""Dataset fingerprint: shapes and spacings before/after crop-to-nonzero, foreground intensity statistics,
-class frequencies. One case in memory per worker at a time."""
+"""Dataset fingerprint: shapes and spacings before/after the crop to content (non-zero, or not a constant
+background), foreground intensity statistics, class frequencies. One case in memory per worker at a time."""
 
 from __future__ import annotations
 
@@ -22,12 +22,25 @@ class _CaseResult:
     foreground_samples: list[np.ndarray]  # per channel, at most samples_per_case values
 
 
-def nonzero_bbox(image: np.ndarray) -> list[list[int]]:
-    """Bounding box ``[[start, stop], ...]`` of voxels that are non-zero in any channel of ``(C, *spatial)``.
+def background_values(image: np.ndarray) -> np.ndarray:
+    """Per channel of ``(C, *spatial)``, the value of a constant background: the corners' value where all the
+    corners of that channel hold exactly the same value, else 0 (nnU-Net's crop-to-nonzero). A skull-stripped MRI
+    that was z-scored before release has a constant non-zero background (BraTS: -3.8); cropping to non-zero would
+    keep all of it."""
+    corner_indices = [tuple(-bit for bit in bits) for bits in np.ndindex(*(2,) * (image.ndim - 1))]
+    corners = np.stack([image[(slice(None),) + index] for index in corner_indices], axis=1)  # (C, 2**ndim)
+    constant = np.all(corners == corners[:, :1], axis=1)
+    return np.where(constant, corners[:, 0], 0).astype(image.dtype)
 
-    An all-zero image keeps its full extent (nothing to crop to).
-    """
-    mask = np.any(image != 0, axis=0)
+
+def content_mask(image: np.ndarray) -> np.ndarray:
+    """``(*spatial)`` bool: voxels where any channel of ``(C, *spatial)`` differs from its background value."""
+    background = background_values(image).reshape((-1,) + (1,) * (image.ndim - 1))
+    return np.any(image != background, axis=0)
+
+
+def mask_bbox(mask: np.ndarray) -> list[list[int]]:
+    """Bounding box ``[[start, stop], ...]`` of a ``(*spatial)`` mask; an empty mask keeps its full extent."""
     bbox = []
     for axis in range(mask.ndim):
         others = tuple(a for a in range(mask.ndim) if a != axis)
@@ -36,11 +49,17 @@ def nonzero_bbox(image: np.ndarray) -> list[list[int]]:
     return bbox
 
 
+def content_bbox(image: np.ndarray) -> list[list[int]]:
+    """The crop that preprocessing applies to ``(C, *spatial)``: the bounding box of ``content_mask(image)``
+    (outside it every channel holds its background value). An image with no content keeps its full extent."""
+    return mask_bbox(content_mask(image))
+
+
 def fingerprint_case(dataset: Dataset, case: Case, *, samples_per_case: int = DEFAULT_SAMPLES_PER_CASE,
                      seed: int = 0, case_index: int = 0) -> _CaseResult:
     image = dataset.read_image(case)
     label = dataset.read_label(case).array[0]
-    bbox = nonzero_bbox(image.array)
+    bbox = content_bbox(image.array)
     shape_after = [stop - start for start, stop in bbox]
     values, counts = np.unique(label, return_counts=True)
     foreground = label > 0

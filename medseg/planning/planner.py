@@ -107,7 +107,7 @@ def normalization(fingerprint: Fingerprint) -> tuple[list[Normalization], str]:
         else:
             result.append(Normalization("zscore", use_mask=use_mask))
     reason = ("CT: clip to the foreground 0.5/99.5 percentiles, z-score with the foreground mean/std; "
-              f"other channels: per-image z-score{' inside the non-zero mask (cropping removed over 25%)' if use_mask else ''}")
+              f"other channels: per-image z-score{' inside the content mask (cropping removed over 25%)' if use_mask else ''}")
     return result, reason
 
 

@@ -7,8 +7,8 @@ import numpy as np
 from medseg.config import Normalization
 
 
-def normalize(image: np.ndarray, schemes: list[Normalization], nonzero_mask: np.ndarray | None = None) -> np.ndarray:
-    """``(C, *spatial)`` -> float32 ``(C, *spatial)``; ``nonzero_mask`` ``(*spatial)`` is used by masked z-score
+def normalize(image: np.ndarray, schemes: list[Normalization], content_mask: np.ndarray | None = None) -> np.ndarray:
+    """``(C, *spatial)`` -> float32 ``(C, *spatial)``; ``content_mask`` ``(*spatial)`` is used by masked z-score
     (voxels outside it become 0)."""
     out = np.empty(image.shape, dtype=np.float32)
     for c, scheme in enumerate(schemes):
@@ -17,9 +17,9 @@ def normalize(image: np.ndarray, schemes: list[Normalization], nonzero_mask: np.
             lo, hi = scheme.clip or (float(channel.min()), float(channel.max()))
             out[c] = (np.clip(channel, lo, hi) - scheme.mean) / max(scheme.std, 1e-8)
         elif scheme.scheme == "zscore":
-            if scheme.use_mask and nonzero_mask is not None and nonzero_mask.any():
-                inside = channel[nonzero_mask]
-                out[c] = np.where(nonzero_mask, (channel - inside.mean()) / max(inside.std(), 1e-8), 0)
+            if scheme.use_mask and content_mask is not None and content_mask.any():
+                inside = channel[content_mask]
+                out[c] = np.where(content_mask, (channel - inside.mean()) / max(inside.std(), 1e-8), 0)
             else:
                 out[c] = (channel - channel.mean()) / max(float(channel.std()), 1e-8)
         elif scheme.scheme == "rgb":

@@ -1,4 +1,5 @@
-"""Preprocess a dataset for one configuration: crop to non-zero, normalise, resample, cache (resumable)."""
+"""Preprocess a dataset for one configuration: crop to content (non-zero, or not a constant background),
+normalise, resample, cache (resumable)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from medseg.config import Configuration, Plan, write_json_atomic
 from medseg.data.layout import Case, Dataset, open_dataset
 from medseg.errors import MedsegError
 from medseg.parallel import map_cases
-from medseg.planning.fingerprint import nonzero_bbox
+from medseg.planning.fingerprint import content_mask, mask_bbox
 from medseg.preprocess import cache
 from medseg.preprocess.normalize import normalize
 from medseg.preprocess.resample import new_shape, resample_image, resample_label
@@ -50,10 +51,11 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list
     For a 2d configuration of 3D data the volume stays 3D: only the in-plane axes are resampled and the
     training sampler draws slices.
     """
-    bbox = nonzero_bbox(image)
+    mask = content_mask(image)  # on the whole image: the crop's corners may lie inside the content
+    bbox = mask_bbox(mask)
     crop = (slice(None),) + tuple(slice(a, b) for a, b in bbox)
     image = image[crop]
-    mask = np.any(image != 0, axis=0)
+    mask = mask[crop[1:]]
     label = label[crop] if label is not None else None
     data = normalize(image, config.normalization, mask)
     target = list(config.target_spacing)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from medseg.cli.app import app
 from medseg.config import Fingerprint
 from medseg.planning import compute_fingerprint
-from medseg.planning.fingerprint import nonzero_bbox
+from medseg.planning.fingerprint import background_values, content_bbox
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ALL_VOXELS = 10**9  # a sample cap above any case's foreground: statistics become exact
@@ -75,12 +75,16 @@ def test_brats_fingerprint_matches_numpy() -> None:
     _assert_matches(fingerprint, _independent(images, labels))
     assert fingerprint.median_spacing == [1.0, 1.0, 1.0]
     assert fingerprint.cases[0].shape_before_crop == [155, 240, 240]
-    # BraTS here is z-scored with a constant non-zero background: crop-to-nonzero keeps the whole volume,
-    # which is what an independent bounding box of non-zero voxels says too.
-    for case, channels in zip(fingerprint.cases, images):
-        mask = np.any(np.stack(channels) != 0, axis=0)
+    # BraTS here is z-scored with a constant non-zero background (crop-to-nonzero would keep the whole volume):
+    # the crop is the bounding box of voxels that differ from the corner value in a channel, it holds the brain
+    # mask that ships with the data, and it removes over 25 % of the volume (so the plan z-scores inside it).
+    for case, channels, case_id in zip(fingerprint.cases, images, ids):
+        mask = np.any(np.stack([c != c[0, 0, 0] for c in channels]), axis=0)
         where = np.argwhere(mask)
         assert case.crop_bbox == [[int(lo), int(hi) + 1] for lo, hi in zip(where.min(0), where.max(0))]
+        brain = np.argwhere(read(root / "brainmaskTr" / f"{case_id}.nii.gz") > 0)
+        assert all(lo <= b_lo and b_hi < hi for (lo, hi), b_lo, b_hi in zip(case.crop_bbox, brain.min(0), brain.max(0)))
+        assert case.relative_size_after_crop < 0.5
 
 
 def test_sampling_is_bounded_and_deterministic_across_workers() -> None:
@@ -93,12 +97,32 @@ def test_sampling_is_bounded_and_deterministic_across_workers() -> None:
     assert one.intensity["0"].mean == pytest.approx(exact.mean, rel=0.03)
 
 
-def test_nonzero_bbox_crops_to_content() -> None:
+def test_content_bbox_crops_to_nonzero_voxels() -> None:
     image = np.zeros((2, 6, 7, 8))
     image[0, 1:3, 2, 4] = 1
     image[1, 4, 5, 1] = -2
-    assert nonzero_bbox(image) == [[1, 5], [2, 6], [1, 5]]
-    assert nonzero_bbox(np.zeros((1, 3, 4))) == [[0, 3], [0, 4]]
+    assert content_bbox(image) == [[1, 5], [2, 6], [1, 5]]
+    assert content_bbox(np.zeros((1, 3, 4))) == [[0, 3], [0, 4]]
+
+
+def test_content_bbox_crops_a_constant_nonzero_background() -> None:
+    # a skull-stripped MRI z-scored before release: the background is one negative value, the brain varies
+    rng = np.random.default_rng(0)
+    image = np.full((2, 20, 30, 40), -3.8, dtype=np.float32)
+    image[1] = 0.5  # a second channel with another constant background
+    image[0, 3:15, 5:25, 10:31] = rng.normal(size=(12, 20, 21))
+    image[1, 4:12, 6:20, 12:30] = rng.normal(size=(8, 14, 18))
+    assert background_values(image).tolist() == pytest.approx([-3.8, 0.5])
+    assert content_bbox(image) == [[3, 15], [5, 25], [10, 31]]
+
+
+def test_content_bbox_keeps_crop_to_nonzero_when_the_corners_differ() -> None:
+    # noise everywhere (an EM image): no constant background, so only zeros could be cropped, and there are none
+    image = np.random.default_rng(1).uniform(1, 2, size=(1, 12, 16)).astype(np.float32)
+    assert background_values(image).tolist() == [0.0]
+    assert content_bbox(image) == [[0, 12], [0, 16]]
+    image[:, :2] = 0  # the top rows are zero but the bottom corners are not: crop to non-zero as before
+    assert content_bbox(image) == [[2, 12], [0, 16]]
 
 
 def test_fingerprint_of_anisotropic_example(tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medseg.config import Normalization
+from medseg.config import Configuration, Normalization
 from medseg.planning import Budget, compute_fingerprint, plan_dataset
 from medseg.preprocess.cache import cached_case_ids, case_paths, read_case
 from medseg.preprocess.normalize import normalize
-from medseg.preprocess.pipeline import preprocess_dataset
+from medseg.preprocess.pipeline import preprocess_arrays, preprocess_dataset
 from medseg.preprocess.resample import new_shape, resample_image, resample_label
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -68,6 +68,26 @@ def test_normalization_schemes() -> None:
     np.testing.assert_allclose(out[2], (np.clip(image[2], -1, 1) - 0.5) / 2, rtol=1e-5, atol=1e-6)
     masked = normalize(image[:1], [Normalization("zscore", use_mask=True)], mask)[0]
     assert masked[mask].mean() == pytest.approx(0, abs=1e-5) and np.all(masked[~mask] == 0)
+
+
+def test_preprocess_crops_a_constant_background_and_normalises_inside_the_content() -> None:
+    # a ball of tissue and a small block in one corner of its bounding box, in a constant -3.8 background: one
+    # corner of the crop is tissue, the other seven background, so the mask must come from the whole image
+    zz, yy, xx = np.mgrid[0:24, 0:32, 0:32]
+    ball = (zz - 12) ** 2 + (yy - 16) ** 2 + (xx - 14) ** 2 <= 8 ** 2
+    ball[4:6, 8:10, 6:8] = True
+    image = np.full((1, 24, 32, 32), -3.8, dtype=np.float32)
+    image[0][ball] = np.random.default_rng(0).normal(2.0, 0.5, ball.sum())
+    config = Configuration(name="3d_fullres", spatial_dims=3, target_spacing=[1.0, 1.0, 1.0], median_shape=[24, 32, 32],
+                           normalization=[Normalization("zscore", use_mask=True)], resampling={}, patch_size=[16, 16, 16],
+                           batch_size=1, network={}, estimated_memory_bytes=0, estimated_step_seconds=0.0,
+                           num_iterations=1)
+    result = preprocess_arrays(image, None, [1.0, 1.0, 1.0], config)
+    assert result.properties["crop_bbox"] == [[4, 21], [8, 25], [6, 23]]
+    inside = ball[4:21, 8:25, 6:23]
+    assert result.data[0][inside].mean() == pytest.approx(0, abs=1e-5)
+    assert result.data[0][inside].std() == pytest.approx(1, abs=1e-4)
+    assert np.all(result.data[0][~inside] == 0)
 
 
 def _subset(source: Path, tmp_path: Path, ids: list[str]) -> Path:
