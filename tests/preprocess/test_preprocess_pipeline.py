@@ -132,7 +132,9 @@ def test_preprocess_brats_lowres_3d(tmp_path: Path) -> None:
     config = "3d_lowres" if "3d_lowres" in plan.configurations else "3d_fullres"
     preprocess_dataset(root, plan, config, tmp_path / "cache", workers=2)
     case = read_case(tmp_path / "cache" / config, "brats_pat0003")
-    expected = new_shape((155, 240, 240), [1.0, 1.0, 1.0], plan.configurations[config].target_spacing)
+    cropped = case.properties["shape_after_crop"]  # the brain: the z-scored background (-3.8) is cropped away
+    assert all(c <= full for c, full in zip(cropped, (155, 240, 240))) and np.prod(cropped) < 0.5 * 155 * 240 * 240
+    expected = new_shape(cropped, [1.0, 1.0, 1.0], plan.configurations[config].target_spacing)
     assert case.data.shape == (2, *expected) and case.seg.shape == (1, *expected)
     assert set(np.unique(case.seg)) <= {0, 1, 2, 3, 4} and len(np.unique(case.seg)) >= 3
     assert case.properties["classes_present"] == sorted(case.class_locations)
