@@ -11,6 +11,7 @@ import numpy as np
 
 from medseg.config import CaseFingerprint, Fingerprint, IntensityStats, write_json_atomic
 from medseg.data.layout import Case, Dataset, open_dataset
+from medseg.metrics.surface import bounding_box
 from medseg.parallel import map_cases
 
 DEFAULT_SAMPLES_PER_CASE = 10_000
@@ -41,12 +42,10 @@ def content_mask(image: np.ndarray) -> np.ndarray:
 
 def mask_bbox(mask: np.ndarray) -> list[list[int]]:
     """Bounding box ``[[start, stop], ...]`` of a ``(*spatial)`` mask; an empty mask keeps its full extent."""
-    bbox = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(np.any(mask, axis=others))
-        bbox.append([int(hits[0]), int(hits[-1]) + 1] if hits.size else [0, int(mask.shape[axis])])
-    return bbox
+    box = bounding_box(mask)
+    if box is None:
+        return [[0, int(n)] for n in mask.shape]
+    return [[s.start, s.stop] for s in box]
 
 
 def content_bbox(image: np.ndarray) -> list[list[int]]:
