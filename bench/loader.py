@@ -3,7 +3,7 @@
 For each dataset (brats2013_mini 3D, isbi2012_em 2D):
   1. a temporary nnUNet_raw copy (symlinks to ../shared/data), nnU-Net's own planning and preprocessing
      (``nnUNetv2_plan_and_preprocess``, nnUNet_* variables set for its subprocesses only);
-  2. in a subprocess: nnU-Net's arrays are copied into a medseg cache (``medseg.preprocess.cache.write_case``,
+  2. in a subprocess: nnU-Net's arrays are copied into a medseg cache (``medseg.data.cache.write_case``,
      untimed), then nnU-Net's trainer data path is timed: ``nnUNetDataLoader`` with the trainer's patch sizes,
      foreground oversampling and ``get_training_transforms`` (deep supervision off: medseg makes no
      down-sampled targets), in ``NonDetMultiThreadedAugmenter`` with the trainer's arguments;
@@ -66,7 +66,7 @@ def child_main(args: argparse.Namespace) -> None:
     from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from medseg.preprocess.cache import write_case
+    from medseg.data.cache import write_case
 
     folder = Path(args.child)
     plans, dataset_json = load_json(folder / "nnUNetPlans.json"), load_json(folder / "dataset.json")

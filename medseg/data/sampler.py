@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from medseg.errors import MedsegError
-from medseg.preprocess.cache import CachedCase, cached_case_ids, read_case
+from medseg.data.cache import CachedCase, cached_case_ids, read_case
 from medseg.transforms.pipeline import SampledBatch
 from medseg.transforms.random import SpatialParams
 from medseg.transforms.spatial import grid_bounds

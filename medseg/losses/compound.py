@@ -1,4 +1,4 @@
-"""Compound losses: a weighted sum of any losses, and the usual presets (DiceCE, DiceFocal, Combo, Dice+clDice).
+"""Compound losses: a weighted sum of loss modules, and the usual presets (DiceCE, DiceFocal, Combo, Dice+clDice).
 
 Shared options are routed to every term that has them: ``dice_ce(include_background=False, ignore_index=255)``
 sets both on the Dice term, and ``ignore_index`` on the CE term (which has no ``include_background``).
@@ -57,7 +57,7 @@ class WeightedSum(nn.Module):
         return f"weights={self.weights}"
 
 
-def _route(classes: Mapping[str, type[Loss]], options: dict[str, Any]) -> dict[str, Loss]:
+def route_options(classes: Mapping[str, type[Loss]], options: dict[str, Any]) -> dict[str, Loss]:
     """Build each term with the options it accepts; an option no term accepts is an error."""
     accepted = {name: set(cls.option_names()) for name, cls in classes.items()}
     unused = sorted(set(options) - set().union(*accepted.values()))
@@ -65,25 +65,6 @@ def _route(classes: Mapping[str, type[Loss]], options: dict[str, Any]) -> dict[s
         valid = sorted(set().union(*accepted.values()))
         raise MedsegError(f"no term of {sorted(classes)} takes option(s) {unused}", fix=f"use some of {valid}")
     return {name: cls(**{k: v for k, v in options.items() if k in accepted[name]}) for name, cls in classes.items()}
-
-
-def weighted_sum(
-    terms: Mapping[str, str | nn.Module], weights: Mapping[str, float] | None = None, **options: Any
-) -> WeightedSum:
-    """A WeightedSum of losses given as modules or registry names (built with the ``options`` they accept).
-
-    ``weighted_sum({"dice": "dice", "bd": "boundary"}, {"dice": 1.0, "bd": 0.1}, include_background=False)``.
-    Weights default to 1.
-    """
-    from medseg.losses.registry import loss_class
-
-    named = {name: term for name, term in terms.items() if isinstance(term, str)}
-    if options and not named:
-        raise MedsegError(f"options {sorted(options)} given but every term is a built module",
-                          fix="set options when building the modules, or name the terms")
-    built = _route({name: loss_class(key) for name, key in named.items()}, options) if named else {}
-    modules = {name: built.get(name, term) for name, term in terms.items()}
-    return WeightedSum(modules, weights if weights is not None else {name: 1.0 for name in terms})
 
 
 def dice_ce(*, lambda_dice: float = 1.0, lambda_ce: float = 1.0, **options: Any) -> WeightedSum:
@@ -95,7 +76,7 @@ def dice_ce(*, lambda_dice: float = 1.0, lambda_ce: float = 1.0, **options: Any)
     (or :func:`~medseg.losses.pixelwise.binary_cross_entropy`). Shapes: as :class:`WeightedSum`.
     """
     ce = BCELoss if options.get("activation") == "sigmoid" else CrossEntropyLoss
-    return WeightedSum(_route({"dice": DiceLoss, "ce": ce}, options), {"dice": lambda_dice, "ce": lambda_ce})
+    return WeightedSum(route_options({"dice": DiceLoss, "ce": ce}, options), {"dice": lambda_dice, "ce": lambda_ce})
 
 
 def nnunet_dice_ce(**options: Any) -> WeightedSum:
@@ -114,7 +95,7 @@ def dice_focal(*, lambda_dice: float = 1.0, lambda_focal: float = 1.0, **options
     Paper: Zhu et al., "AnatomyNet", Medical Physics 2019. Options: those of ``dice`` and ``focal``.
     Shapes: as :class:`WeightedSum`.
     """
-    return WeightedSum(_route({"dice": DiceLoss, "focal": FocalLoss}, options),
+    return WeightedSum(route_options({"dice": DiceLoss, "focal": FocalLoss}, options),
                        {"dice": lambda_dice, "focal": lambda_focal})
 
 
@@ -134,7 +115,7 @@ def combo(*, alpha: float = 0.5, beta: float = 0.5, **options: Any) -> WeightedS
     if not 0 <= alpha <= 1 or not 0 < beta < 1:
         raise MedsegError(f"combo needs 0 <= alpha <= 1 and 0 < beta < 1, got alpha={alpha}, beta={beta}")
     options = {"activation": "softmax", **options, "pos_weight": beta / (1 - beta)}
-    terms = _route({"dice": DiceLoss, "ce": BCELoss}, options)
+    terms = route_options({"dice": DiceLoss, "ce": BCELoss}, options)
     return WeightedSum(terms, {"dice": 1 - alpha, "ce": alpha * (1 - beta)})
 
 
@@ -147,5 +128,5 @@ def dice_cldice(*, alpha: float = 0.5, **options: Any) -> WeightedSum:
     if not 0 <= alpha <= 1:
         raise MedsegError(f"dice_cldice needs 0 <= alpha <= 1, got {alpha}")
     options = {"smooth_nr": 1.0, "smooth_dr": 1.0, "include_background": False, **options}
-    return WeightedSum(_route({"dice": DiceLoss, "cldice": ClDiceLoss}, options),
+    return WeightedSum(route_options({"dice": DiceLoss, "cldice": ClDiceLoss}, options),
                        {"dice": 1 - alpha, "cldice": alpha})

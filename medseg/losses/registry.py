@@ -51,6 +51,23 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     return _lookup(name)(**{k: v for k, v in kwargs.items() if v is not None})
 
 
+def weighted_sum(
+    terms: Mapping[str, str | nn.Module], weights: Mapping[str, float] | None = None, **options: Any
+) -> compound.WeightedSum:
+    """A WeightedSum of losses given as modules or registry names (built with the ``options`` they accept).
+
+    ``weighted_sum({"dice": "dice", "bd": "boundary"}, {"dice": 1.0, "bd": 0.1}, include_background=False)``.
+    Weights default to 1.
+    """
+    named = {name: term for name, term in terms.items() if isinstance(term, str)}
+    if options and not named:
+        raise MedsegError(f"options {sorted(options)} given but every term is a built module",
+                          fix="set options when building the modules, or name the terms")
+    built = compound.route_options({name: loss_class(key) for name, key in named.items()}, options) if named else {}
+    modules = {name: built.get(name, term) for name, term in terms.items()}
+    return compound.WeightedSum(modules, weights if weights is not None else {name: 1.0 for name in terms})
+
+
 def weighted_ce(
     *, class_voxel_fraction: Mapping[str, float], method: Method = "median", **options: Any
 ) -> modules.Loss:
@@ -82,6 +99,6 @@ for _name, _factory in {
     "dice_focal": compound.dice_focal,
     "combo": compound.combo,
     "dice_cldice": compound.dice_cldice,
-    "weighted_sum": compound.weighted_sum,
+    "weighted_sum": weighted_sum,
 }.items():
     register(_name, _factory)

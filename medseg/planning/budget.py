@@ -57,7 +57,7 @@ def calibrate(device: str, spatial_dims: int, *, seconds: float = 2.0, num_worke
     import torch
 
     from medseg.planning.topology import features_per_stage, forward_flops, pooling_topology
-    from medseg.training.trainer import compute_threads
+    from medseg.parallel import compute_threads
 
     patch = [128, 128] if spatial_dims == 2 else [32, 64, 64]
     topology = pooling_topology([1.0] * spatial_dims, patch, max_stages=5)
@@ -78,7 +78,7 @@ def measure_step_seconds(network: dict, patch_size: list[int], batch_size: int, 
     ``num_workers`` loader workers; stops after about ``seconds``."""
     import torch
 
-    from medseg.training.trainer import compute_threads
+    from medseg.parallel import compute_threads
 
     threads = torch.get_num_threads()
     if device == "cpu":

@@ -14,7 +14,7 @@ from medseg.data.layout import Case, Dataset, open_dataset
 from medseg.errors import MedsegError
 from medseg.parallel import map_cases
 from medseg.planning.fingerprint import content_mask, mask_bbox
-from medseg.preprocess import cache
+from medseg.data import cache
 from medseg.preprocess.normalize import normalize
 from medseg.preprocess.resample import new_shape, resample_image, resample_label
 

@@ -9,7 +9,6 @@ model. Wall time is counted across resumes (it is stored in the checkpoint).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from medseg.atomic import atomic_write
 from medseg.config import Configuration, write_json_atomic
 from medseg.errors import MedsegError
+from medseg.parallel import compute_threads
 from medseg.progress import FractionBar
 from medseg.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 
@@ -56,15 +56,6 @@ class TrainState:
     epoch: int = 0
     elapsed: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def compute_threads(num_workers: int) -> int:
-    """Torch threads for the training process on a CPU: the cores the loader workers leave free (at least one).
-
-    Measured on 2 cores: with one loader worker busy, two torch threads made a small U-Net's step 3-10x slower
-    than one thread (the threads wait on each other while the worker holds a core).
-    """
-    return max(1, (os.cpu_count() or 1) - num_workers)
 
 
 def schedule_fraction(elapsed: float, iteration: int, budget: float | None, max_iterations: int) -> float:

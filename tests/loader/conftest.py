@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medseg.preprocess.cache import write_case
+from medseg.data.cache import write_case
 from medseg.preprocess.pipeline import class_locations
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

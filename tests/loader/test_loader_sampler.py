@@ -10,7 +10,7 @@ import torch
 
 from medseg.data.sampler import PatchSampler
 from medseg.errors import MedsegError
-from medseg.preprocess.cache import write_case
+from medseg.data.cache import write_case
 from medseg.transforms import AugmentationConfig, sample_spatial
 from medseg.transforms import spatial as S
 

@@ -10,7 +10,7 @@ import pytest
 
 from medseg.config import Configuration, Normalization
 from medseg.planning import Budget, compute_fingerprint, plan_dataset
-from medseg.preprocess.cache import cached_case_ids, case_paths, read_case
+from medseg.data.cache import cached_case_ids, case_paths, read_case
 from medseg.preprocess.normalize import normalize
 from medseg.preprocess.pipeline import preprocess_arrays, preprocess_dataset
 from medseg.preprocess.resample import new_shape, resample_image, resample_label
