@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from medseg.atomic import atomic_write
 from medseg.config import read_json, write_json_atomic
 from medseg.errors import MedsegError
 from medseg.interactive.model import PromptableConfig, PromptableUNet
@@ -106,20 +105,28 @@ class PromptableSegmenter:
 
 
 def save_model(network: PromptableUNet, folder: str | Path, info: dict[str, Any] | None = None) -> Path:
-    """Write ``folder/interactive.json`` and ``folder/model.safetensors`` (each atomically)."""
-    from safetensors.torch import save_file
+    """Write ``folder/model.safetensors`` and then ``folder/interactive.json`` (each atomically), which records
+    the weights' sha256 as ``weights_sha256``. A previous description loses its hash before the new weights are
+    written, so a run killed in between leaves unverified weights (a warning at load), never a false error."""
+    from medseg.weights_file import save_weights
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    atomic_write(folder / WEIGHTS, lambda temporary: save_file(tensors, str(temporary)), durable=True)
-    write_json_atomic({"kind": KIND, "schema_version": 1, "network": network.config.to_dict(), **(info or {})},
-                      folder / MODEL_JSON)
+    description = folder / MODEL_JSON
+    if description.is_file():
+        previous = read_json(description)
+        if isinstance(previous, dict) and previous.pop("weights_sha256", None) is not None:
+            write_json_atomic(previous, description)
+    digest = save_weights(network.state_dict(), folder / WEIGHTS)
+    write_json_atomic({"kind": KIND, "schema_version": 1, "network": network.config.to_dict(), **(info or {}),
+                       "weights_sha256": digest}, description)
     return folder
 
 
 def load_network(folder: str | Path) -> tuple[PromptableUNet, dict[str, Any]]:
-    from safetensors.torch import load_file
+    """``folder`` -> the trained network (eval mode not set) and its ``interactive.json``; the weights are
+    checked against the recorded ``weights_sha256`` (folders from before it load with a logged warning)."""
+    from medseg.weights_file import load_weights
 
     folder = Path(folder)
     description = folder / MODEL_JSON
@@ -127,16 +134,20 @@ def load_network(folder: str | Path) -> tuple[PromptableUNet, dict[str, Any]]:
         raise MedsegError("not an interactive model folder (no interactive.json)", path=folder,
                           fix="pass the folder written by `medseg train-interactive`")
     info = read_json(description)
-    if info.get("kind") != KIND:
+    if not isinstance(info, dict) or info.get("kind") != KIND:
         raise MedsegError(f"interactive.json is not a {KIND} description", path=description)
     network = PromptableUNet(PromptableConfig.from_dict(info["network"]))
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise MedsegError("weights are missing", path=weights, fix="train the model again or copy the whole folder")
+    expected = info.get("weights_sha256")
+    state = load_weights(weights, expected if isinstance(expected, str) else None,
+                         fix="train the model again or restore the file")
     try:
-        network.load_state_dict(load_file(str(weights)))
+        network.load_state_dict(state)
     except Exception as error:
-        raise MedsegError(f"cannot load the weights ({str(error).splitlines()[0][:200]})", path=weights) from None
+        raise MedsegError(f"the weights do not fit the network ({str(error).splitlines()[0][:200]})", path=weights,
+                          fix="train the model again or copy the whole folder") from None
     return network, info
 
 

@@ -10,6 +10,9 @@ Layout::
       splits.json           [{"train": [...], "val": [...]}, ...] the cross-validation folds
       fold_K/
         weights.safetensors         final (or best-so-far) network weights
+        weights.json                {"schema_version": 1, "file": "weights.safetensors", "sha256": hex} written
+                                    right after the weights; loading refuses a file whose bytes differ. Folders
+                                    from before it (no weights.json) still load, with a logged warning.
         checkpoint.pt               latest training state (weights, optimiser, schedule, RNG), torch.load(weights_only=True)
         training_log.json           per-epoch losses, validation Dice, time used
         progress.png                loss and Dice curves
@@ -26,6 +29,8 @@ from medseg.config import DatasetSpec, Plan, read_json, write_json_atomic
 from medseg.errors import MedsegError
 
 SCHEMA_VERSION = 1
+WEIGHTS = "weights.safetensors"
+WEIGHTS_RECORD = "weights.json"
 
 
 @dataclass
@@ -67,23 +72,50 @@ def fold_folder(model: Path, fold: int | str) -> Path:
 def available_folds(model: str | Path) -> list[str]:
     """Folds with final weights, e.g. ``["0", "1"]`` or ``["all"]``."""
     return sorted(p.name.removeprefix("fold_") for p in Path(model).glob("fold_*")
-                  if (p / "weights.safetensors").is_file())
+                  if (p / WEIGHTS).is_file())
+
+
+def write_fold_weights(fold_dir: Path, state_dict: dict[str, Any]) -> Path:
+    """Write ``fold_dir/weights.safetensors`` and then its ``weights.json`` (sha256). The old record goes first,
+    so a run killed in between leaves unverified weights (a warning at load), never a false 'damaged' error."""
+    from medseg.weights_file import save_weights
+
+    fold_dir = Path(fold_dir)
+    (fold_dir / WEIGHTS_RECORD).unlink(missing_ok=True)
+    digest = save_weights(state_dict, fold_dir / WEIGHTS)
+    write_json_atomic({"schema_version": 1, "file": WEIGHTS, "sha256": digest}, fold_dir / WEIGHTS_RECORD)
+    return fold_dir / WEIGHTS
+
+
+def recorded_sha256(fold_dir: Path) -> str | None:
+    """The sha256 that ``weights.json`` records for the fold's weights, or None for a folder without one."""
+    record = Path(fold_dir) / WEIGHTS_RECORD
+    if not record.is_file():
+        return None
+    raw = read_json(record)
+    digest = raw.get("sha256") if isinstance(raw, dict) else None
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise MedsegError("weights.json has no valid sha256", path=record,
+                          fix="retrain the fold or restore the file")
+    return digest
 
 
 def load_network(model: str | Path, fold: int | str, *, device: str = "cpu"):
-    """The trained ``PlanUNet`` of one fold, in eval mode, weights read with safetensors (never unpickled)."""
-    from safetensors.torch import load_file
-
+    """The trained ``PlanUNet`` of one fold, in eval mode, weights read with safetensors (never unpickled) and
+    checked against the sha256 in ``weights.json``."""
     from medseg.nets.plan_unet import PlanUNet
+    from medseg.weights_file import load_weights
 
     info, _, _ = read_model_info(model)
-    path = fold_folder(Path(model), fold) / "weights.safetensors"
+    fold_dir = fold_folder(Path(model), fold)
+    path = fold_dir / WEIGHTS
     if not path.is_file():
         raise MedsegError(f"fold {fold} has no weights", path=path,
                           fix=f"train it (medseg train ... -f {fold}) or choose one of {available_folds(model)}")
     network = PlanUNet.from_config(dict(info.network))
+    state = load_weights(path, recorded_sha256(fold_dir), device=device)
     try:
-        network.load_state_dict(load_file(str(path), device=device), strict=True)
+        network.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise MedsegError(f"weights do not fit the network ({str(error).splitlines()[0]})", path=path,
                           fix="the model folder is inconsistent; retrain the fold") from None

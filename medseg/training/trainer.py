@@ -22,7 +22,8 @@ from medseg.config import Configuration, write_json_atomic
 from medseg.errors import MedsegError
 from medseg.parallel import compute_threads
 from medseg.progress import FractionBar
-from medseg.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from medseg.training.checkpoint import load_checkpoint, save_checkpoint
+from medseg.training.model_folder import write_fold_weights
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Trainer:
             self._run_epochs(progress)
         finally:
             torch.set_num_threads(threads)
-        save_weights(self.network, self.fold_dir / "weights.safetensors")
+        write_fold_weights(self.fold_dir, self.network.state_dict())  # + weights.json (sha256)
         write_json_atomic({"history": self.state.history, "max_iterations": self.max_iterations,
                            "budget_seconds": self.config.budget_seconds}, self.fold_dir / "training_log.json")
         self._plot()
