@@ -76,41 +76,89 @@ class DatasetSpec:
         labels value -> name) ``dataset.json``."""
         channels = data.get("channel_names", data.get("modality"))
         if not isinstance(channels, dict) or not channels:
-            raise MedsegError("dataset.json has neither 'channel_names' nor 'modality'", path=path,
+            raise MedsegError("dataset.json has neither 'channel_names' nor 'modality' as an object", path=path,
                               fix='add "channel_names": {"0": "CT"} (one entry per input channel)')
-        labels_raw = data.get("labels")
-        if not isinstance(labels_raw, dict) or not labels_raw:
-            raise MedsegError("dataset.json has no 'labels'", path=path,
-                              fix='add "labels": {"background": 0, "organ": 1}')
-        if all(_is_int_string(k) for k in labels_raw):  # MSD: {"0": "background", "1": "edema"}
-            labels: dict[str, int | list[int]] = {str(name): int(value) for value, name in labels_raw.items()}
-        else:
-            labels = {}
-            for name, value in labels_raw.items():
-                if isinstance(value, (list, tuple)):
-                    labels[name] = [int(v) for v in value]
-                elif _is_int_string(str(value)):
-                    labels[name] = int(value)
-                else:
-                    raise MedsegError(f"label '{name}' has value {value!r}, not an integer", path=path,
-                                      fix="give each label an integer value")
+        for key, value in channels.items():
+            if not isinstance(value, str) or not value:
+                raise MedsegError(f"channel_names entry {key!r} is {value!r}, not a name", path=path,
+                                  fix='give each channel a name: "channel_names": {"0": "CT"}')
+        labels = _parse_labels(data.get("labels"), path)
         try:
             channel_names = [str(channels[k]) for k in sorted(channels, key=int)]
         except ValueError:
             raise MedsegError(f"channel keys {list(channels)} are not 0, 1, ...", path=path,
                               fix='number the channels "0", "1", ...') from None
+        if sorted(int(k) for k in channels) != list(range(len(channels))):
+            raise MedsegError(f"channel keys {list(channels)} are not 0, 1, ...", path=path,
+                              fix='number the channels "0", "1", ... without gaps')
+        file_ending = data.get("file_ending", ".nii.gz")
+        if not isinstance(file_ending, str) or not file_ending.startswith(".") or "/" in file_ending:
+            raise MedsegError(f"file_ending is {file_ending!r}, not a file suffix", path=path,
+                              fix='write it as a string such as ".nii.gz" or ".png"')
         training = data.get("training")
+        default_count = len(training) if isinstance(training, list) else 0
         return cls(
-            name=str(data.get("name", path.parent.name)),
+            name=_text(data, "name", path, default=path.parent.name),
             channel_names=channel_names,
             labels=labels,
-            file_ending=str(data.get("file_ending", ".nii.gz")),
-            num_training=int(data.get("numTraining", len(training) if isinstance(training, list) else 0)),
-            description=str(data.get("description", "")),
-            reference=str(data.get("reference", "")),
-            licence=str(data.get("licence", data.get("license", ""))),
-            regions={k: [int(x) for x in v] for k, v in data.get("regions_commonly_scored", {}).items()},
+            file_ending=file_ending,
+            num_training=_count(data.get("numTraining", default_count), path),
+            description=_text(data, "description", path),
+            reference=_text(data, "reference", path),
+            licence=_text(data, "licence", path, default=_text(data, "license", path)),
+            regions=_parse_regions(data.get("regions_commonly_scored", {}), path),
         )
+
+
+def _parse_labels(labels_raw: Any, path: Path) -> dict[str, int | list[int]]:
+    """nnU-Net v2 ``{"name": value or [values]}`` or MSD ``{"value": "name"}`` -> name -> value(s)."""
+    if not isinstance(labels_raw, dict) or not labels_raw:
+        raise MedsegError("dataset.json has no 'labels' object", path=path,
+                          fix='add "labels": {"background": 0, "organ": 1}')
+    if all(_is_int_string(k) for k in labels_raw):  # MSD: {"0": "background", "1": "edema"}
+        for value, name in labels_raw.items():
+            if not isinstance(name, str):
+                raise MedsegError(f"label {value!r} has name {name!r}, not a string", path=path,
+                                  fix='write labels as {"0": "background", "1": "organ"}')
+        return {name: int(value) for value, name in labels_raw.items()}
+    labels: dict[str, int | list[int]] = {}
+    for name, value in labels_raw.items():
+        if isinstance(value, (list, tuple)) and value and all(_is_int(v) for v in value):
+            labels[name] = [int(v) for v in value]
+        elif _is_int(value) or (isinstance(value, str) and _is_int_string(value)):
+            labels[name] = int(value)
+        else:
+            raise MedsegError(f"label '{name}' has value {value!r}, not an integer", path=path,
+                              fix="give each label an integer value (or a list of integers for a region)")
+    return labels
+
+
+def _parse_regions(raw: Any, path: Path) -> dict[str, list[int]]:
+    if not isinstance(raw, dict) or not all(isinstance(v, list) and all(_is_int(x) for x in v) for v in raw.values()):
+        raise MedsegError(f"regions_commonly_scored is {raw!r}, not {{name: [label values]}}", path=path,
+                          fix='write it as {"whole_tumor": [1, 2, 3]}')
+    return {str(k): [int(x) for x in v] for k, v in raw.items()}
+
+
+def _count(value: Any, path: Path) -> int:
+    """numTraining: a non-negative integer (``3.0`` is accepted as 3)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not _is_int(value) or value < 0:
+        raise MedsegError(f"numTraining is {value!r}, not a non-negative integer", path=path,
+                          fix="set numTraining to the number of training cases, e.g. \"numTraining\": 20")
+    return int(value)
+
+
+def _text(data: dict[str, Any], key: str, path: Path, default: str = "") -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str):
+        raise MedsegError(f"{key} is {value!r}, not a string", path=path, fix=f'write "{key}" as a string')
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_int_string(text: str) -> bool:

@@ -62,6 +62,9 @@ class Configuration:
 
 @dataclass
 class Plan:
+    """``dataset``: which dataset the plan was made for (``medseg.data.validate.dataset_record``: name, channels,
+    labels, digests of the case ids and files); None in plans written before plans recorded it."""
+
     dataset_name: str
     channel_names: list[str]
     labels: dict[str, Any]
@@ -71,6 +74,7 @@ class Plan:
     calibration: dict[str, Any]
     configurations: dict[str, Configuration]
     overrides: list[str] = field(default_factory=list)
+    dataset: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

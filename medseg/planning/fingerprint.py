@@ -4,13 +4,15 @@ background), foreground intensity statistics, class frequencies. One case in mem
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from medseg.config import CaseFingerprint, Fingerprint, IntensityStats, write_json_atomic
 from medseg.data.layout import Case, Dataset, open_dataset
+from medseg.data.validate import Problem, problems_error, read_case
+from medseg.errors import MedsegError
 from medseg.metrics.surface import bounding_box
 from medseg.parallel import map_cases
 
@@ -19,8 +21,9 @@ DEFAULT_SAMPLES_PER_CASE = 10_000
 
 @dataclass
 class _CaseResult:
-    record: CaseFingerprint
+    record: CaseFingerprint | None  # None when the case has problems
     foreground_samples: list[np.ndarray]  # per channel, at most samples_per_case values
+    problems: list[Problem] = field(default_factory=list)
 
 
 def background_values(image: np.ndarray) -> np.ndarray:
@@ -56,8 +59,13 @@ def content_bbox(image: np.ndarray) -> list[list[int]]:
 
 def fingerprint_case(dataset: Dataset, case: Case, *, samples_per_case: int = DEFAULT_SAMPLES_PER_CASE,
                      seed: int = 0, case_index: int = 0) -> _CaseResult:
-    image = dataset.read_image(case)
-    label = dataset.read_label(case).array[0]
+    """One case's record and foreground samples; the case is read once and checked as ``medseg check`` does, and
+    a case with problems gives only its problems."""
+    reading = read_case(dataset, case)
+    if reading.problems:
+        return _CaseResult(None, [], reading.problems)
+    assert reading.image is not None and reading.label is not None
+    image, label = reading.image, reading.label.array[0]
     bbox = content_bbox(image.array)
     shape_after = [stop - start for start, stop in bbox]
     values, counts = np.unique(label, return_counts=True)
@@ -97,11 +105,19 @@ def compute_fingerprint(root: str | Path, *, samples_per_case: int = DEFAULT_SAM
 
     Intensity statistics pool up to ``samples_per_case`` foreground voxels (label > 0) per case, drawn without
     replacement with a generator seeded by ``(seed, case index)``, so the result does not depend on ``workers``.
+    Every case is checked as it is read (``medseg.data.validate.read_case``); any problem is a ``MedsegError``
+    naming the file and the fix, raised after all cases were read and before anything is returned.
     """
     dataset = open_dataset(root)
+    if not dataset.cases:
+        raise MedsegError("the dataset has no training cases", path=dataset.root / "imagesTr",
+                          fix="put the training images in imagesTr/ and their labels in labelsTr/")
     indexed = list(enumerate(dataset.cases))
     worker = functools.partial(_fingerprint_indexed, dataset, samples_per_case=samples_per_case, seed=seed)
     results = map_cases(worker, indexed, workers=workers, description="fingerprint", progress=progress)
+    problems = [problem for r in results for problem in r.problems]
+    if problems:
+        raise problems_error(problems, dataset.root)
     records = [r.record for r in results]
     spacings = np.array([r.spacing for r in records])
     median_spacing = np.median(spacings, axis=0)

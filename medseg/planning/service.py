@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from medseg.config import Fingerprint, Plan, read_json
+from medseg.data.layout import open_dataset
+from medseg.data.validate import dataset_record
 from medseg.errors import MedsegError
 from medseg.planning.budget import (available_memory, calibrate, measure_step_seconds, parse_duration,
                                    parse_memory)
@@ -27,9 +29,16 @@ def make_plan(dataset: str | Path, *, device: str = "cpu", budget: str | float |
     seconds = None if budget is None else (float(budget) if isinstance(budget, (int, float)) else parse_duration(budget))
     memory_bytes = available_memory(device) if memory is None else (
         int(memory) if isinstance(memory, int) else parse_memory(memory))
+    data = open_dataset(dataset)
     if fingerprint_path is not None:
         fingerprint = Fingerprint.from_dict(read_json(fingerprint_path))
+        if fingerprint.dataset_name != data.spec.name or fingerprint.num_cases != len(data.cases):
+            raise MedsegError(f"the fingerprint is of dataset {fingerprint.dataset_name!r} with "
+                              f"{fingerprint.num_cases} cases, not of {data.spec.name!r} with {len(data.cases)}",
+                              path=fingerprint_path, fix=f"run medseg fingerprint {data.root} or omit --fingerprint")
+        record = dataset_record(data, validated=False)
     else:
+        record = dataset_record(data, validated=True)  # the files as they are now; the fingerprint checks them
         fingerprint = compute_fingerprint(dataset, progress=progress)
     dims = len(fingerprint.median_spacing)
     if flops_per_second is None:
@@ -41,7 +50,9 @@ def make_plan(dataset: str | Path, *, device: str = "cpu", budget: str | float |
     plan = plan_dataset(fingerprint, budget_spec, calibration=calibration)
     if seconds is not None and calibration.get("source") != "given by the user":
         plan = _correct_by_measurement(fingerprint, budget_spec, plan, calibration)
-    return apply_overrides(plan, list(overrides or []))
+    plan = apply_overrides(plan, list(overrides or []))
+    plan.dataset = record
+    return plan
 
 
 def _correct_by_measurement(fingerprint: Fingerprint, budget: Budget, plan: Plan, calibration: dict) -> Plan:

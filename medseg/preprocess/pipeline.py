@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.atomic import remove_stale_temporaries
 from medseg.config import Configuration, Plan, write_json_atomic
 from medseg.data.layout import Case, Dataset, open_dataset
+from medseg.data.validate import check_plan_record, validate_cases, validated_case
 from medseg.errors import MedsegError
 from medseg.parallel import map_cases
 from medseg.planning.fingerprint import content_mask, mask_bbox
@@ -83,10 +85,8 @@ def preprocess_case(dataset: Dataset, config: Configuration, folder: Path, item:
     index, case = item
     if cache.is_complete(folder, case.case_id):
         return "skipped"
-    image = dataset.read_image(case)
-    label = dataset.read_label(case) if case.label_file is not None else None
-    result = preprocess_arrays(image.array, label.array if label is not None else None, list(image.spacing), config,
-                               seed=index)
+    image, label, _ = validated_case(dataset, case)  # checked again as read: nothing is cached from a bad case
+    result = preprocess_arrays(image.array, label.array, list(image.spacing), config, seed=index)
     result.properties.update(case_id=case.case_id, shape_before_crop=list(image.spatial_shape),
                              origin=list(image.origin), direction=image.direction.tolist())
     seg = result.seg if result.seg is not None else np.zeros((1, *result.data.shape[1:]), dtype=np.int8)
@@ -94,17 +94,33 @@ def preprocess_case(dataset: Dataset, config: Configuration, folder: Path, item:
     return "done"
 
 
+def check_dataset_for_plan(dataset: Dataset, plan: Plan, *, plans_path: Path | None = None,
+                           workers: int | None = None, progress: bool | None = None) -> None:
+    """Before anything is written: refuse a plan made for another dataset, and check every case as ``medseg
+    check`` does unless the plan records that these very files were checked when it was made (its fingerprint read
+    and checked every case, and no file changed since)."""
+    if not check_plan_record(plan.dataset, dataset, plans_path):
+        validate_cases(dataset, workers=workers, progress=progress)
+
+
 def preprocess_dataset(root: str | Path, plan: Plan, configuration: str, output: str | Path, *,
-                       workers: int | None = None, progress: bool | None = None) -> dict[str, int]:
+                       workers: int | None = None, progress: bool | None = None, plans_path: Path | None = None,
+                       checked: bool = False) -> dict[str, int]:
     """Fill ``output/<configuration>/`` with the cache of every training case; cases already there are skipped,
-    so an interrupted run resumes. Returns counts of 'done' and 'skipped' cases."""
+    so an interrupted run resumes. Returns counts of 'done' and 'skipped' cases.
+
+    The dataset is checked against the plan first (``check_dataset_for_plan``; skipped when ``checked``: the
+    caller did it), so a bad case or a plan for another dataset stops the run before anything is written."""
     if configuration not in plan.configurations:
-        raise MedsegError(f"no configuration {configuration!r} in the plan",
+        raise MedsegError(f"no configuration {configuration!r} in the plan", path=plans_path,
                           fix=f"use one of {', '.join(plan.configurations)}")
     config = plan.configurations[configuration]
     dataset = open_dataset(root)
+    if not checked:
+        check_dataset_for_plan(dataset, plan, plans_path=plans_path, workers=workers, progress=progress)
     folder = Path(output) / configuration
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output, recursive=True)  # a killed run's temporaries (only those whose writer is gone)
     write_json_atomic(plan.to_dict(), Path(output) / "plans.json")
     write_json_atomic(dataset.spec.to_dict(), Path(output) / "dataset_spec.json")
     worker = functools.partial(preprocess_case, dataset, config, folder)
