@@ -7,6 +7,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Sequence, TypeVar
 
 from medseg.progress import track
+from medseg.workers import die_with_parent
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -21,13 +22,14 @@ def map_cases(function: Callable[[T], R], items: Sequence[T], *, workers: int | 
               description: str = "cases", progress: bool | None = None) -> list[R]:
     """``[function(item) for item in items]``, in ``workers`` processes (1 = in this process).
 
-    Each item is handled by one worker at a time, so memory stays bounded by ``workers`` cases.
+    Each item is handled by one worker at a time, so memory stays bounded by ``workers`` cases. The workers die
+    with this process, even when it is killed with SIGKILL.
     """
     workers = default_workers(len(items)) if workers is None else max(1, workers)
     if workers == 1 or len(items) <= 1:
         return [function(item) for item in track(items, description, enabled=progress)]
     results: list = [None] * len(items)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(function, item): index for index, item in enumerate(items)}
         for future in track(as_completed(futures), description, total=len(items), enabled=progress):
             results[futures[future]] = future.result()

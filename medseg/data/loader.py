@@ -14,7 +14,9 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import itertools
+import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -28,6 +30,7 @@ from medseg.progress import track
 from medseg.transforms.config import AugmentationConfig
 from medseg.transforms.pipeline import SampledBatch, augment
 from medseg.transforms.random import sample_spatial
+from medseg.workers import init_loader_worker
 
 Batch = dict[str, Any]
 
@@ -130,7 +133,8 @@ class PatchLoader:
         else:
             items = DataLoader(stream, batch_size=None, num_workers=self.num_workers, prefetch_factor=self.prefetch,
                                pin_memory=self.device is not None and self.device.type == "cuda",
-                               multiprocessing_context="fork" if _can_fork() else None)
+                               multiprocessing_context="fork" if _can_fork() else None,
+                               worker_init_fn=functools.partial(init_loader_worker, os.getpid()))  # die with us
         if self.num_batches is not None:
             items = track(items, "batches", total=self.num_batches, enabled=self.progress)
         for item in items:

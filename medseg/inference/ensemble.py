@@ -7,13 +7,12 @@ A probability file ``<case>.npz`` holds ``probabilities`` ``(K, *spatial)`` floa
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from medseg.atomic import atomic_write
 from medseg.errors import MedsegError
 from medseg.inference.postprocess import keep_largest_component
 from medseg.io import Image
@@ -77,18 +76,11 @@ class EnsemblePredictor:
 
 def save_probabilities(path: str | Path, probabilities: np.ndarray, label_values: Sequence[int]) -> Path:
     """Write ``<case>.npz`` atomically (temporary name in the same folder, then renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.npz", dir=path.parent)
-    os.close(handle)
-    try:
+    def write(temporary: Path) -> None:
         np.savez_compressed(temporary, probabilities=probabilities.astype(np.float16),
                             label_values=np.asarray(label_values, dtype=np.int64))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def load_probabilities(path: str | Path) -> tuple[np.ndarray, list[int]]:
