@@ -6,9 +6,10 @@ from pathlib import Path
 
 from medseg.atomic import atomic_folder
 from medseg.config import write_json_atomic
-from medseg.data.layout import open_dataset
+from medseg.data.layout import SOURCE_FILES, open_dataset
+from medseg.data.validate import Problem, check_finite, problems_error, validated_case
 from medseg.errors import MedsegError
-from medseg.io import read_image, write_image
+from medseg.io import Image, read_image, write_image
 from medseg.progress import track
 
 
@@ -29,24 +30,31 @@ def msd_to_nnunet(source: str | Path, destination: str | Path, *, file_ending: s
         raise MedsegError("destination exists", path=destination, fix="choose a new folder or delete it")
     with atomic_folder(destination) as partial:
         for case in track(dataset.cases, "converting", enabled=progress):
-            image = read_image(case.image_files[0])
-            if image.num_channels != len(dataset.spec.channel_names):
-                raise MedsegError(f"{image.num_channels} channel(s), dataset.json declares "
-                                  f"{len(dataset.spec.channel_names)}", path=case.image_files[0],
-                                  fix="fix 'modality' in dataset.json or the image")
-            for channel in range(image.num_channels):
-                single = image.with_array(image.array[channel : channel + 1])
-                single.metadata.pop("channel_spacing", None)
-                write_image(single, partial / "imagesTr" / f"{case.case_id}_{channel:04d}{file_ending}")
-            if case.label_file is not None:
-                write_image(read_image(case.label_file), partial / "labelsTr" / f"{case.case_id}{file_ending}")
+            image, label, _ = validated_case(dataset, case)  # checked as medseg check does; a bad case leaves nothing
+            _write_channels(image, partial / "imagesTr", case.case_id, file_ending)
+            write_image(label, partial / "labelsTr" / f"{case.case_id}{file_ending}")
         for case in dataset.test_cases:
             image = read_image(case.image_files[0])
-            for channel in range(image.num_channels):
-                write_image(image.with_array(image.array[channel : channel + 1]),
-                            partial / "imagesTs" / f"{case.case_id}_{channel:04d}{file_ending}")
+            problems: list[Problem] = []
+            check_finite(case.image_files[0], image, problems)
+            if image.num_channels != len(dataset.spec.channel_names):
+                problems.append(Problem(case.image_files[0], f"{image.num_channels} channel(s), dataset.json "
+                                        f"declares {len(dataset.spec.channel_names)}",
+                                        "fix 'modality' in dataset.json or the image"))
+            if problems:
+                raise problems_error(problems, dataset.root)
+            _write_channels(image, partial / "imagesTs", case.case_id, file_ending)
         spec = dataset.spec
         spec.file_ending = file_ending
         spec.num_training = len(dataset.cases)
         write_json_atomic(spec.to_nnunet_json(), partial / "dataset.json")
     return destination
+
+
+def _write_channels(image: Image, folder: Path, case_id: str, file_ending: str) -> None:
+    """One 3D file ``<case>_<CCCC>`` per channel of ``image`` ``(C, *spatial)``."""
+    for channel in range(image.num_channels):
+        single = image.with_array(image.array[channel : channel + 1])
+        single.metadata.pop("channel_spacing", None)
+        single.metadata.pop(SOURCE_FILES, None)
+        write_image(single, folder / f"{case_id}_{channel:04d}{file_ending}")

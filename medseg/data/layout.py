@@ -17,6 +17,7 @@ from medseg.errors import MedsegError
 from medseg.io import Image, grid_differences, image_suffix, read_image
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SOURCE_FILES = "source_files"  # Image.metadata key: the files read_channels read the image from
 
 
 @dataclass
@@ -66,7 +67,8 @@ class Dataset:
 
 
 def read_channels(files: list[Path]) -> Image:
-    """Read image files and stack their channels; every file must lie on the first file's grid."""
+    """Read image files and stack their channels; every file must lie on the first file's grid. The files are
+    recorded in ``metadata["source_files"]``."""
     if not files:
         raise MedsegError("a case without image files", fix="add its imagesTr files")
     images = [read_image(f) for f in files]
@@ -76,9 +78,9 @@ def read_channels(files: list[Path]) -> Image:
         if problems:
             raise MedsegError(f"not on the grid of {files[0].name}: {'; '.join(problems)}", path=path,
                               fix="resample all channels of a case onto one grid")
-    if len(images) == 1:
-        return first
-    return first.with_array(np.concatenate([i.array for i in images], axis=0))
+    stacked = first if len(images) == 1 else first.with_array(np.concatenate([i.array for i in images], axis=0))
+    stacked.metadata[SOURCE_FILES] = [str(f) for f in files]  # lets later errors (channel count) name the files
+    return stacked
 
 
 def open_dataset(root: str | Path) -> Dataset:

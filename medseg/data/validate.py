@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.layout import Case, Dataset
+from medseg.data.layout import SOURCE_FILES, Case, Dataset
 from medseg.errors import MedsegError
 from medseg.io import Image, grid_differences, read_image
 
@@ -78,6 +78,7 @@ def read_case(dataset: Dataset, case: Case, *, tolerance: float = 1e-4) -> CaseR
         first = images[0][1]
         reading.image = first if len(images) == 1 else first.with_array(
             np.concatenate([image.array for _, image in images], axis=0))
+        reading.image.metadata[SOURCE_FILES] = [str(path) for path in case.image_files]
     if case.label_file is not None:
         label = _read_or_report(case.label_file, problems)
         if label is not None:

@@ -32,15 +32,20 @@ class EvaluationResult:
 
 def _read_label_map(path: Path, role: str):
     """Read a label file: one channel of integer labels (floats allowed when they hold whole numbers)."""
+    from medseg.data.validate import nonfinite_voxels
     from medseg.io import read_image
 
     image = read_image(path)
     if image.num_channels != 1:
         raise MedsegError(f"{role} has {image.num_channels} channels, a label map has one", path=path,
                           fix="save labels as a single-channel integer image")
+    bad = nonfinite_voxels(image)  # counted in the file too: ITK reads a NIfTI's NaN as 0
+    if bad:
+        raise MedsegError(f"{role} holds {bad} NaN/Inf voxel(s), it is not a label map", path=path,
+                          fix="write integer labels (argmax or threshold the prediction; NaN is no class)")
     array = image.array
     if not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
-        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+        if np.any(array != np.round(array)):
             raise MedsegError(f"{role} holds non-integer values, it is not a label map", path=path,
                               fix="threshold or argmax the prediction into integer labels first")
         image = image.with_array(array.astype(np.int64))
@@ -71,7 +76,11 @@ def _score_case(case: str, pred_path: Path, ref_path: Path, roi_path: Path | Non
     if roi_path is not None:
         from medseg.io import read_image
 
+        from medseg.data.validate import nonfinite_voxels
+
         roi_image = read_image(roi_path)
+        if nonfinite_voxels(roi_image):
+            raise MedsegError("ROI mask holds NaN/Inf voxels", path=roi_path, fix="write the ROI as a 0/1 mask")
         _check_grid(roi_image, ref, roi_path, ref_path, "ROI")
         roi = np.any(roi_image.array != 0, axis=0)
     values = case_metrics(pred.array[0], ref.array[0], ref.spacing, classes, options, roi)

@@ -157,7 +157,9 @@ class Predictor:
 
     def _check(self, image: Image) -> None:
         if self.in_channels is not None and image.num_channels != self.in_channels:
+            sources = image.metadata.get("source_files") or []
             raise MedsegError(f"the image has {image.num_channels} channel(s), the model expects {self.in_channels}",
+                              path=", ".join(map(str, sources)) or None,
                               fix="pass one file per channel (<case>_0000, <case>_0001, ...) in the training order")
         if image.ndim < self.spatial_dims:
             raise MedsegError(f"a {image.ndim}D image for a {self.spatial_dims}D model",
