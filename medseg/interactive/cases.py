@@ -43,8 +43,10 @@ def dataset_cases(roots: Sequence[str | Path], *, label: int | None = None, case
                   ) -> Iterator[Case2D]:
     """Yield ``(case_id, image (C, H, W) float32, target (H, W) bool)`` for the selected cases of each dataset
     (``cases`` as in ``select_cases``, applied per dataset). Ids are prefixed with the dataset folder's name when
-    several datasets are given."""
+    several datasets are given. Each case is checked as it is read (``medseg check``'s checks): a bad case is a
+    ``MedsegError`` naming its file."""
     from medseg.data import open_dataset
+    from medseg.data.validate import validated_case
 
     datasets = [open_dataset(root) for root in roots]
     if label is not None:
@@ -56,8 +58,9 @@ def dataset_cases(roots: Sequence[str | Path], *, label: int | None = None, case
         by_id = {case.case_id: case for case in dataset.cases}
         for case_id in select_cases(list(by_id), cases):
             case = by_id[case_id]
-            labels = dataset.read_label(case).array[0]
+            image_file, label_file, _ = validated_case(dataset, case)  # checked as medseg check does
+            labels = label_file.array[0]
             target = labels > 0 if label is None else labels == label
-            image, target, _ = object_slice(dataset.read_image(case).array.astype(np.float32), target)
+            image, target, _ = object_slice(image_file.array.astype(np.float32), target)
             name = f"{dataset.root.name}/{case_id}" if len(datasets) > 1 else case_id
             yield name, image, target

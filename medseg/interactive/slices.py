@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from medseg.data import open_dataset
+from medseg.data.validate import validated_case
 from medseg.errors import MedsegError
 from medseg.interactive.predictor import normalize_channels, resize
 
@@ -80,14 +81,14 @@ def load_slices(roots: Sequence[str | Path], *, part: str = "train", train_fract
         dataset = open_dataset(root)
         name = Path(root).resolve().name
         names.append(name)
-        train_ids, holdout_ids = split_case_ids([c.case_id for c in dataset.cases if c.label_file], train_fraction)
+        train_ids, holdout_ids = split_case_ids([c.case_id for c in dataset.cases], train_fraction)
         ids = (train_ids if part == "train" else holdout_ids)[:max_cases]
         used[name] = ids
         objects = dataset_objects(dataset.spec)
         for case_id in ids:
             case = dataset.case(case_id)
-            image = dataset.read_image(case).array
-            label = dataset.read_label(case).array[0]
+            image_file, label_file, _ = validated_case(dataset, case)  # checked as medseg check does
+            image, label = image_file.array, label_file.array[0]
             for object_name, values in objects.items():
                 mask = np.isin(label, values)
                 for slice_image, slice_mask, suffix in _object_slices(image, mask, min_area, slice_step):
