@@ -15,7 +15,9 @@ def convert(
 ) -> None:
     """Convert an MSD dataset to the nnU-Net v2 raw layout (one file per channel)."""
     from medseg.data.convert import msd_to_nnunet
+    from medseg.output_paths import prepare_output_dir
 
+    prepare_output_dir(destination, inputs=[source], must_not_exist=True)
     out = msd_to_nnunet(source, destination, file_ending=file_ending)
     typer.echo(f"wrote {out}")
 
@@ -44,8 +46,10 @@ def fingerprint(
     workers: Optional[int] = typer.Option(None, help="Worker processes (default: one per core)."),
 ) -> None:
     """Compute the dataset fingerprint (shapes, spacings, intensities, class frequencies) -> fingerprint.json."""
+    from medseg.output_paths import prepare_output_file
     from medseg.planning import compute_fingerprint, write_fingerprint
 
+    prepare_output_file(output, inputs=[dataset])
     result = compute_fingerprint(dataset, samples_per_case=samples_per_case, seed=seed, workers=workers)
     path = write_fingerprint(result, output)
     typer.echo(f"{result.num_cases} cases; median spacing {result.median_spacing}; anisotropy "

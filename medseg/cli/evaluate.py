@@ -30,11 +30,17 @@ def evaluate(
     nsd_tolerance: float = typer.Option(1.0, help="NSD / surface Dice tolerance in mm."),
     workers: Optional[int] = typer.Option(None, help="Worker processes (default: min(cores, cases))."),
     plots: bool = typer.Option(True, help="Write a box plot per metric."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace metrics.csv, summary.json and plots/ "
+                                   "already in the output folder (default: refuse)."),
 ) -> None:
     """Per-case, per-class metrics (CSV), a summary with 95% bootstrap CIs (JSON) and box plots (PNG)."""
     from medseg.errors import MedsegError
     from medseg.evaluation import evaluate as run_evaluation
     from medseg.metrics.compute import ALL_METRICS, DEFAULT_METRICS, MetricOptions
+    from medseg.output_paths import prepare_output_dir
+
+    prepare_output_dir(output, inputs=[pred, ref] + ([roi] if roi is not None else []), overwrite=overwrite,
+                       names=["metrics.csv", "summary.json", "plots"])
 
     if metrics == "default":
         keys = DEFAULT_METRICS

@@ -31,6 +31,7 @@ def train_interactive(
     from medseg.errors import MedsegError
     from medseg.interactive.model import PromptableConfig
     from medseg.interactive.training import InteractiveTrainConfig, train_interactive as run
+    from medseg.output_paths import prepare_output_dir
     from medseg.planning.budget import parse_duration
 
     try:
@@ -40,6 +41,10 @@ def train_interactive(
     for dataset in datasets:
         if not dataset.is_dir():
             raise MedsegError("dataset folder not found", path=dataset, fix="pass a folder with dataset.json")
+    prepare_output_dir(output, inputs=datasets, overwrite=True)
+    if not resume and any((output / name).exists() for name in ("interactive.json", "checkpoint.pt")):
+        raise MedsegError("the folder already holds an interactive model or training run", path=output,
+                          fix="pass --resume to continue it, or choose another folder with -o")
     config = InteractiveTrainConfig(budget_seconds=parse_duration(budget), batch_size=batch_size,
                                     learning_rate=learning_rate, seed=seed, device=device, threads=threads)
     network = PromptableConfig(features=widths, fusion=fusion, norm=norm, grid=[grid, grid])

@@ -33,13 +33,16 @@ def predict(
                                   "(faster where the hardware has them; results differ slightly)."),
     postprocessing: Optional[Path] = typer.Option(None, "--postprocessing", help="A postprocessing.json to apply "
                                                   "(default: the model folder's; for ensembles, find-best's)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace label/probability files already in the "
+                                   "output folder (default: refuse)."),
 ) -> None:
     """Segment images with a trained model: sliding window, mirroring TTA, folds ensembled."""
     from medseg.config import read_json
     from medseg.errors import MedsegError
     from medseg.inference.ensemble import EnsemblePredictor
     from medseg.inference.predictor import Predictor
-    from medseg.inference.run import collect_cases, predict_cases
+    from medseg.inference.run import collect_cases, output_names, predict_cases
+    from medseg.output_paths import prepare_output_dir
     from medseg.planning.budget import parse_memory
 
     if not 0 < step <= 1:
@@ -50,6 +53,8 @@ def predict(
             raise MedsegError("model folder not found (no model.json)", path=folder,
                               fix="pass the folder that medseg train wrote")
     cases = collect_cases(input)
+    prepare_output_dir(output, inputs=[f for case in cases for f in case.files], overwrite=overwrite,
+                       names=output_names(cases, save_probabilities=save_probabilities))  # before loading models
     predictors = [Predictor.from_folder(m, folds=_folds(folds), device=device, tta=not no_tta, step=step,
                                         memory_limit=limit, precision=precision) for m in model]
     labels = None
@@ -59,7 +64,7 @@ def predict(
         predictor = predictors[0]
     else:
         predictor = EnsemblePredictor(predictors, postprocess_labels=labels or [])
-    written = predict_cases(predictor, cases, output, save_probabilities=save_probabilities)
+    written = predict_cases(predictor, cases, output, save_probabilities=save_probabilities, overwrite=overwrite)
     typer.echo(f"wrote {len(written)} label file(s) to {output}")
 
 
@@ -70,12 +75,15 @@ def find_best(
     output: Path = typer.Option(Path("find_best.json"), "-o", "--output", help="Where to write the result."),
     ensembles: bool = typer.Option(True, help="Also score every pair of models (needs <case>.npz validation "
                                    "probabilities)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT (default: refuse)."),
 ) -> None:
     """Pick the configuration or ensemble with the best cross-validation Dice; decide post-processing for it."""
     from medseg.config import write_json_atomic
     from medseg.inference.find_best import find_best as run_find_best
     from medseg.inference.postprocess import write_postprocessing
+    from medseg.output_paths import prepare_output_file
 
+    prepare_output_file(output, inputs=[dataset], overwrite=overwrite)
     result = run_find_best(models, dataset, ensembles=ensembles)
     for candidate in result["candidates"]:
         typer.echo(f"{candidate['name']}: mean Dice {candidate['mean_dice']:.4f} over {candidate['num_cases']} cases")

@@ -1,7 +1,8 @@
 """Predict a file, a folder of files or a dataset folder into an output folder (what ``medseg predict`` runs).
 
-Cases are found before anything is predicted, so a bad input stops the run before any file is written; each
-label file (``<case><suffix of the input>``) and probability file (``<case>.npz``) is written atomically.
+Cases are found and every input file is read once (``check_inputs``) before anything is predicted, so a bad input
+stops the run before any file is written; each label file (``<case><suffix of the input>``) and probability file
+(``<case>.npz``) is written atomically, and an existing one is replaced only with ``overwrite``.
 """
 
 from __future__ import annotations
@@ -59,14 +60,39 @@ def collect_cases(source: str | Path) -> list[InputCase]:
             for case, files in sorted(groups.items())]
 
 
+def output_names(cases: Sequence[InputCase], *, save_probabilities: bool = False) -> list[str]:
+    """The file names ``predict_cases`` writes: ``<case><suffix>`` and, with probabilities, ``<case>.npz``."""
+    names = [f"{case.case_id}{case.suffix}" for case in cases]
+    return names + ([f"{case.case_id}.npz" for case in cases] if save_probabilities else [])
+
+
+def check_inputs(cases: Sequence[InputCase], *, progress: bool | None = None) -> None:
+    """Read every case's channel files once (decoded in full, one case at a time, then dropped) so that an
+    unreadable, truncated or off-grid file stops the run with its ``MedsegError`` before the first write."""
+    from medseg.data import read_channels
+    from medseg.progress import track
+
+    for case in track(cases, "check inputs", enabled=progress):
+        read_channels(case.files)
+
+
 def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, save_probabilities: bool = False,
-                  progress: bool | None = None) -> list[Path]:
-    """Predict every case with ``predictor`` (a ``Predictor`` or ``EnsemblePredictor``); returns the label files."""
+                  overwrite: bool = False, progress: bool | None = None) -> list[Path]:
+    """Predict every case with ``predictor`` (a ``Predictor`` or ``EnsemblePredictor``); returns the label files.
+
+    The output folder is checked first (writable, not inside an input dataset or input folder, no existing
+    output file unless ``overwrite``), then every input is read (``check_inputs``), then cases are predicted.
+    """
     from medseg.data import read_channels
     from medseg.inference.ensemble import save_probabilities as save
     from medseg.io import write_image
+    from medseg.output_paths import prepare_output_dir
     from medseg.progress import track
 
+    inputs = [f for case in cases for f in case.files]  # the output may not be the folder of any of them
+    prepare_output_dir(output, inputs=inputs, overwrite=overwrite,
+                       names=output_names(cases, save_probabilities=save_probabilities))
+    check_inputs(cases, progress=progress)
     output = Path(output)
     written = []
     for case in track(cases, "predict", enabled=progress):

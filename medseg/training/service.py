@@ -13,6 +13,10 @@ from medseg.training.splits import fold_cases, load_or_make_splits
 from medseg.training.trainer import Trainer, TrainConfig, TrainState
 
 
+PLANNED_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")  # names the planner can make
+DEFAULT_FOLDS = 5  # make_splits' default; fewer when the dataset has fewer cases
+
+
 @dataclass
 class TrainResult:
     model_dir: Path
@@ -36,19 +40,15 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     model_dir = Path(model_dir)
     fold = str(fold)
     fold_dir = fold_folder(model_dir, fold)
-    if fold_dir.exists() and any(fold_dir.iterdir()) and not resume:
-        raise MedsegError("this fold already has a training run", path=fold_dir,
-                          fix="pass --resume to continue it, or choose another model folder with -o")
     data = open_dataset(dataset)
     plan_path = Path(plans) if plans is not None else model_dir / "plans.json"
-    if plan_path.is_file():
-        plan = Plan.from_dict(read_json(plan_path))
-    elif plans is not None:
-        raise MedsegError("plans file not found", path=plan_path, fix="run medseg plan first or omit --plans")
-    else:
+    plan = _check_arguments(data, configuration, fold, model_dir=model_dir, plan_path=plan_path,
+                            plans_given=plans is not None, preprocessed=preprocessed, budget_seconds=budget_seconds,
+                            resume=resume)
+    if plan is None:
         plan = make_plan(dataset, budget=budget_seconds, progress=progress)
     if configuration not in plan.configurations:
-        raise MedsegError(f"no configuration {configuration!r} in the plan", path=plan_path,
+        raise MedsegError(f"no configuration {configuration!r} in the plan made for this dataset", path=dataset,
                           fix=f"use one of {', '.join(plan.configurations)}")
     config = plan.configurations[configuration]
     label_values = sorted(v for k, v in data.spec.labels.items() if isinstance(v, int) and k != "ignore")
@@ -74,6 +74,41 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     if validate and fold != "all":
         validation = predict_validation(model_dir, fold, data, val_cases, progress=progress)
     return TrainResult(model_dir, fold_dir, state, resumed, validation)
+
+
+def _check_arguments(data, configuration: str, fold: str, *, model_dir: Path, plan_path: Path, plans_given: bool,
+                     preprocessed: str | Path | None, budget_seconds: float | None, resume: bool) -> Plan | None:
+    """Every argument of ``train_fold`` checked before any work (planning, preprocessing, writing); returns the
+    plan when it is read from a file, None when it has to be made."""
+    from medseg.output_paths import prepare_output_dir
+
+    if fold != "all":
+        splits_path = model_dir / "splits.json"
+        count = len(read_json(splits_path)) if splits_path.is_file() else min(DEFAULT_FOLDS, len(data.cases))
+        if not fold.isdigit() or not 0 <= int(fold) < count:
+            raise MedsegError(f"fold {fold!r} does not exist ({count} folds for {len(data.cases)} cases)",
+                              fix=f"use -f 0..{count - 1} or -f all")
+    if budget_seconds is not None and not budget_seconds > 0:
+        raise MedsegError(f"the budget must be positive, not {budget_seconds:g} s", fix="use e.g. --budget 20m")
+    fold_dir = fold_folder(model_dir, fold)
+    if fold_dir.exists() and any(fold_dir.iterdir()) and not resume:
+        raise MedsegError("this fold already has a training run", path=fold_dir,
+                          fix="pass --resume to continue it, or choose another model folder with -o")
+    prepare_output_dir(model_dir, inputs=[data.root], overwrite=True)
+    if preprocessed is not None:
+        prepare_output_dir(preprocessed, inputs=[data.root], overwrite=True)
+    if plan_path.is_file():
+        plan = Plan.from_dict(read_json(plan_path))
+        if configuration not in plan.configurations:
+            raise MedsegError(f"no configuration {configuration!r} in the plan", path=plan_path,
+                              fix=f"use one of {', '.join(plan.configurations)}")
+        return plan
+    if plans_given:
+        raise MedsegError("plans file not found", path=plan_path, fix="run medseg plan first or omit --plans")
+    if configuration not in PLANNED_CONFIGURATIONS:
+        raise MedsegError(f"unknown configuration {configuration!r}",
+                          fix=f"use one the planner makes: {', '.join(PLANNED_CONFIGURATIONS)}")
+    return None
 
 
 def predict_validation(model_dir: Path, fold: str, data, val_cases: list[str], *,
