@@ -66,12 +66,25 @@ class Dataset:
         return read_image(case.label_file)
 
 
+def nonfinite_voxels(image: Image) -> int:
+    """NaN/Inf voxels of ``image``: in its float array, plus those its reader replaced (ITK reads NaN as 0, so the
+    NIfTI reader counts them in the file and reports them in ``metadata["nonfinite_voxels"]``)."""
+    bad = int(image.metadata.get("nonfinite_voxels", 0))
+    if np.issubdtype(image.array.dtype, np.floating):
+        bad += int(np.count_nonzero(~np.isfinite(image.array)))
+    return bad
+
+
 def read_channels(files: list[Path]) -> Image:
-    """Read image files and stack their channels; every file must lie on the first file's grid. The files are
-    recorded in ``metadata["source_files"]``."""
+    """Read image files and stack their channels; every file must be finite (no NaN/Inf) and lie on the first
+    file's grid. The files are recorded in ``metadata["source_files"]``."""
     if not files:
         raise MedsegError("a case without image files", fix="add its imagesTr files")
     images = [read_image(f) for f in files]
+    for path, image in zip(files, images):
+        bad = nonfinite_voxels(image)
+        if bad:
+            raise MedsegError(f"{bad} NaN/Inf voxel(s)", path=path, fix="replace them (e.g. by 0) first")
     first = images[0]
     for path, image in zip(files[1:], images[1:]):
         problems = grid_differences(first, image)

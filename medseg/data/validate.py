@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.layout import SOURCE_FILES, Case, Dataset
+from medseg.data.layout import SOURCE_FILES, Case, Dataset, nonfinite_voxels
 from medseg.errors import MedsegError
 from medseg.io import Image, grid_differences, read_image
 
@@ -175,16 +175,8 @@ def check_grid(reference: tuple[Path, Image], path: Path, image: Image, toleranc
     return not differences
 
 
-def nonfinite_voxels(image: Image) -> int:
-    """NaN/Inf voxels of ``image``: in its float array, plus those its reader replaced (ITK reads NaN as 0, so the
-    NIfTI reader counts them in the file and reports them in ``metadata["nonfinite_voxels"]``)."""
-    bad = int(image.metadata.get("nonfinite_voxels", 0))
-    if np.issubdtype(image.array.dtype, np.floating):
-        bad += int(np.count_nonzero(~np.isfinite(image.array)))
-    return bad
-
-
 def check_finite(path: Path, image: Image, problems: list[Problem]) -> None:
+    """Report NaN/Inf voxels, also those a reader turned into 0 (``nonfinite_voxels``)."""
     bad = nonfinite_voxels(image)
     if bad:
         problems.append(Problem(path, f"{bad} NaN/Inf voxel(s)", "replace them (e.g. by 0) before training"))
