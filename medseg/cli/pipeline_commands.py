@@ -53,7 +53,8 @@ def preprocess(
     from medseg.preprocess.pipeline import preprocess_dataset
 
     prepare_output_dir(output, inputs=[dataset], overwrite=True)  # the cache resumes: existing cases are kept
-    counts = preprocess_dataset(dataset, Plan.from_dict(read_json(plans)), configuration, output, workers=workers)
+    counts = preprocess_dataset(dataset, Plan.from_dict(read_json(plans)), configuration, output, workers=workers,
+                                plans_path=plans)
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     typer.echo(f"{counts['done']} case(s) preprocessed, {counts['skipped']} already there; peak RSS of one "
                f"process {peak / 1024:.0f} MB; cache {output / configuration}")

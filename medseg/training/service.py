@@ -35,7 +35,7 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     for ``budget_seconds``; ``preprocessed`` default: ``MODEL/preprocessed``. Afterwards (``validate``, not for
     fold "all") the fold's validation cases are predicted in full into ``fold_K/validation/``."""
     from medseg.planning.service import make_plan
-    from medseg.preprocess.pipeline import preprocess_dataset
+    from medseg.preprocess.pipeline import check_dataset_for_plan, preprocess_dataset
 
     model_dir = Path(model_dir)
     fold = str(fold)
@@ -54,9 +54,10 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     label_values = sorted(v for k, v in data.spec.labels.items() if isinstance(v, int) and k != "ignore")
     if label_values != list(range(len(label_values))) and max(label_values) > 255:
         raise MedsegError(f"label values {label_values} above 255", fix="relabel to 0..N-1")
+    check_dataset_for_plan(data, plan, plans_path=plan_path if plan_path.is_file() else None, progress=progress)
     write_model_info(model_dir, ModelInfo(configuration, config.network, label_values), plan, data.spec)
     cache_root = Path(preprocessed) if preprocessed is not None else model_dir / "preprocessed"
-    preprocess_dataset(dataset, plan, configuration, cache_root, progress=progress)
+    preprocess_dataset(dataset, plan, configuration, cache_root, progress=progress, checked=True)
     groups = read_json(groups_file) if groups_file else None
     case_ids = [c.case_id for c in data.cases]
     splits = load_or_make_splits(model_dir / "splits.json", case_ids, mode=split_mode, groups=groups)
