@@ -80,6 +80,7 @@ def eval_interactive(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (for --model and --automatic)."),
     output: Path = typer.Option(Path("interactive_eval"), "-o", "--output", help="Folder for interactive.json, "
                                 "per_case.csv and curves.png."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace those files if the output folder has them."),
 ) -> None:
     """Dice after 1..N simulated interactions and NoC@80/85/90 per method and mode (clicks, box, scribbles,
     box + clicks), for a promptable model, classical baselines and the automatic model."""
@@ -90,7 +91,10 @@ def eval_interactive(
     from medseg.interactive.baselines import AutomaticSegmenter, create_baseline
     from medseg.interactive.cases import dataset_cases
     from medseg.interactive.evaluate import evaluate_interactive
+    from medseg.output_paths import prepare_output_dir
 
+    prepare_output_dir(output, inputs=datasets, overwrite=overwrite,
+                       names=["interactive.json", "per_case.csv", "curves.png"])
     segmenters = {}
     if model is not None:
         from medseg.interactive.predictor import load_segmenter

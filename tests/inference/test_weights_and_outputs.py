@@ -49,6 +49,21 @@ def _flip_tensor_bytes(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+# Each command that writes, with OUT as its output (DS: a dataset, MODEL: a model folder for it).
+WRITING_COMMANDS = {
+    "plan": lambda ds, out, model: ["plan", ds, "-o", out / "plans.json"],
+    "fingerprint": lambda ds, out, model: ["fingerprint", ds, "-o", out / "fingerprint.json"],
+    "preprocess": lambda ds, out, model: ["preprocess", ds, "-c", "2d", "-o", out],
+    "train": lambda ds, out, model: ["train", ds, "-c", "2d", "-f", "0", "-o", out],
+    "predict": lambda ds, out, model: ["predict", "-i", ds / "imagesTr", "-o", out, "-m", model, "--no-tta"],
+    "evaluate": lambda ds, out, model: ["evaluate", ds / "labelsTr", ds / "labelsTr", "-o", out],
+    "convert": lambda ds, out, model: ["convert", ds, out],
+    "train-interactive": lambda ds, out, model: ["train-interactive", ds, "-o", out, "--budget", "1s"],
+    "eval-interactive": lambda ds, out, model: ["eval-interactive", ds, "--baselines", "watershed", "--cases", "1",
+                                                "-o", out],
+}
+
+
 @pytest.fixture
 def images(tmp_path: Path, shapes_dataset: Path) -> Path:
     """Two cases cut to 12 slices (fast to predict), in a plain folder."""
@@ -163,8 +178,10 @@ def test_predict_into_the_dataset_labels_is_refused(tmp_path: Path, shapes_datas
         assert "inside the dataset" in _one_error_line(result.output)
     assert {p.name: p.read_bytes() for p in (dataset / "labelsTr").iterdir()} == before
     assert not (dataset / "predictions").exists()
-    evaluate = _invoke("evaluate", dataset / "labelsTr", dataset / "labelsTr", "-o", dataset / "evaluation")
-    assert evaluate.exit_code == 2 and "inside the dataset" in _one_error_line(evaluate.output)
+    for command in ("evaluate", "eval-interactive", "train"):
+        result = _invoke(*WRITING_COMMANDS[command](dataset, dataset / "out", shapes_model))
+        assert result.exit_code == 2 and "inside the dataset" in _one_error_line(result.output), command
+    assert not (dataset / "out").exists()
 
 
 def test_predict_into_the_folder_of_its_input_file_is_refused(tmp_path: Path, images: Path,
@@ -232,18 +249,6 @@ def _unwritable_outputs(tmp_path: Path) -> list[Path]:
     except PermissionError:
         outputs.append(locked / "out")
     return outputs
-
-
-WRITING_COMMANDS = {
-    "plan": lambda ds, out, model: ["plan", ds, "-o", out / "plans.json"],
-    "fingerprint": lambda ds, out, model: ["fingerprint", ds, "-o", out / "fingerprint.json"],
-    "preprocess": lambda ds, out, model: ["preprocess", ds, "-c", "2d", "-o", out],
-    "train": lambda ds, out, model: ["train", ds, "-c", "2d", "-f", "0", "-o", out],
-    "predict": lambda ds, out, model: ["predict", "-i", ds / "imagesTr", "-o", out, "-m", model, "--no-tta"],
-    "evaluate": lambda ds, out, model: ["evaluate", ds / "labelsTr", ds / "labelsTr", "-o", out],
-    "convert": lambda ds, out, model: ["convert", ds, out],
-    "train-interactive": lambda ds, out, model: ["train-interactive", ds, "-o", out, "--budget", "1s"],
-}
 
 
 @pytest.mark.parametrize("command", sorted(WRITING_COMMANDS))
