@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from medseg.atomic import remove_stale_temporaries
 from medseg.errors import MedsegError
 from medseg.io import strip_suffix
 from medseg.io.formats import require_image_suffix as _suffix  # the same error as read_image gives
@@ -93,6 +94,7 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
     prepare_output_dir(output, inputs=inputs, overwrite=overwrite,
                        names=output_names(cases, save_probabilities=save_probabilities))
     check_inputs(cases, progress=progress)
+    remove_stale_temporaries(output, targets=output_names(cases, save_probabilities=save_probabilities))
     output = Path(output)
     written = []
     for case in track(cases, "predict", enabled=progress):

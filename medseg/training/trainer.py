@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.atomic import atomic_write
+from medseg.atomic import atomic_write, remove_stale_temporaries
 from medseg.config import Configuration, write_json_atomic
 from medseg.errors import MedsegError
 from medseg.parallel import compute_threads
@@ -108,8 +108,7 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load the last checkpoint if there is one; True when training continues from it."""
-        for stale in self.fold_dir.glob(".*.part"):  # left by a kill during a write; never a checkpoint
-            stale.unlink()
+        remove_stale_temporaries(self.fold_dir, recursive=True)  # a kill's leftovers here and in validation/
         if not self.checkpoint_path.is_file():
             return False
         saved = load_checkpoint(self.checkpoint_path)
