@@ -1,7 +1,8 @@
 """Image IO: one ``Image`` type with geometry; readers and writers chosen by file suffix."""
 
 from medseg.io.formats import SUPPORTED_SUFFIXES, image_suffix, read_image, strip_suffix, write_image
+from medseg.io.header import ImageHeader, read_header, voxel_count
 from medseg.io.image import Image, grid_differences
 
 __all__ = ["Image", "grid_differences", "read_image", "write_image", "image_suffix", "strip_suffix",
-           "SUPPORTED_SUFFIXES"]
+           "SUPPORTED_SUFFIXES", "ImageHeader", "read_header", "voxel_count"]
