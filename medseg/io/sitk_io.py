@@ -76,16 +76,26 @@ class NiftiScan:
 _NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
 
 
+_CHUNK = 1 << 22
+
+
 def scan_nifti(path: Path) -> NiftiScan:
-    """Stream a ``.nii`` / ``.nii.gz`` once (4 MiB at a time) and compare it with what its header announces."""
+    """Stream a ``.nii`` / ``.nii.gz`` once and compare it with what its header announces: 4 MiB at a time, also
+    decompressed (a few MB of gzip can hold GBs of zeros), and no further than one chunk past the announced voxel
+    data (ITK reads no more)."""
     compressed = path.name.lower().endswith(".gz")
     header = _Header()
     total = nonfinite = 0
     leftover = b""
     with open(path, "rb") as handle:
         decompressor = zlib.decompressobj(wbits=47) if compressed else None
-        while chunk := handle.read(1 << 22):
-            data = decompressor.decompress(chunk) if decompressor else chunk
+        while total < header.expected_bytes + _CHUNK:
+            if decompressor is not None and decompressor.unconsumed_tail:
+                data = decompressor.decompress(decompressor.unconsumed_tail, _CHUNK)
+            elif chunk := handle.read(_CHUNK):
+                data = decompressor.decompress(chunk, _CHUNK) if decompressor else chunk
+            else:
+                break
             start = total
             total += len(data)
             header.feed(data, start)
@@ -95,7 +105,8 @@ def scan_nifti(path: Path) -> NiftiScan:
                 values = np.frombuffer(data[:usable], dtype=header.float_dtype)
                 nonfinite += int(values.size - np.count_nonzero(np.isfinite(values)))
                 leftover = data[usable:]
-        truncated_stream = decompressor is not None and not decompressor.eof
+        truncated_stream = (decompressor is not None and not decompressor.eof
+                            and total < header.expected_bytes + _CHUNK)
     missing = max(0, header.expected_bytes - total)
     return NiftiScan(max(missing, 1) if truncated_stream else missing, nonfinite)
 
