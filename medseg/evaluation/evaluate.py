@@ -17,6 +17,7 @@ from medseg.evaluation.report import write_box_plots, write_csv, write_json
 from medseg.metrics.compute import MetricOptions, case_metrics, classes_from_labels
 from medseg.metrics.summary import summarise
 from medseg.progress import track
+from medseg.workers import die_with_parent
 
 SCHEMA_VERSION = 1
 
@@ -92,7 +93,8 @@ def _run(function, jobs: list[tuple], workers: int, description: str, progress: 
     if workers <= 1 or len(jobs) <= 1:
         return [function(*job) for job in track(jobs, description, enabled=progress)]
     results: list = [None] * len(jobs)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:  # the workers die with us, even by SIGKILL
         futures = {pool.submit(function, *job): i for i, job in enumerate(jobs)}
         try:
             for future in track(as_completed(futures), description, total=len(jobs), enabled=progress):

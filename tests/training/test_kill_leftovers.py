@@ -1,6 +1,6 @@
 """Nothing is left behind after kill -9: `medseg train`, `preprocess` and `predict` killed mid-run and run again
-leave no temporary file anywhere in their output, no worker process of the killed run survives it, and every
-file they write has the umask's mode."""
+leave no temporary file anywhere in their output, no worker process of a killed run (these, `evaluate`, any
+`map_cases`) survives it, and every file they write has the umask's mode."""
 
 from __future__ import annotations
 
@@ -204,6 +204,14 @@ def test_killed_training_resumes_and_leaves_nothing_behind(small: tuple[Path, Pa
     (fold / "validation" / "my.notes").unlink()
     assert (fold / "weights.safetensors").is_file()
     assert_umask_modes(model)
+
+
+@pytest.mark.slow
+def test_killed_evaluation_leaves_no_worker(small: tuple[Path, Path], tmp_path: Path) -> None:
+    labels = small[0] / "labelsTr"
+    command = medseg("evaluate", labels, labels, "-o", tmp_path / "eval", "--workers", "2")
+    workers = kill_when(command, lambda found: len(found) >= 2)  # its spawned pool is starting or working
+    assert_gone_soon(workers, "evaluate")
 
 
 @pytest.mark.slow
