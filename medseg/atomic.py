@@ -9,7 +9,8 @@ The naming rule (the only one; :func:`is_temporary` recognises exactly these)::
 
 The writer's process id in the name says whether a temporary is stale: its writer is no longer running, so no one
 will ever rename it (a kill -9 in the middle of a write). A temporary whose writer is alive is in flight (another
-fold trained into the same model folder, another thread) and is never touched. Names from earlier medseg versions
+fold trained into the same model folder, another thread) and is never touched (a recycled pid only delays the
+removal). Names from earlier medseg versions
 (``.<target>.<8 random [a-z0-9_]>.part<suffix>`` files, ``.<target>.partial`` folders) carry no writer and count as
 stale.
 
@@ -31,7 +32,7 @@ from typing import Callable, Collection, Iterator
 from medseg.workers import process_alive
 
 _TOKEN = r"(?:(?P<pid>\d+)-[0-9a-f]{8}|(?P<legacy>[a-z0-9_]{8}))"
-_FILE = re.compile(rf"^\.(?P<target>.+)\.{_TOKEN}\.part(?:\.[A-Za-z0-9_-]+)*$")
+_FILE = re.compile(rf"^\.(?P<target>.+)\.{_TOKEN}\.part(?:\.[^.]+)*$")
 _FOLDER = re.compile(r"^\.(?P<target>.+?)(?:\.(?P<pid>\d+)-[0-9a-f]{8})?\.partial$")
 
 
