@@ -264,7 +264,7 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
        for name in ("numtraining_not_integer", "numtraining_negative", "numtraining_not_a_number",
                     "label_value_not_integer_in_json", "channel_names_not_object", "file_ending_not_text")},
     ("predict", "missing_channel"): "with the image gone there is no case to predict in a folder of images",
-    ("predict", "nan_voxels"): "a PNG cannot hold NaN (the model of this matrix is 2D); see test_predict_nan_input",
+    ("predict", "nan_voxels"): "a PNG cannot hold NaN (the model of this matrix is 2D); see test_predict_nan_input_is_refused",
     ("predict", "nifti_4d_in_3d"): "the model of this matrix is 2D; rgb_in_grey is predict's channel mismatch",
     ("predict", "label_shifted_origin"): READS_NO_LABELS,
 }
@@ -455,3 +455,15 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
     }
     covered = set(COMMANDS) | {"evaluate"}
     assert set(CLI_COMMANDS) - set(elsewhere) - covered == set()
+
+
+def test_plan_refuses_a_fingerprint_of_another_dataset(fixtures, tmp_path):
+    runner = fixtures["runner"]
+    fingerprint = tmp_path / "fingerprint_3d.json"
+    _ok(runner.invoke(app, ["fingerprint", str(fixtures["3d"]), "-o", str(fingerprint), "--workers", "1"]))
+    out = tmp_path / "out"
+    out.mkdir()
+    result = runner.invoke(app, ["plan", str(fixtures["2d"]), "--fingerprint", str(fingerprint), "-o",
+                                 str(out / "plans.json"), "--flops", "1e10"])
+    _assert_one_clear_line(result, fingerprint.name, command="plan")
+    assert _files_under(out) == []
