@@ -10,9 +10,8 @@ The naming rule (the only one; :func:`is_temporary` recognises exactly these)::
 The writer's process id in the name says whether a temporary is stale: its writer is no longer running, so no one
 will ever rename it (a kill -9 in the middle of a write). A temporary whose writer is alive is in flight (another
 fold trained into the same model folder, another thread) and is never touched (a recycled pid only delays the
-removal). Names from earlier medseg versions
-(``.<target>.<8 random [a-z0-9_]>.part<suffix>`` files, ``.<target>.partial`` folders) carry no writer and count as
-stale.
+removal). Names from earlier medseg versions (``.<target>.<8 random [a-z0-9_]>.part<suffix>`` files,
+``.<target>.partial`` folders) carry no writer and count as stale.
 
 Modes: files are created with ``0o666`` and folders with ``0o777``, so the kernel applies the process umask (and a
 folder's default ACL) exactly as for any ``open()``/``mkdir()``; no umask is read or changed, so there is no race
