@@ -264,7 +264,8 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
        for name in ("numtraining_not_integer", "numtraining_negative", "numtraining_not_a_number",
                     "label_value_not_integer_in_json", "channel_names_not_object", "file_ending_not_text")},
     ("predict", "missing_channel"): "with the image gone there is no case to predict in a folder of images",
-    ("predict", "nan_voxels"): "a PNG cannot hold NaN (the model of this matrix is 2D); see test_predict_nan_input_is_refused",
+    ("predict", "nan_voxels"): "a PNG cannot hold NaN (the model of this matrix is 2D); "
+                               "see test_predict_nan_input_is_refused",
     ("predict", "nifti_4d_in_3d"): "the model of this matrix is 2D; rgb_in_grey is predict's channel mismatch",
     ("predict", "label_shifted_origin"): READS_NO_LABELS,
 }

@@ -27,7 +27,8 @@ def _dataset(root: Path, cases: int = 3, channels: int = 2) -> Path:
             write_image(Image(array, (2.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3)),
                         root / "imagesTr" / f"case{index}_{c:04d}.nii.gz")
         label = (rng.random((1, 4, 10, 12)) > 0.7).astype(np.uint8)
-        write_image(Image(label, (2.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3)), root / "labelsTr" / f"case{index}.nii.gz")
+        write_image(Image(label, (2.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3)),
+                    root / "labelsTr" / f"case{index}.nii.gz")
     (root / "dataset.json").write_text(json.dumps({
         "name": "Tiny", "channel_names": {str(c): f"m{c}" for c in range(channels)},
         "labels": {"background": 0, "lesion": 1}, "numTraining": cases, "file_ending": ".nii.gz"}))
