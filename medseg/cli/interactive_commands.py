@@ -21,6 +21,9 @@ def interactive(
                                                     "open and write by path; repeat for more (default: the "
                                                     "current folder)."),
     max_upload_mb: int = typer.Option(1024, "--max-upload-mb", help="Largest upload accepted, in MiB."),
+    max_image_voxels: int = typer.Option(512 ** 3, "--max-image-voxels", help="Largest image opened, in values "
+                                         "(channels x voxels) as its header declares them, checked before "
+                                         "decoding; default 512^3 (a 512x512x512 CT)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (for --model)."),
 ) -> None:
     """Segment images in the browser with clicks, boxes and scribbles; save the mask in the image's geometry."""
@@ -33,6 +36,8 @@ def interactive(
                           fix="--model MODEL_FOLDER, or --baseline random_walker to work without a trained model")
     if max_upload_mb < 1:
         raise MedsegError(f"--max-upload-mb {max_upload_mb} must be at least 1")
+    if max_image_voxels < 1:
+        raise MedsegError(f"--max-image-voxels {max_image_voxels} must be at least 1")
     if image is not None and not image.exists():
         raise MedsegError("file not found", path=image, fix="check the --image path")
     if model is not None:
@@ -50,7 +55,7 @@ def interactive(
 
     token = token or secrets.token_urlsafe(24)
     app = create_app(segmenter, token=token, allowed_roots=allow_root or [Path.cwd()], image=image,
-                     max_upload_bytes=max_upload_mb * 2**20)
+                     max_upload_bytes=max_upload_mb * 2**20, max_image_voxels=max_image_voxels)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     typer.echo(f"medseg interactive ({getattr(segmenter, 'name', 'model')}): open "
                f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/?token={token}")

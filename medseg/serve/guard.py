@@ -77,23 +77,31 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with 413: at once from ``Content-Length``, and while streaming
-    when a client sends more than it announced or no length at all (``BodyTooLarge``, which the app answers
-    with 413 when a route was reading the body)."""
+    """Refuse request bodies over their limit with 413: ``max_bytes`` for uploads (POST to ``upload_path``),
+    ``max_json_bytes`` for every other request (prompts, paths: a few KB each). At once from ``Content-Length``,
+    and while streaming when a client sends more than it announced or no length at all (``BodyTooLarge``, which
+    the app answers with 413 when a route was reading the body)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int):
+    def __init__(self, app: ASGIApp, *, max_bytes: int, max_json_bytes: int = 4 * 2**20,
+                 upload_path: str = "/api/images"):
         self.app = app
         self.max_bytes = max_bytes
+        self.max_json_bytes = max_json_bytes
+        self.upload_path = upload_path
         self.message = (f"request body over the limit of {max_bytes / 2**20:.1f} MiB (fix: start the server "
-                        "with a larger upload limit, or open the file by path)")
+                        "with a larger --max-upload-mb, or open the file by path)")
+        self.json_message = (f"request body over the limit of {max_json_bytes / 2**20:.1f} MiB for a request "
+                             "that is not an upload (fix: send fewer scribble points; upload images to "
+                             f"POST {upload_path})")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = self.message
+        upload = scope["method"] == "POST" and scope["path"] == self.upload_path
+        limit, message = (self.max_bytes, self.message) if upload else (self.max_json_bytes, self.json_message)
         length = dict(scope.get("headers", [])).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+        if length is not None and length.isdigit() and int(length) > limit:
             await send_json(send, 413, message)
             return
         received = 0
@@ -104,7 +112,7 @@ class BodyLimit:
             event = await receive()
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise BodyTooLarge(message)
             return event
 

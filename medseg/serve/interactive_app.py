@@ -1,5 +1,8 @@
 """The HTTP app behind ``medseg interactive``: one static page and a JSON API over ``InteractiveSession`` (no model
-logic here). Every request needs the token (``guard.TokenGuard``); uploads are size-limited and never unpickled.
+logic here). Every request needs the token (``guard.TokenGuard``); request bodies are size-limited while they stream
+(``guard.BodyLimit``), images are refused from their header before decoding when they declare more than
+``max_image_voxels`` values (``limits.ImageReader``, 413), and uploads are never unpickled. What runs
+concurrently, and what waits for what, is said in ``store``.
 
     GET  /                                      the page (GET /?token=T sets the cookie and redirects here)
     GET  /api/images                            open images
@@ -15,18 +18,15 @@ logic here). Every request needs the token (``guard.TokenGuard``); uploads are s
     POST /api/images/{id}/save     {"path"}     write the mask under the allowed roots
     GET  /api/images/{id}/mask-file[?suffix=]   the mask file, in the image's geometry, for download
 
-Coordinates are ``(row, col)`` pixels of the slice, as in ``medseg.interactive.prompts``.
+Coordinates are ``(row, col)`` pixels of the slice, as in ``medseg.interactive.prompts``. User errors are 400 (a
+bad path, slice or prompt), 403 (outside the roots), 404 (unknown image), 413 (too large), 422 (malformed JSON).
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 import time
-import uuid
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional, Union
 
@@ -34,7 +34,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
@@ -42,69 +42,20 @@ from medseg.errors import MedsegError
 from medseg.interactive.prompts import Box, Click, Prompt, Scribble
 from medseg.interactive.segmenter import Segmenter
 from medseg.interactive.session import InteractiveSession
-from medseg.io import Image, image_suffix, read_image, strip_suffix
-from medseg.serve.encoding import mask_rle, png_bytes
+from medseg.io import image_suffix
 from medseg.serve.guard import BodyLimit, BodyTooLarge, TokenGuard
+from medseg.serve.limits import DEFAULT_MAX_IMAGE_VOXELS, ImageReader, ImageTooLarge, parse_path, path_kind
+from medseg.serve.store import OpenImage, SessionFactory, SessionStore
 
 STATIC = Path(__file__).parent / "static"
 UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".nrrd", ".mha")
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".nrrd", ".mha")  # one file each
 DEFAULT_MAX_UPLOAD_BYTES = 1024 * 2**20
-SessionFactory = Callable[[], InteractiveSession]
-
-
-@dataclass
-class OpenImage:
-    """One opened image: its session, the name it came with, and a lock (requests run in a thread pool)."""
-
-    id: str
-    name: str
-    suffix: str  # of the source file; "" for a DICOM folder
-    session: InteractiveSession
-    lock: threading.Lock
-
-    def info(self) -> dict:
-        image = self.session.image
-        return {"id": self.id, "name": self.name, "ndim": image.ndim, "channels": image.num_channels,
-                "spatial_shape": list(image.spatial_shape), "slice_shape": list(self.session.slice_shape),
-                "num_slices": self.session.num_slices, "spacing": list(image.spacing),
-                "mask_name": self.mask_name()}
-
-    def mask_name(self, suffix: str | None = None) -> str:
-        """``<name>_mask<suffix>``; by default the source's format, PNG for lossy rasters, NIfTI for DICOM."""
-        if suffix is None:
-            suffix = {".jpg": ".png", ".jpeg": ".png", ".bmp": ".png", "": ".nii.gz"}.get(self.suffix, self.suffix)
-        return f"{strip_suffix(self.name)}_mask{suffix}"
-
-
-class SessionStore:
-    """The open images, newest last; opening one more than ``capacity`` forgets the oldest."""
-
-    def __init__(self, factory: SessionFactory, capacity: int = 4):
-        self.factory = factory
-        self.capacity = capacity
-        self._images: OrderedDict[str, OpenImage] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def open(self, image: Image, name: str, suffix: str) -> OpenImage:
-        session = self.factory()
-        session.set_image(image)
-        entry = OpenImage(uuid.uuid4().hex[:12], name, suffix, session, threading.Lock())
-        with self._lock:
-            self._images[entry.id] = entry
-            while len(self._images) > self.capacity:
-                self._images.popitem(last=False)
-        return entry
-
-    def get(self, image_id: str) -> OpenImage:
-        with self._lock:
-            if image_id not in self._images:
-                raise HTTPException(404, f"no open image '{image_id}' (it was closed or the server restarted: "
-                                         "open the image again)")
-            return self._images[image_id]
-
-    def list(self) -> list[OpenImage]:
-        with self._lock:
-            return list(self._images.values())
+MAX_SCRIBBLE_POINTS = 20_000
+# Slice embeddings kept per open image: the default model's is 1 MiB (five levels at a 128 grid); a page works on
+# many slices of a volume (and several clients on one image), and a miss costs the encoder, 10-30x the decoder.
+EMBEDDING_CACHE = 64
+Point = tuple[float, float]
 
 
 class PathRequest(BaseModel):
@@ -124,10 +75,10 @@ class PromptRequest(BaseModel):
     slice: int = 0
     type: Literal["click", "box", "scribble"]
     positive: bool = True
-    point: Optional[tuple[float, float]] = None
-    start: Optional[tuple[float, float]] = None
-    stop: Optional[tuple[float, float]] = None
-    points: Optional[list[tuple[float, float]]] = None
+    point: Optional[Point] = None
+    start: Optional[Point] = None
+    stop: Optional[Point] = None
+    points: Optional[list[Point]] = Field(None, max_length=MAX_SCRIBBLE_POINTS)
 
     def prompt(self) -> Prompt:
         if self.type == "click":
@@ -144,26 +95,35 @@ class PromptRequest(BaseModel):
 
 
 def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_roots: list[Path] | None = None,
-               image: Path | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:
+               image: Path | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               max_image_voxels: int = DEFAULT_MAX_IMAGE_VOXELS) -> FastAPI:
     """The app for a segmenter (one ``InteractiveSession`` per opened image) or a factory of sessions.
 
     ``allowed_roots``: folders whose files may be opened and written by path (none when None: upload and
-    download only). ``image``: a file to open at start (it need not lie under the roots).
+    download only). ``image``: a file to open at start (it need not lie under the roots; ``ImageTooLarge``, a
+    ``MedsegError``, when its header declares more than ``max_image_voxels`` values). ``max_upload_bytes``: the
+    largest upload body. The open images together keep at most ``8 * max_image_voxels`` bytes of arrays (older
+    ones are closed), beside the newest.
     """
-    factory = (lambda: InteractiveSession(source)) if _is_segmenter(source) else source
+    factory = (lambda: InteractiveSession(source, cache_size=EMBEDDING_CACHE)) if _is_segmenter(source) else source
     roots = [Path(root).resolve() for root in allowed_roots or []]
-    store = SessionStore(factory)
+    reader = ImageReader(max_image_voxels)
+    store = SessionStore(factory, max_bytes=8 * reader.max_voxels)
     app = FastAPI(title="medseg interactive", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TokenGuard, token=token)
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if image is not None:
         image = Path(image)
-        store.open(read_image(image), image.name, image_suffix(image) or "")
+        store.open(reader.read(image), image.name, image_suffix(image) or "")
 
     @app.exception_handler(MedsegError)
     async def user_error(request: Request, error: MedsegError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @app.exception_handler(ImageTooLarge)
+    async def image_too_large(request: Request, error: ImageTooLarge) -> JSONResponse:
+        return JSONResponse({"detail": str(error), "max_image_voxels": reader.max_voxels}, status_code=413)
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
@@ -185,7 +145,7 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
             file = form.get("file")
             if not isinstance(file, StarletteUploadFile):
                 raise MedsegError("the upload has no file", fix="send multipart/form-data with the file in 'file'")
-            entry = await run_in_threadpool(_open_upload, store, file)
+            entry = await run_in_threadpool(_open_upload, store, reader, file)
         finally:
             await form.close()
         return entry.info()
@@ -193,10 +153,15 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
     @app.post("/api/images/open")
     def open_path(request: PathRequest) -> dict:
         path = _inside_roots(request.path, roots, "open")
-        if not path.is_dir() and image_suffix(path) not in UPLOAD_SUFFIXES:
+        kind = path_kind(path)
+        if kind in ("missing", "other"):
+            raise MedsegError("file not found" if kind == "missing" else "not a regular file or a folder",
+                              path=path, fix="open an image file or a DICOM folder")
+        if kind == "file" and image_suffix(path) not in UPLOAD_SUFFIXES:
             raise MedsegError("not an accepted image type", path=path,
                               fix=f"open one of {', '.join(UPLOAD_SUFFIXES)} or a DICOM folder")
-        return store.open(read_image(path), path.name, "" if path.is_dir() else image_suffix(path)).info()
+        entry = store.open(reader.read(path), path.name, "" if kind == "folder" else image_suffix(path))
+        return entry.info()
 
     @app.get("/api/images/{image_id}")
     def image_info(image_id: str) -> dict:
@@ -204,27 +169,23 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
 
     @app.get("/api/images/{image_id}/slices/{index}/image.png")
     def slice_png(image_id: str, index: int) -> Response:
-        entry = store.get(image_id)
-        with entry.lock:
-            pixels = entry.session.display_slice(index)
-        return Response(png_bytes(pixels), media_type="image/png", headers={"cache-control": "private, max-age=600"})
+        return Response(store.get(image_id).slice_png(index), media_type="image/png",
+                        headers={"cache-control": "private, max-age=600"})
 
     @app.get("/api/images/{image_id}/slices/{index}/mask")
     def slice_mask(image_id: str, index: int) -> dict:
-        entry = store.get(image_id)
-        with entry.lock:
-            return _mask_state(entry.session, index)
+        return store.get(image_id).mask_state(index)
 
     @app.post("/api/images/{image_id}/prompts")
     def add_prompt(image_id: str, request: PromptRequest) -> dict:
         entry = store.get(image_id)
         prompt = request.prompt()
+        index = entry.check_slice(request.slice)
         with entry.lock:
             start = time.perf_counter()
-            entry.session.add(prompt, request.slice)
+            entry.session.add(prompt, index)
             total_ms = (time.perf_counter() - start) * 1000
-            return {**_mask_state(entry.session, request.slice), "predict_ms": entry.session.last_latency_ms,
-                    "total_ms": total_ms}
+            return {**entry.publish(index), "predict_ms": entry.session.last_latency_ms, "total_ms": total_ms}
 
     @app.post("/api/images/{image_id}/undo")
     def undo(image_id: str, request: SliceRequest) -> dict:
@@ -237,79 +198,78 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
     @app.post("/api/images/{image_id}/propagate")
     def propagate(image_id: str, request: PropagateRequest) -> dict:
         entry = store.get(image_id)
+        index = entry.check_slice(request.slice)
         with entry.lock:
             start = time.perf_counter()
-            filled = entry.session.propagate(request.slice, request.max_distance)
+            filled = entry.session.propagate(index, request.max_distance)
             total_ms = (time.perf_counter() - start) * 1000
-        return {"slice": request.slice, "filled": filled, "total_ms": total_ms,
+            entry.publish(*filled)
+        return {"slice": index, "filled": filled, "total_ms": total_ms,
                 "ms_per_slice": total_ms / len(filled) if filled else None}
 
     @app.post("/api/images/{image_id}/save")
     def save(image_id: str, request: PathRequest) -> dict:
         entry = store.get(image_id)
         path = _inside_roots(request.path, roots, "write")
-        if path.is_dir():
+        if path_kind(path) == "folder":
             path = path / entry.mask_name()
-        with entry.lock:
-            written = entry.session.save(path)
+        written = _write_mask(entry, path)
         return {"path": str(written), "shape": list(entry.session.image.spatial_shape)}
 
     @app.get("/api/images/{image_id}/mask-file")
     def mask_file(image_id: str, suffix: Optional[str] = None) -> FileResponse:
         entry = store.get(image_id)
-        if suffix is not None and image_suffix(f"x{suffix}") != suffix.lower():
-            raise MedsegError(f"unknown mask format '{suffix}'", fix="use e.g. .png, .nii.gz, .nrrd or .mha")
-        name = entry.mask_name(suffix)
+        if suffix is not None and suffix.lower() not in MASK_SUFFIXES:
+            raise MedsegError(f"unknown mask format '{suffix[:40]}'", fix=f"use one of {', '.join(MASK_SUFFIXES)}")
+        name = entry.mask_name(suffix and suffix.lower())
         folder = Path(tempfile.mkdtemp(prefix="medseg-mask-"))
-        with entry.lock:
-            written = entry.session.save(folder / name)
+        try:
+            written = _write_mask(entry, folder / name)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return FileResponse(written, filename=name, media_type="application/octet-stream",
                             background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
 
     return app
 
 
-def _open_upload(store: SessionStore, file: StarletteUploadFile) -> OpenImage:
-    """Read an uploaded image (by the suffix of its name, never unpickling) and open a session on it."""
+def _open_upload(store: SessionStore, reader: ImageReader, file: StarletteUploadFile) -> OpenImage:
+    """Read an uploaded image (by the suffix of its name, header first, never unpickling) and open a session."""
     name = Path(file.filename or "").name
     suffix = image_suffix(name)
     if suffix not in UPLOAD_SUFFIXES:
-        raise MedsegError(f"cannot open '{name or 'the upload'}': not an accepted image type",
+        raise MedsegError(f"cannot open '{name[:200] or 'the upload'}': not an accepted image type",
                           fix=f"upload one of {', '.join(UPLOAD_SUFFIXES)}")
     with tempfile.TemporaryDirectory(prefix="medseg-upload-") as folder:
         temporary = Path(folder) / f"upload{suffix}"
         with open(temporary, "wb") as stream:
             shutil.copyfileobj(file.file, stream, 2**20)
-        try:
-            image = read_image(temporary)
-        except MedsegError as error:
-            raise MedsegError(str(error).replace(str(temporary), name)) from None
+        image = reader.read(temporary, name=name)
     return store.open(image, name, suffix)
 
 
 def _edit_slice(entry: OpenImage, edit: Callable[[InteractiveSession, int], object], index: int) -> dict:
+    index = entry.check_slice(index)
     with entry.lock:
         edit(entry.session, index)
-        return _mask_state(entry.session, index)
+        return entry.publish(index)
 
 
-def _mask_state(session: InteractiveSession, index: int) -> dict:
-    mask = session.slice_mask(index)
-    prompts = [_prompt_json(p) for p in session.prompts(index).prompts]
-    return {"slice": index, "area": int(mask.sum()), "prompts": prompts, "mask": mask_rle(mask)}
-
-
-def _prompt_json(prompt: Prompt) -> dict:
-    if isinstance(prompt, Click):
-        return {"type": "click", "positive": prompt.positive, "point": list(prompt.point)}
-    if isinstance(prompt, Box):
-        return {"type": "box", "start": list(prompt.start), "stop": list(prompt.stop)}
-    return {"type": "scribble", "positive": prompt.positive, "points": [list(p) for p in prompt.points]}
+def _write_mask(entry: OpenImage, path: Path) -> Path:
+    """The session's mask written to ``path`` (under the image's lock: a propagation may be changing it)."""
+    try:
+        with entry.lock:
+            return entry.session.save(path)
+    except OSError as error:
+        raise MedsegError(f"cannot write the mask ({error.strerror or error})", path=path,
+                          fix="choose a writable folder, and a name that is not an existing folder") from None
 
 
 def _inside_roots(text: str, roots: list[Path], action: str) -> Path:
-    """The resolved ``text``; 403 unless it lies under one of ``roots`` (links resolved first)."""
-    path = Path(text).expanduser().resolve()
+    """The resolved ``text``; 400 when it is no path, 403 unless it lies under one of ``roots`` (links resolved
+    first)."""
+    path = parse_path(text)
     if not any(path == root or path.is_relative_to(root) for root in roots):
         where = ", ".join(str(r) for r in roots) or "nowhere: the server was started without allowed roots"
         raise HTTPException(403, f"{path}: the server may {action} files only under {where} (fix: use a path "

@@ -1,0 +1,142 @@
+"""The images the interactive server holds open, and what each one can answer without waiting for its model.
+
+Concurrency: requests run in the server's thread pool. Each open image has one lock, held only while its session
+changes (a prompt runs the model, undo, reset, propagate, save). Reading never takes it: the slice picture comes
+from the image, which does not change once open, and the slice masks from ``OpenImage.states``, the last committed
+answer per slice (published under the lock, read as one dictionary lookup). So the picture and the mask of any
+slice never queue behind a prompt, and prompts on different images run at the same time.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from fastapi import HTTPException
+
+from medseg.errors import MedsegError
+from medseg.interactive.prompts import Box, Click, Prompt
+from medseg.interactive.session import InteractiveSession
+from medseg.io import Image, strip_suffix
+from medseg.serve.encoding import mask_rle, png_bytes
+
+SessionFactory = Callable[[], InteractiveSession]
+
+
+@dataclass
+class OpenImage:
+    """One opened image: its session, the name it came with, the edit lock and the published slice states."""
+
+    id: str
+    name: str
+    suffix: str  # of the source file; "" for a DICOM folder
+    session: InteractiveSession
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    states: dict[int, dict] = field(default_factory=dict)  # slice -> ``mask_state`` JSON; absent: empty slice
+
+    def info(self) -> dict:
+        image = self.session.image
+        return {"id": self.id, "name": self.name, "ndim": image.ndim, "channels": image.num_channels,
+                "spatial_shape": list(image.spatial_shape), "slice_shape": list(self.session.slice_shape),
+                "num_slices": self.session.num_slices, "spacing": list(image.spacing),
+                "mask_name": self.mask_name()}
+
+    def mask_name(self, suffix: str | None = None) -> str:
+        """``<name>_mask<suffix>``; by default the source's format, PNG for lossy rasters, NIfTI for DICOM."""
+        if suffix is None:
+            suffix = {".jpg": ".png", ".jpeg": ".png", ".bmp": ".png", "": ".nii.gz"}.get(self.suffix, self.suffix)
+        return f"{strip_suffix(self.name)}_mask{suffix}"
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.session.image.array.nbytes)
+
+    def check_slice(self, index: int) -> int:
+        """``index`` when the image has that slice; ``MedsegError`` (400) otherwise."""
+        count = self.session.num_slices
+        if not 0 <= index < count:
+            raise MedsegError(f"slice {index} does not exist, the image has {count} slice(s)",
+                              fix=f"use 0..{count - 1}")
+        return index
+
+    def slice_png(self, index: int) -> bytes:
+        """The PNG of a slice for display (grey as one channel: a third of the encoding work). No lock."""
+        pixels = self.session.display_slice(self.check_slice(index))
+        image = self.session.image
+        if not (image.ndim == 2 and image.num_channels in (3, 4)):
+            pixels = pixels[..., 0]  # display_slice repeats the grey channel three times
+        return png_bytes(pixels)
+
+    def mask_state(self, index: int) -> dict:
+        """The last committed mask and prompts of a slice. No lock."""
+        state = self.states.get(self.check_slice(index))
+        if state is not None:
+            return state
+        height, width = self.session.slice_shape
+        return {"slice": index, "area": 0, "prompts": [], "mask": {"shape": [height, width],
+                                                                   "counts": [height * width]}}
+
+    def publish(self, *indices: int) -> dict:
+        """Commit the session's current state of ``indices`` to ``states`` (call with ``lock`` held); returns the
+        first one's."""
+        for index in indices:
+            mask = self.session.slice_mask(index)
+            if mask.any() or self.session.prompts(index).prompts:
+                self.states[index] = _state_json(self.session, index, mask)
+            else:
+                self.states.pop(index, None)
+        return self.mask_state(indices[0]) if indices else {}
+
+
+class SessionStore:
+    """The open images, newest last. Opening one more forgets the oldest while more than ``capacity`` are open or
+    their arrays hold more than ``max_bytes`` together (the newest always stays)."""
+
+    def __init__(self, factory: SessionFactory, capacity: int = 4, max_bytes: int | None = None):
+        self.factory = factory
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._images: OrderedDict[str, OpenImage] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def open(self, image: Image, name: str, suffix: str) -> OpenImage:
+        session = self.factory()
+        session.set_image(image)
+        entry = OpenImage(uuid.uuid4().hex[:12], name, suffix, session)
+        with self._lock:
+            self._images[entry.id] = entry
+            while len(self._images) > 1 and (len(self._images) > self.capacity or self._over_budget()):
+                self._images.popitem(last=False)
+        return entry
+
+    def get(self, image_id: str) -> OpenImage:
+        with self._lock:
+            entry = self._images.get(image_id)
+        if entry is None:
+            raise HTTPException(404, f"no open image '{image_id[:64]}' (it was closed or the server restarted: "
+                                     "open the image again)")
+        return entry
+
+    def list(self) -> list[OpenImage]:
+        with self._lock:
+            return list(self._images.values())
+
+    def _over_budget(self) -> bool:
+        return self.max_bytes is not None and sum(e.nbytes for e in self._images.values()) > self.max_bytes
+
+
+def _state_json(session: InteractiveSession, index: int, mask: np.ndarray) -> dict:
+    prompts = [_prompt_json(p) for p in session.prompts(index).prompts]
+    return {"slice": index, "area": int(mask.sum()), "prompts": prompts, "mask": mask_rle(mask)}
+
+
+def _prompt_json(prompt: Prompt) -> dict:
+    if isinstance(prompt, Click):
+        return {"type": "click", "positive": prompt.positive, "point": list(prompt.point)}
+    if isinstance(prompt, Box):
+        return {"type": "box", "start": list(prompt.start), "stop": list(prompt.stop)}
+    return {"type": "scribble", "positive": prompt.positive, "points": [list(p) for p in prompt.points]}
