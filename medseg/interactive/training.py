@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from medseg.atomic import atomic_write
+from medseg.atomic import atomic_write, remove_stale_temporaries
 from medseg.config import write_json_atomic
 from medseg.errors import MedsegError
 from medseg.interactive.model import PromptableConfig, PromptableUNet
@@ -125,6 +125,7 @@ class InteractiveTrainer:
                                  self.config.budget_seconds, self.max_steps)
 
     def resume(self) -> bool:
+        remove_stale_temporaries(self.output)  # a kill's leftovers (temporaries whose writer is gone)
         if not self.checkpoint_path.is_file():
             return False
         state = load_checkpoint(self.checkpoint_path)
