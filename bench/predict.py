@@ -193,7 +193,7 @@ def _memory_model(folder: Path, patch: list[int]) -> None:
 
     from medseg.config import Configuration, DatasetSpec, Normalization, Plan
     from medseg.nets.plan_unet import PlanUNet
-    from medseg.training.model_folder import ModelInfo, write_model_info
+    from medseg.config.model_folder import ModelSpec, plan_network_spec, write_segmentation_model
 
     network = _network_config([2, 4], 1, 3, kernel=1)  # 1x1x1 convolutions: cheap, and memory is not the network's
     config = Configuration(name="3d_fullres", spatial_dims=3, target_spacing=[1.0, 0.8, 0.8], median_shape=[],
@@ -202,8 +202,8 @@ def _memory_model(folder: Path, patch: list[int]) -> None:
                            estimated_step_seconds=0.0, num_iterations=0)
     labels = {"background": 0, "body": 1, "organ": 2}
     plan = Plan("ct_like", ["CT"], labels, "cpu", None, 0, {}, {"3d_fullres": config})
-    write_model_info(folder, ModelInfo("3d_fullres", network, [0, 1, 2]), plan,
-                     DatasetSpec("ct_like", ["CT"], labels, ".nii"))
+    write_segmentation_model(folder, ModelSpec("segmentation", plan_network_spec(network), [0, 1, 2], "3d_fullres"),
+                             plan, DatasetSpec("ct_like", ["CT"], labels, ".nii"))
     torch.manual_seed(0)
     (folder / "fold_0").mkdir()
     save_file(PlanUNet.from_config(network).state_dict(), str(folder / "fold_0" / "weights.safetensors"))

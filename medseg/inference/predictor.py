@@ -105,21 +105,22 @@ class Predictor:
     def from_folder(cls, model: str | Path, *, folds: Sequence[int | str] | None = None, device: str = "cpu",
                     tta: bool = True, **options) -> "Predictor":
         """Load ``model``'s folds (default: every fold with weights) and its post-processing decision."""
-        from medseg.training.model_folder import available_folds, load_network, read_model_info
+        from medseg.config.model_folder import available_folds, read_segmentation_model
+        from medseg.nets.from_folder import load_network
 
         model = Path(model)
         if not model.is_dir():
             raise MedsegError("model folder not found", path=model, fix="pass the folder that medseg train wrote")
-        info, plan, _ = read_model_info(model)
-        if info.configuration not in plan.configurations:
-            raise MedsegError(f"configuration {info.configuration!r} is not in plans.json", path=model,
+        spec, plan, _ = read_segmentation_model(model)
+        if spec.configuration not in plan.configurations:
+            raise MedsegError(f"configuration {spec.configuration!r} is not in plans.json", path=model,
                               fix="the model folder is inconsistent; retrain")
         chosen = [str(f) for f in folds] if folds else available_folds(model)
         if not chosen:
             raise MedsegError("no fold has weights", path=model, fix="train at least one fold first")
-        networks = [load_network(model, fold, device=device) for fold in chosen]
+        networks = [load_network(model, fold, device=device, spec=spec) for fold in chosen]
         options.setdefault("postprocess_labels", read_postprocessing(model))
-        return cls(networks, plan.configurations[info.configuration], info.label_values, tta=tta, device=device,
+        return cls(networks, plan.configurations[spec.configuration], spec.label_values, tta=tta, device=device,
                    **options)
 
     @property

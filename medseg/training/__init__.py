@@ -1,1 +1,2 @@
-"""Training: the budget-driven trainer, checkpoints, cross-validation splits, the model folder."""
+"""Training: the one trainer (tasks, callbacks, the budget-driven schedule), checkpoints, cross-validation splits,
+and `train` end to end."""

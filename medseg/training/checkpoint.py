@@ -22,10 +22,3 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as error:  # a foreign or damaged file: never fall back to full unpickling
         raise MedsegError(f"cannot read checkpoint ({str(error).splitlines()[0][:200]})", path=path,
                           fix="delete it to start the fold again") from None
-
-
-def save_weights(network: torch.nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    atomic_write(path, lambda temporary: save_file(tensors, str(temporary)), durable=True)

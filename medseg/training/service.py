@@ -5,12 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from medseg.config import Plan, read_json, write_json_atomic
+from dataclasses import fields
+from typing import Any
+
+from medseg.config import Configuration, Plan, read_json, write_json_atomic
+from medseg.config.model_folder import (ModelSpec, WeightsCard, fold_folder, plan_network_spec, read_model_spec,
+                                        write_model_spec, write_segmentation_model)
+from medseg.config.train_config import TrainConfig
 from medseg.data.layout import open_dataset
 from medseg.errors import MedsegError
-from medseg.training.model_folder import ModelInfo, fold_folder, write_model_info
+from medseg.training.segmentation_task import SegmentationOptions, SegmentationTask
 from medseg.training.splits import fold_cases, load_or_make_splits
-from medseg.training.trainer import Trainer, TrainConfig, TrainState
+from medseg.training.trainer import Trainer, TrainState
 
 
 PLANNED_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")  # names the planner can make
@@ -55,26 +61,73 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     if label_values != list(range(len(label_values))) and max(label_values) > 255:
         raise MedsegError(f"label values {label_values} above 255", fix="relabel to 0..N-1")
     check_dataset_for_plan(data, plan, plans_path=plan_path if plan_path.is_file() else None, progress=progress)
-    write_model_info(model_dir, ModelInfo(configuration, config.network, label_values), plan, data.spec)
+    write_segmentation_model(model_dir, _model_spec(model_dir, config, label_values, data, plan), plan, data.spec)
     cache_root = Path(preprocessed) if preprocessed is not None else model_dir / "preprocessed"
     preprocess_dataset(dataset, plan, configuration, cache_root, progress=progress, checked=True)
     groups = read_json(groups_file) if groups_file else None
     case_ids = [c.case_id for c in data.cases]
     splits = load_or_make_splits(model_dir / "splits.json", case_ids, mode=split_mode, groups=groups)
     train_cases, val_cases = fold_cases(splits, fold, case_ids)
-    options = dict(train_config or {})
-    options.update(configuration=configuration, fold=fold, budget_seconds=budget_seconds if budget_seconds is not None
-                   else plan.budget_seconds)
-    trainer = Trainer(configuration=config, cache_dir=cache_root / configuration, fold_dir=fold_dir,
-                      train_cases=train_cases, val_cases=val_cases, label_values=label_values,
-                      config=TrainConfig(**options))
+    run_config = segmentation_train_config(train_config or {}, configuration=configuration, fold=fold,
+                                           budget_seconds=budget_seconds if budget_seconds is not None
+                                           else plan.budget_seconds)
+    task = SegmentationTask(configuration=config, cache_dir=cache_root / configuration, train_cases=train_cases,
+                            val_cases=val_cases, label_values=label_values,
+                            options=SegmentationOptions.from_dict(run_config.task_options), seed=run_config.seed,
+                            num_workers=run_config.num_workers, device=run_config.device)
+    import torch
+
+    from medseg.nets.from_folder import build_network
+
+    torch.manual_seed(run_config.seed)
+    trainer = Trainer(build_network(read_model_spec(model_dir)), task, run_config, fold_dir)
     resumed = trainer.resume() if resume else False
     state = trainer.run(progress=progress)
     write_json_atomic({"train": train_cases, "val": val_cases}, fold_dir / "cases.json")
     validation = None
     if validate and fold != "all":
         validation = predict_validation(model_dir, fold, data, val_cases, progress=progress)
+    _record_fold(model_dir, fold, state, len(train_cases), validation)
     return TrainResult(model_dir, fold_dir, state, resumed, validation)
+
+
+def segmentation_train_config(options: dict[str, Any], *, configuration: str, fold: str,
+                              budget_seconds: float | None) -> TrainConfig:
+    """A segmentation run's ``TrainConfig`` from flat options: ``TrainConfig`` fields and ``SegmentationOptions``
+    fields (``loss``, ``validation_batches``, ``augmentation``) side by side; None values keep the defaults."""
+    options = {k: v for k, v in options.items() if v is not None}
+    task_keys = {f.name for f in fields(SegmentationOptions)}
+    config_keys = {f.name for f in fields(TrainConfig)} - {"task", "task_options", "schema_version"}
+    unknown = sorted(set(options) - task_keys - config_keys)
+    if unknown:
+        raise MedsegError(f"unknown training option(s) {unknown}", fix=f"use some of {sorted(task_keys | config_keys)}")
+    task_options = SegmentationOptions(configuration=configuration, fold=fold,
+                                       **{k: v for k, v in options.items() if k in task_keys})
+    return TrainConfig(task="segmentation", budget_seconds=budget_seconds, task_options=task_options.to_dict(),
+                       **{k: v for k, v in options.items() if k in config_keys})
+
+
+def _model_spec(model_dir: Path, config: Configuration, label_values: list[int], data, plan: Plan) -> ModelSpec:
+    """The folder's ``ModelSpec``: kept (with its card's per-fold figures) when the folder already has one for
+    the same network, else new."""
+    network = plan_network_spec(config.network)
+    if (model_dir / "model.json").is_file():
+        previous = read_model_spec(model_dir)
+        if previous.network == network and previous.configuration == config.name:
+            return previous
+    card = WeightsCard.now(training_data=[data.spec.name or data.root.name], training_cases=len(data.cases),
+                           budget_seconds=plan.budget_seconds)
+    return ModelSpec("segmentation", network, label_values, config.name, card)
+
+
+def _record_fold(model_dir: Path, fold: str, state: TrainState, train_cases: int,
+                 validation: dict[str, float] | None) -> None:
+    """The fold's figures on the weights card: steps, time, training cases and its validation cases' Dice."""
+    spec = read_model_spec(model_dir)
+    spec.card.figures[f"fold_{fold}"] = {"steps": state.iteration, "train_seconds": round(state.elapsed, 1),
+                                         "train_cases": train_cases, "validation_dice": validation}
+    spec.card.steps = sum(f.get("steps", 0) for f in spec.card.figures.values() if isinstance(f, dict))
+    write_model_spec(model_dir, spec)
 
 
 def _check_arguments(data, configuration: str, fold: str, *, model_dir: Path, plan_path: Path, plans_given: bool,
@@ -122,6 +175,7 @@ def predict_validation(model_dir: Path, fold: str, data, val_cases: list[str], *
     from medseg.inference import Predictor
     from medseg.inference.ensemble import save_probabilities
     from medseg.io import write_image
+    from medseg.metrics import confusion, dice
     from medseg.progress import track
 
     predictor = Predictor.from_folder(model_dir, folds=[fold])
@@ -135,10 +189,9 @@ def predict_validation(model_dir: Path, fold: str, data, val_cases: list[str], *
         save_probabilities(folder / f"{case_id}.npz", probabilities.array, predictor.label_values)
         reference = data.read_label(case).array[0]
         for value in foreground:
-            p, r = labels.array[0] == value, reference == value
-            denominator = int(p.sum()) + int(r.sum())
-            if denominator:
-                scores[value].append(2.0 * int((p & r).sum()) / denominator)
+            counts = confusion(labels.array[0] == value, reference == value)
+            if counts.n_pred or counts.n_ref:  # a label absent from both says nothing about the model
+                scores[value].append(dice(counts))
     summary = {str(v): float(np.mean(d)) if d else float("nan") for v, d in scores.items()}
     write_json_atomic({"mean_dice": summary, "cases": val_cases}, fold_folder(model_dir, fold) / "validation.json")
     return summary

@@ -1,9 +1,11 @@
-"""The budget-driven trainer: the plan's network, deep supervision, Dice + CE, SGD (Nesterov 0.99) or AdamW,
-a learning rate that decays with the fraction of the time budget spent, checkpoints every epoch, resume.
+"""The one trainer: a network, a task that supplies the batches and the loss of a step, a ``TrainConfig``, and
+callbacks (checkpoint, training log, curves, final weights). Every kind of model medseg trains goes through it.
 
 The schedule's clock is ``fraction = max(wall time used / budget, steps done / max steps)``: learning rate
 ``lr0 * (1 - fraction) ** 0.9``, and training ends at ``fraction = 1``, so any budget ends with a fully decayed
-model. Wall time is counted across resumes (it is stored in the checkpoint).
+model. Every ``iterations_per_epoch`` steps the task validates and the callbacks run (a checkpoint among them);
+wall time is counted across resumes (it is stored in the checkpoint), so ``resume()`` after a kill -9 continues
+the same schedule. A non-finite loss stops training with a clear error instead of saving a broken model.
 """
 
 from __future__ import annotations
@@ -12,43 +14,49 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
-from medseg.atomic import atomic_write, remove_stale_temporaries
-from medseg.config import Configuration, write_json_atomic
+from medseg.atomic import remove_stale_temporaries
+from medseg.config import write_json_atomic
+from medseg.config.train_config import TrainConfig
 from medseg.errors import MedsegError
 from medseg.parallel import compute_threads
 from medseg.progress import FractionBar
-from medseg.training.checkpoint import load_checkpoint, save_checkpoint
-from medseg.training.model_folder import write_fold_weights
+from medseg.training.callbacks import default_callbacks
+from medseg.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainConfig:
-    """Options of one training run (saved as ``fold_K/train_config.json``)."""
+class TrainingTask(Protocol):
+    """What is trained: batches, the loss of one batch, and validation figures.
 
-    configuration: str
-    fold: str = "0"
-    budget_seconds: float | None = None
-    max_iterations: int | None = None  # default: no step limit under a budget, else the plan's num_iterations
-    iterations_per_epoch: int = 50
-    validation_batches: int = 8
-    optimizer: str = "sgd"
-    learning_rate: float | None = None  # sgd 1e-2, adamw 1e-3
-    weight_decay: float = 3e-5
-    loss: str = "nnunet_dice_ce"
-    num_workers: int = 1
-    seed: int = 0
-    device: str = "cpu"
-    augmentation: dict[str, Any] | None = None  # AugmentationConfig fields; None = the defaults for the patch
+    ``batches(epoch, count)`` yields ``count`` batches for epoch ``epoch`` (its randomness seeded by the epoch, so
+    a resumed run draws what an uninterrupted one would have); ``loss(network, batch)`` runs the network in train
+    mode and returns the scalar loss; ``validate(network)`` returns JSON-friendly figures for the history (a list
+    value is one figure per class); ``default_iterations`` is the step count without a budget.
+    """
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    name: str
+    default_iterations: int
+
+    def batches(self, epoch: int, count: int) -> Iterable[Any]: ...
+
+    def loss(self, network: nn.Module, batch: Any) -> torch.Tensor: ...
+
+    def validate(self, network: nn.Module) -> dict[str, Any]: ...
+
+
+class Callback(Protocol):
+    """Called by the trainer after every epoch and once at the end (either method may be a no-op)."""
+
+    def on_epoch_end(self, trainer: "Trainer") -> None: ...
+
+    def on_train_end(self, trainer: "Trainer") -> None: ...
 
 
 @dataclass
@@ -68,181 +76,123 @@ def poly_learning_rate(initial: float, fraction: float, exponent: float = 0.9) -
     return initial * max(0.0, 1.0 - fraction) ** exponent
 
 
+def build_optimizer(network: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum 0.99 (nnU-Net) or AdamW, at the config's initial learning rate."""
+    lr = config.initial_learning_rate
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(network.parameters(), lr=lr, momentum=0.99, nesterov=True,
+                               weight_decay=config.weight_decay)
+    return torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=config.weight_decay)
+
+
 class Trainer:
-    """Trains one fold of one configuration into ``fold_dir`` from the cache at ``cache_dir``."""
+    """Trains ``network`` on ``task`` into ``folder`` (a model's ``fold_K/``) under ``config``'s schedule.
 
-    def __init__(self, *, configuration: Configuration, cache_dir: Path, fold_dir: Path, train_cases: list[str],
-                 val_cases: list[str], label_values: list[int], config: TrainConfig):
-        from medseg.losses import DeepSupervisionLoss, create
-        from medseg.nets.plan_unet import PlanUNet
+    ``callbacks`` default: :func:`medseg.training.callbacks.default_callbacks` (checkpoint and training log every
+    epoch; final weights with their sha256, the log and the curves PNG at the end).
+    """
 
-        self.configuration, self.cache_dir, self.fold_dir = configuration, Path(cache_dir), Path(fold_dir)
-        self.train_cases, self.val_cases, self.config = train_cases, val_cases, config
+    def __init__(self, network: nn.Module, task: TrainingTask, config: TrainConfig, folder: str | Path, *,
+                 callbacks: Sequence[Callback] | None = None):
+        self.config, self.task, self.folder = config, task, Path(folder)
         self.device = torch.device(config.device)
-        # With a time budget the clock ends training; the plan's step count is an estimate, not a limit.
+        self.network = network.to(self.device)
+        self.optimizer = build_optimizer(self.network, config)
+        self.callbacks = list(default_callbacks() if callbacks is None else callbacks)
+        # With a time budget the clock ends training; the task's step count is an estimate, not a limit.
         if config.max_iterations is not None:
             self.max_iterations = int(config.max_iterations)
         else:
-            self.max_iterations = 10**9 if config.budget_seconds else int(configuration.num_iterations)
-        torch.manual_seed(config.seed)
-        self.network = PlanUNet.from_config(dict(configuration.network)).to(self.device)
-        self.loss = DeepSupervisionLoss(create(config.loss), zero_coarsest=len(configuration.network["strides"]) > 2)
-        lr = config.learning_rate or (1e-2 if config.optimizer == "sgd" else 1e-3)
-        self.initial_lr = lr
-        if config.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(self.network.parameters(), lr=lr, momentum=0.99, nesterov=True,
-                                             weight_decay=config.weight_decay)
-        elif config.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=lr, weight_decay=config.weight_decay)
-        else:
-            raise MedsegError(f"unknown optimizer {config.optimizer!r}", fix="use sgd or adamw")
-        lut = np.zeros(256, dtype=np.int64)
-        for index, value in enumerate(label_values):
-            lut[value % 256] = index
-        self.label_lut = torch.from_numpy(lut)
+            self.max_iterations = 10**9 if config.budget_seconds else int(task.default_iterations)
         self.state = TrainState()
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.fold_dir / "checkpoint.pt"
+        return self.folder / "checkpoint.pt"
 
     def resume(self) -> bool:
-        """Load the last checkpoint if there is one; True when training continues from it."""
-        remove_stale_temporaries(self.fold_dir, recursive=True)  # a kill's leftovers here and in validation/
+        """Load the last checkpoint if there is one; True when training continues from it. Temporaries that a
+        kill left in the folder are removed first (never a finished file)."""
+        if self.folder.is_dir():
+            remove_stale_temporaries(self.folder, recursive=True)
         if not self.checkpoint_path.is_file():
             return False
         saved = load_checkpoint(self.checkpoint_path)
-        self.network.load_state_dict(saved["network"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.state = TrainState(**saved["state"])
-        log.info("resumed %s at epoch %d, step %d", self.fold_dir, self.state.epoch, self.state.iteration)
+        try:
+            self.network.load_state_dict(saved["network"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.state = TrainState(**saved["state"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            raise MedsegError(f"the checkpoint does not fit this run ({str(error).splitlines()[0][:160]})",
+                              path=self.checkpoint_path,
+                              fix="resume with the options it was started with, or delete it to start again") from None
+        log.info("resumed %s at epoch %d, step %d", self.folder, self.state.epoch, self.state.iteration)
         return True
 
-    def fraction(self) -> float:
-        return schedule_fraction(self.state.elapsed, self.state.iteration, self.config.budget_seconds,
-                                 self.max_iterations)
+    def fraction(self, elapsed: float | None = None) -> float:
+        return schedule_fraction(self.state.elapsed if elapsed is None else elapsed, self.state.iteration,
+                                 self.config.budget_seconds, self.max_iterations)
 
     def run(self, *, progress: bool | None = None) -> TrainState:
-        """Train until the budget (or step limit) is spent; checkpoint after every epoch; write final weights."""
-        self.fold_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.config.to_dict(), self.fold_dir / "train_config.json")
+        """Train until the budget (or step limit) is spent; then the callbacks' ``on_train_end``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.config.to_dict(), self.folder / "train_config.json")
         threads = torch.get_num_threads()
         if self.device.type == "cpu":
-            torch.set_num_threads(compute_threads(self.config.num_workers))
+            torch.set_num_threads(self.config.threads or compute_threads(self.config.num_workers))
         try:
-            self._run_epochs(progress)
+            with FractionBar(self.task.name, enabled=progress) as bar:
+                while self.fraction() < 1.0:
+                    self._epoch()
+                    for callback in self.callbacks:
+                        callback.on_epoch_end(self)
+                    bar.update(self.fraction(), self._summary())
         finally:
             torch.set_num_threads(threads)
-        write_fold_weights(self.fold_dir, self.network.state_dict())  # + weights.json (sha256)
-        write_json_atomic({"history": self.state.history, "max_iterations": self.max_iterations,
-                           "budget_seconds": self.config.budget_seconds}, self.fold_dir / "training_log.json")
-        self._plot()
+        for callback in self.callbacks:
+            callback.on_train_end(self)
         return self.state
 
-    def _run_epochs(self, progress: bool | None) -> None:
-        with FractionBar(f"train {self.configuration.name} fold {self.config.fold}", enabled=progress) as bar:
-            while self.fraction() < 1.0:
-                started = time.perf_counter()
-                losses = self._train_epoch(started)
-                dice = self.validate()
-                self.state.elapsed += time.perf_counter() - started
-                self.state.epoch += 1
-                self.state.history.append({"epoch": self.state.epoch, "iteration": self.state.iteration,
-                                           "elapsed": round(self.state.elapsed, 2),
-                                           "train_loss": float(np.mean(losses)) if losses else None,
-                                           "val_dice": dice, "lr": self.optimizer.param_groups[0]["lr"]})
-                self._checkpoint()
-                loss = self.state.history[-1]["train_loss"]
-                bar.update(self.fraction(), f"epoch {self.state.epoch} loss "
-                           f"{'-' if loss is None else f'{loss:.3f}'} val Dice {np.mean(dice):.3f}")
-
-    def _train_epoch(self, started: float) -> list[float]:
-        from medseg.data.loader import PatchLoader
-        from medseg.transforms.config import AugmentationConfig
-
-        augmentation = (AugmentationConfig.from_dict(self.config.augmentation) if self.config.augmentation
-                        else AugmentationConfig.for_patch(self.configuration.patch_size))
-        loader = PatchLoader(self.cache_dir, self.configuration.patch_size, self.configuration.batch_size,
-                             augmentation=augmentation, num_workers=self.config.num_workers,
-                             seed=self.config.seed * 1_000_003 + self.state.epoch, progress=False,
-                             num_batches=self.config.iterations_per_epoch, case_ids=self.train_cases)
-        self.network.train()
-        self.network.deep_supervision = True
+    def _epoch(self) -> None:
+        started = time.perf_counter()
         losses = []
-        for batch in loader:
-            now = self.state.elapsed + time.perf_counter() - started
-            fraction = schedule_fraction(now, self.state.iteration, self.config.budget_seconds, self.max_iterations)
+        self.network.train()
+        for batch in self.task.batches(self.state.epoch, self.config.iterations_per_epoch):
+            fraction = self.fraction(self.state.elapsed + time.perf_counter() - started)
             if fraction >= 1.0:
                 break
             for group in self.optimizer.param_groups:
-                group["lr"] = poly_learning_rate(self.initial_lr, fraction)
+                group["lr"] = poly_learning_rate(self.config.initial_learning_rate, fraction)
             losses.append(self._step(batch))
             self.state.iteration += 1
-        return losses
+        with torch.no_grad():
+            figures = self.task.validate(self.network)
+        self.network.train()
+        self.state.elapsed += time.perf_counter() - started
+        self.state.epoch += 1
+        self.state.history.append({"epoch": self.state.epoch, "iteration": self.state.iteration,
+                                   "elapsed": round(self.state.elapsed, 2),
+                                   "train_loss": round(float(np.mean(losses)), 5) if losses else None,
+                                   "lr": self.optimizer.param_groups[0]["lr"], **figures})
 
-    def _step(self, batch: dict[str, Any]) -> float:
-        image = batch["image"].to(self.device, non_blocking=True)
-        target = self.label_lut[batch["label"].long()].to(self.device, non_blocking=True)
+    def _step(self, batch: Any) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            outputs = self.network(image)
-        loss = self.loss([o.float() for o in outputs], target)
+            loss = self.task.loss(self.network, batch)
         if not torch.isfinite(loss):
             raise MedsegError(f"the loss became {loss.item()} at step {self.state.iteration}",
-                              fix="check the data for extreme values or lower the learning rate")
+                              path=self.folder,
+                              fix="check the data for extreme values or lower the learning rate; "
+                                  "--resume continues from the last good checkpoint")
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12.0)
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.gradient_clip)
         self.optimizer.step()
         return float(loss.detach())
 
-    @torch.no_grad()
-    def validate(self) -> list[float]:
-        """Pseudo-Dice per foreground class on fixed, unaugmented validation patches (nnU-Net's online Dice)."""
-        from medseg.data.loader import PatchLoader
-        from medseg.transforms.config import AugmentationConfig
-
-        loader = PatchLoader(self.cache_dir, self.configuration.patch_size, self.configuration.batch_size,
-                             augmentation=AugmentationConfig.disabled(), num_workers=0, seed=self.config.seed + 7,
-                             progress=False, num_batches=self.config.validation_batches, case_ids=self.val_cases)
-        self.network.eval()
-        self.network.deep_supervision = False
-        classes = self.configuration.network["num_classes"]
-        tp, fp, fn = (torch.zeros(classes) for _ in range(3))
-        for batch in loader:
-            prediction = self.network(batch["image"].to(self.device)).argmax(1).cpu()
-            target = self.label_lut[batch["label"].long()][:, 0]
-            for c in range(1, classes):
-                p, t = prediction == c, target == c
-                tp[c] += (p & t).sum()
-                fp[c] += (p & ~t).sum()
-                fn[c] += (~p & t).sum()
-        self.network.deep_supervision = True
-        dice = (2 * tp / (2 * tp + fp + fn).clamp(min=1))[1:]
-        return [round(float(d), 4) for d in dice]
-
-    def _checkpoint(self) -> None:
-        save_checkpoint({"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-                         "state": asdict(self.state)}, self.checkpoint_path)
-
-    def _plot(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        history = self.state.history
-        if not history:
-            return
-        epochs = [h["epoch"] for h in history]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(epochs, [h["train_loss"] for h in history], label="train loss", color="tab:blue")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        twin = ax.twinx()
-        twin.plot(epochs, [float(np.mean(h["val_dice"])) for h in history], label="val pseudo-Dice", color="tab:green")
-        twin.set_ylabel("Dice")
-        twin.set_ylim(0, 1)
-        fig.legend(loc="upper center", ncol=2)
-        fig.tight_layout()
-        atomic_write(self.fold_dir / "progress.png", lambda temporary: fig.savefig(temporary, format="png", dpi=100))
-        plt.close(fig)
+    def _summary(self) -> str:
+        last = self.state.history[-1] if self.state.history else {}
+        loss = last.get("train_loss")
+        figures = ", ".join(f"{k} {np.nanmean(v):.3f}" for k, v in last.items()
+                            if k not in ("epoch", "iteration", "elapsed", "train_loss", "lr")
+                            and isinstance(v, (int, float, list)) and v != [])
+        return f"epoch {self.state.epoch} loss {'-' if loss is None else f'{loss:.3f}'} {figures}".rstrip()

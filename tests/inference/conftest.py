@@ -25,7 +25,7 @@ def make_model_folder(folder: Path, dataset: Path, configuration: str = "3d_full
 
     from medseg.data import open_dataset
     from medseg.nets.plan_unet import PlanUNet
-    from medseg.training.model_folder import ModelInfo, write_model_info
+    from medseg.config.model_folder import ModelSpec, plan_network_spec, write_segmentation_model
 
     plan = copy.deepcopy(plan) if plan is not None else plan_for(dataset)
     config = plan.configurations[configuration]
@@ -36,7 +36,8 @@ def make_model_folder(folder: Path, dataset: Path, configuration: str = "3d_full
     config.network = network
     spec = open_dataset(dataset).spec
     labels = sorted(v for v in spec.labels.values() if isinstance(v, int))
-    write_model_info(folder, ModelInfo(configuration, network, labels), plan, spec)
+    write_segmentation_model(folder, ModelSpec("segmentation", plan_network_spec(network), labels, configuration),
+                             plan, spec)
     for index, fold in enumerate(folds):
         torch.manual_seed(seed + index)
         net = PlanUNet.from_config(network)

@@ -21,7 +21,7 @@ from medseg.cli.app import app
 from medseg.errors import MedsegError
 from medseg.inference import Predictor
 from medseg.io import Image, read_image, write_image
-from medseg.training.model_folder import WEIGHTS_RECORD, write_fold_weights
+from medseg.config.model_folder import WEIGHTS_RECORD, write_fold_weights
 from medseg.weights_file import load_weights, save_weights, sha256_file
 
 

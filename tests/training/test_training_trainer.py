@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from medseg.cli.app import app
 from medseg.errors import MedsegError
 from medseg.training.checkpoint import load_checkpoint, save_checkpoint
-from medseg.training.model_folder import available_folds, load_network, read_model_info
+from medseg.config.model_folder import available_folds, read_segmentation_model
+from medseg.nets.from_folder import load_network
 from medseg.training.splits import fold_cases, make_splits
 from medseg.training.trainer import poly_learning_rate, schedule_fraction
 
@@ -146,8 +147,13 @@ def test_train_cli_writes_a_loadable_model_folder(tmp_path: Path) -> None:
         assert (fold / "validation" / f"{case_id}.nii.gz").is_file()
         assert (fold / "validation" / f"{case_id}.npz").is_file()
     assert set(validation["mean_dice"]) == {"1", "2"}
-    info, plan, spec = read_model_info(tmp_path / "m")
+    info, plan, spec = read_segmentation_model(tmp_path / "m")
     assert info.configuration == "2d" and info.label_values == [0, 1, 2]
+    assert info.task == "segmentation" and info.network.name == "plan_unet"
+    card = info.card  # the weights card: data, budget, date, version and the fold's held-out figures
+    assert card.training_data == ["medseg_shapes"] and card.date and card.medseg_version
+    assert card.figures["fold_0"]["steps"] == 10 and card.figures["fold_0"]["validation_dice"] == \
+        validation["mean_dice"]
     network = load_network(tmp_path / "m", 0)
     assert network(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
     splits = json.loads((tmp_path / "m" / "splits.json").read_text())

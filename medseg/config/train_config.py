@@ -1,0 +1,72 @@
+"""How one training run goes, whatever is trained (``train_config.json`` beside the weights it produced)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from medseg.errors import MedsegError
+
+SCHEMA_VERSION = 1
+TASKS = ("segmentation", "interactive")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass
+class TrainConfig:
+    """The options of the one trainer (``medseg.training.Trainer``); ``task_options`` are the task's own.
+
+    The schedule: ``fraction = max(wall time used / budget_seconds, steps done / max_iterations)``, learning rate
+    ``lr0 * (1 - fraction) ** 0.9``, training ends at ``fraction = 1``. ``max_iterations`` None: no step limit
+    under a budget, else the task's default. Every ``iterations_per_epoch`` steps the task validates and a
+    checkpoint is written. ``threads`` None: on a CPU, the cores the ``num_workers`` loader workers leave free.
+    ``learning_rate`` None: 1e-2 for sgd (Nesterov, momentum 0.99), 1e-3 for adamw.
+    """
+
+    task: str = "segmentation"
+    budget_seconds: float | None = None
+    max_iterations: int | None = None
+    iterations_per_epoch: int = 50
+    optimizer: str = "sgd"
+    learning_rate: float | None = None
+    weight_decay: float = 3e-5
+    gradient_clip: float = 12.0
+    num_workers: int = 1
+    threads: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise MedsegError(f"unknown training task {self.task!r}", fix=f"use one of {', '.join(TASKS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise MedsegError(f"unknown optimizer {self.optimizer!r}", fix=f"use one of {', '.join(OPTIMIZERS)}")
+        if self.iterations_per_epoch < 1:
+            raise MedsegError(f"iterations_per_epoch={self.iterations_per_epoch}", fix="use 1 or more")
+        if self.budget_seconds is not None and self.budget_seconds <= 0:
+            raise MedsegError(f"budget of {self.budget_seconds} s", fix="give a positive budget, e.g. 20m")
+        if self.max_iterations is not None and self.max_iterations < 1:
+            raise MedsegError(f"max_iterations={self.max_iterations}", fix="use 1 or more")
+
+    @property
+    def initial_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        return 1e-2 if self.optimizer == "sgd" else 1e-3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MedsegError(f"unknown train_config field(s) {unknown}", fix=f"use some of {sorted(known)}")
+        version = int(data.get("schema_version", SCHEMA_VERSION))
+        if version > SCHEMA_VERSION:
+            raise MedsegError(f"train_config schema_version {version} is newer than this medseg's "
+                              f"({SCHEMA_VERSION})", fix="upgrade medseg")
+        return cls(**data)

@@ -1,0 +1,35 @@
+"""A trained network from a model folder (``medseg.config.model_folder``): rebuilt from its ``nets.create``
+arguments, weights verified and read with safetensors. No training code, no class search, nothing unpickled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from medseg.config.model_folder import ModelSpec, fold_folder, read_fold_weights, read_model_spec
+from medseg.errors import MedsegError
+from medseg.nets.registry import create
+
+
+def build_network(spec: ModelSpec) -> nn.Module:
+    """The untrained network that ``spec`` describes."""
+    net = spec.network
+    return create(net.name, net.spatial_dims, net.in_channels, net.num_classes, **net.options)
+
+
+def load_network(model: str | Path, fold: int | str, *, device: str = "cpu", spec: ModelSpec | None = None
+                 ) -> nn.Module:
+    """The trained network of one fold, in eval mode on ``device``, full-resolution logits only (deep
+    supervision off)."""
+    spec = spec or read_model_spec(model)
+    network = build_network(spec)
+    state = read_fold_weights(model, fold, device=device)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise MedsegError(f"weights do not fit the network ({str(error).splitlines()[0][:200]})",
+                          path=fold_folder(model, fold), fix="the model folder is inconsistent; retrain the fold") from None
+    if hasattr(network, "deep_supervision"):
+        network.deep_supervision = False
+    return network.to(device).eval()

@@ -1,0 +1,119 @@
+"""The segmentation task of the trainer: patches from the preprocessed cache (foreground oversampling, nnU-Net's
+augmentation, in loader workers), a registry loss under deep supervision, and nnU-Net's online pseudo-Dice on
+fixed, unaugmented validation patches, counted with ``medseg.metrics``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from medseg.config import Configuration
+from medseg.errors import MedsegError
+from medseg.metrics import Confusion, confusion, dice
+
+
+@dataclass
+class SegmentationOptions:
+    """The segmentation task's part of ``TrainConfig.task_options``.
+
+    ``loss``: a name from ``medseg.losses.list_losses()``, applied at every deep-supervision level (nnU-Net drops
+    the coarsest one when there is more than one). ``augmentation``: ``AugmentationConfig`` fields; None: the
+    defaults for the patch. ``validation_batches``: fixed validation patches per epoch.
+    """
+
+    configuration: str
+    fold: str = "0"
+    loss: str = "nnunet_dice_ce"
+    validation_batches: int = 8
+    augmentation: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SegmentationOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MedsegError(f"unknown segmentation option(s) {unknown}", fix=f"use some of {sorted(known)}")
+        return cls(**data)
+
+
+def label_lookup(label_values: list[int]) -> torch.Tensor:
+    """``lut[value % 256]`` = output channel of a label value (int8 cache values wrap), ``(256,)`` int64."""
+    lut = np.zeros(256, dtype=np.int64)
+    for index, value in enumerate(label_values):
+        lut[value % 256] = index
+    return torch.from_numpy(lut)
+
+
+class SegmentationTask:
+    """Batches and loss for one fold of one plan configuration, read from ``cache_dir``."""
+
+    def __init__(self, *, configuration: Configuration, cache_dir: str | Path, train_cases: list[str],
+                 val_cases: list[str], label_values: list[int], options: SegmentationOptions, seed: int = 0,
+                 num_workers: int = 1, device: str = "cpu"):
+        from medseg.losses import DeepSupervisionLoss, create
+
+        self.configuration, self.cache_dir, self.options = configuration, Path(cache_dir), options
+        self.train_cases, self.val_cases = train_cases, val_cases
+        self.seed, self.num_workers, self.device = seed, num_workers, torch.device(device)
+        self.name = f"train {configuration.name} fold {options.fold}"
+        self.default_iterations = int(configuration.num_iterations)
+        self.label_lut = label_lookup(label_values)
+        self.num_classes = len(label_values)
+        self.criterion = create(options.loss)
+        self.deep_criterion = DeepSupervisionLoss(self.criterion, zero_coarsest=True)
+
+    def batches(self, epoch: int, count: int) -> Iterator[dict[str, Any]]:
+        from medseg.data.loader import PatchLoader
+        from medseg.transforms.config import AugmentationConfig
+
+        augmentation = (AugmentationConfig.from_dict(self.options.augmentation) if self.options.augmentation
+                        else AugmentationConfig.for_patch(self.configuration.patch_size))
+        yield from PatchLoader(self.cache_dir, self.configuration.patch_size, self.configuration.batch_size,
+                               augmentation=augmentation, num_workers=self.num_workers,
+                               seed=self.seed * 1_000_003 + epoch, progress=False, num_batches=count,
+                               case_ids=self.train_cases)
+
+    def loss(self, network: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        """Deep-supervision loss when the network gives a list of outputs (fine -> coarse), else the plain loss."""
+        image = batch["image"].to(self.device, non_blocking=True)
+        target = self.label_lut[batch["label"].long()].to(self.device, non_blocking=True)
+        if hasattr(network, "deep_supervision"):
+            network.deep_supervision = True
+        outputs = network(image)
+        if isinstance(outputs, (list, tuple)):
+            return self.deep_criterion([o.float() for o in outputs], target)
+        return self.criterion(outputs.float(), target)
+
+    def validate(self, network: nn.Module) -> dict[str, list[float]]:
+        """``{"val_dice": [Dice of class 1, 2, ...]}`` over all validation patches pooled (nnU-Net's pseudo-Dice);
+        a class absent from both prediction and reference scores 1 (``medseg.metrics`` convention)."""
+        from medseg.data.loader import PatchLoader
+        from medseg.transforms.config import AugmentationConfig
+
+        loader = PatchLoader(self.cache_dir, self.configuration.patch_size, self.configuration.batch_size,
+                             augmentation=AugmentationConfig.disabled(), num_workers=0, seed=self.seed + 7,
+                             progress=False, num_batches=self.options.validation_batches, case_ids=self.val_cases)
+        network.eval()
+        if hasattr(network, "deep_supervision"):
+            network.deep_supervision = False
+        totals = [Confusion(0, 0, 0, 0) for _ in range(self.num_classes)]
+        for batch in loader:
+            logits = network(batch["image"].to(self.device))
+            prediction = logits.argmax(1).cpu().numpy()
+            target = self.label_lut[batch["label"].long()][:, 0].numpy()
+            for c in range(1, self.num_classes):
+                counts = confusion(prediction == c, target == c)
+                total = totals[c]
+                totals[c] = Confusion(total.tp + counts.tp, total.fp + counts.fp, total.fn + counts.fn,
+                                      total.tn + counts.tn)
+        if hasattr(network, "deep_supervision"):
+            network.deep_supervision = True
+        return {"val_dice": [round(dice(totals[c]), 4) for c in range(1, self.num_classes)]}
