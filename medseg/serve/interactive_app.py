@@ -45,7 +45,7 @@ from medseg.interactive.session import InteractiveSession
 from medseg.io import image_suffix
 from medseg.serve.guard import BodyLimit, BodyTooLarge, TokenGuard
 from medseg.serve.limits import DEFAULT_MAX_IMAGE_VOXELS, ImageReader, ImageTooLarge, parse_path, path_kind
-from medseg.serve.store import OpenImage, SessionFactory, SessionStore
+from medseg.serve.store import ModelFirst, OpenImage, SessionFactory, SessionStore
 
 STATIC = Path(__file__).parent / "static"
 UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".nrrd", ".mha")
@@ -109,6 +109,7 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
     roots = [Path(root).resolve() for root in allowed_roots or []]
     reader = ImageReader(max_image_voxels)
     store = SessionStore(factory, max_bytes=8 * reader.max_voxels)
+    prompts_first = ModelFirst()
     app = FastAPI(title="medseg interactive", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TokenGuard, token=token)
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
@@ -169,7 +170,9 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
 
     @app.get("/api/images/{image_id}/slices/{index}/image.png")
     def slice_png(image_id: str, index: int) -> Response:
-        return Response(store.get(image_id).slice_png(index), media_type="image/png",
+        entry = store.get(image_id)
+        prompts_first.wait_turn()
+        return Response(entry.slice_png(index), media_type="image/png",
                         headers={"cache-control": "private, max-age=600"})
 
     @app.get("/api/images/{image_id}/slices/{index}/mask")
@@ -181,7 +184,7 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
         entry = store.get(image_id)
         prompt = request.prompt()
         index = entry.check_slice(request.slice)
-        with entry.lock:
+        with prompts_first.model(), entry.lock:
             start = time.perf_counter()
             entry.session.add(prompt, index)
             total_ms = (time.perf_counter() - start) * 1000

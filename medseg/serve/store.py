@@ -4,7 +4,9 @@ Concurrency: requests run in the server's thread pool. Each open image has one l
 changes (a prompt runs the model, undo, reset, propagate, save). Reading never takes it: the slice picture comes
 from the image, which does not change once open, and the slice masks from ``OpenImage.states``, the last committed
 answer per slice (published under the lock, read as one dictionary lookup). So the picture and the mask of any
-slice never queue behind a prompt, and prompts on different images run at the same time.
+slice never queue behind a prompt, and prompts on different images run at the same time. The other way round,
+``ModelFirst`` holds new slice pictures back (50 ms at most) while prompts are running, so that prompts do not
+queue for the CPU behind rendering.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from fastapi import HTTPException
@@ -25,6 +28,33 @@ from medseg.io import Image, strip_suffix
 from medseg.serve.encoding import mask_rle, png_bytes
 
 SessionFactory = Callable[[], InteractiveSession]
+
+
+class ModelFirst:
+    """Prompts before pictures: while a prompt runs or waits for its image (``model()``), a slice picture waits up
+    to ``patience`` seconds before it starts rendering (``wait_turn()``), so that clients scrolling through slices
+    do not take the CPU (and the GIL) from a click on a small machine; bench/serve_load.py measures it."""
+
+    def __init__(self, patience: float = 0.05):
+        self.patience = patience
+        self._busy = 0
+        self._idle = threading.Condition()
+
+    @contextmanager
+    def model(self) -> Iterator[None]:
+        with self._idle:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.notify_all()
+
+    def wait_turn(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: not self._busy, timeout=self.patience)
 
 
 @dataclass

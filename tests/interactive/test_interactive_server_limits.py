@@ -304,6 +304,34 @@ def test_slice_pictures_and_masks_do_not_wait_for_a_running_prompt(tmp_path, ell
     assert len(after["prompts"]) == 1
 
 
+def test_slice_pictures_wait_briefly_for_running_prompts():
+    from medseg.serve.store import ModelFirst
+
+    gate = ModelFirst(patience=0.3)
+    start = time.perf_counter()
+    gate.wait_turn()  # no prompt running: at once
+    assert time.perf_counter() - start < 0.1
+    with gate.model():
+        start = time.perf_counter()
+        gate.wait_turn()  # a prompt that does not end: the picture goes ahead after the patience
+        assert 0.25 < time.perf_counter() - start < 5
+    gate = ModelFirst(patience=30)
+    done = threading.Event()
+
+    def prompt():
+        with gate.model():
+            done.wait(10)
+
+    runner = threading.Thread(target=prompt)
+    runner.start()
+    time.sleep(0.05)
+    threading.Timer(0.1, done.set).start()
+    start = time.perf_counter()
+    gate.wait_turn()  # released when the prompt ends, long before the patience
+    assert 0.03 < time.perf_counter() - start < 5
+    runner.join(10)
+
+
 def test_open_images_are_closed_oldest_first_beyond_the_memory_budget(tmp_path):
     """The images kept open hold at most 8 x max_image_voxels bytes together (160 KB here), beside the newest."""
     client = TestClient(create_app(create_baseline("random_walker"), token=TOKEN, max_image_voxels=20_000),
