@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Literal, Optional, Union
@@ -55,6 +56,9 @@ MAX_SCRIBBLE_POINTS = 20_000
 # Slice embeddings kept per open image: the default model's is 1 MiB (five levels at a 128 grid); a page works on
 # many slices of a volume (and several clients on one image), and a miss costs the encoder, 10-30x the decoder.
 EMBEDDING_CACHE = 64
+# Slice pictures rendered at once (all images): windowing makes a few float32 copies of the slice, so that 20
+# clients asking for the slices of a 10^8-pixel photo at once would otherwise need 20 x 2 GB.
+RENDERS_AT_ONCE = 2
 Point = tuple[float, float]
 
 
@@ -110,6 +114,7 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
     reader = ImageReader(max_image_voxels)
     store = SessionStore(factory, max_bytes=8 * reader.max_voxels)
     prompts_first = ModelFirst()
+    rendering = threading.BoundedSemaphore(RENDERS_AT_ONCE)
     app = FastAPI(title="medseg interactive", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TokenGuard, token=token)
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
@@ -172,8 +177,9 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
     def slice_png(image_id: str, index: int) -> Response:
         entry = store.get(image_id)
         prompts_first.wait_turn()
-        return Response(entry.slice_png(index), media_type="image/png",
-                        headers={"cache-control": "private, max-age=600"})
+        with rendering:
+            png = entry.slice_png(index)
+        return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=600"})
 
     @app.get("/api/images/{image_id}/slices/{index}/mask")
     def slice_mask(image_id: str, index: int) -> dict:

@@ -304,6 +304,36 @@ def test_slice_pictures_and_masks_do_not_wait_for_a_running_prompt(tmp_path, ell
     assert len(after["prompts"]) == 1
 
 
+def test_at_most_two_slice_pictures_render_at_once(monkeypatch, ellipsoid_scan):
+    from medseg.interactive.session import InteractiveSession
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+    display = InteractiveSession.display_slice
+
+    def slow_display(self, index):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return display(self, index)
+
+    monkeypatch.setattr(InteractiveSession, "display_slice", slow_display)
+    client = TestClient(create_app(create_baseline("random_walker"), token=TOKEN, image=ellipsoid_scan.path),
+                        headers=AUTH)
+    api = f"/api/images/{client.get('/api/images').json()[0]['id']}"
+    codes = []
+    threads = [threading.Thread(target=lambda k=k: codes.append(client.get(f"{api}/slices/{k}/image.png")
+                                                               .status_code)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert codes == [200] * 8 and most[0] == 2  # several at once, never more than two
+
+
 def test_slice_pictures_wait_briefly_for_running_prompts():
     from medseg.serve.store import ModelFirst
 
