@@ -84,7 +84,7 @@ def latency(segmenter, image: np.ndarray, target: np.ndarray, interactions: int 
 
 def run_latency(model: Path | None, threads: int) -> dict:
     from medseg.interactive.cases import dataset_cases
-    from medseg.interactive.model import PromptableConfig, PromptableUNet
+    from medseg.nets.promptable_unet import PromptableConfig, PromptableUNet
     from medseg.interactive.predictor import PromptableSegmenter, load_segmenter
 
     dataset = DATA / "cvc_clinicdb"

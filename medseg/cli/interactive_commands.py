@@ -121,7 +121,7 @@ def eval_interactive(
         held_out = segmenters["model"].info.get("holdout_cases", {})
         missing = [str(d) for d in datasets if not held_out.get(d.resolve().name)]
         if missing:
-            raise MedsegError(f"the model held out no cases of {', '.join(missing)}", path=model / "interactive.json",
+            raise MedsegError(f"the model held out no cases of {', '.join(missing)}", path=model / "model.json",
                               fix="evaluate without --holdout, or pass a dataset the model was trained on")
         case_stream = itertools.chain.from_iterable(
             dataset_cases([d], label=label, cases=",".join(held_out[d.resolve().name])) for d in datasets)

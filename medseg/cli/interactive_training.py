@@ -25,12 +25,12 @@ def train_interactive(
     threads: Optional[int] = typer.Option(None, help="Torch threads on a CPU (default: all cores)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     seed: int = typer.Option(0, help="Random seed."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT/checkpoint.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT/fold_all/checkpoint.pt."),
 ) -> None:
     """Train a promptable (clicks, boxes, scribbles) model with simulated interactions under a time budget."""
     from medseg.errors import MedsegError
-    from medseg.interactive.model import PromptableConfig
-    from medseg.interactive.training import InteractiveTrainConfig, train_interactive as run
+    from medseg.interactive.training import interactive_train_config, train_interactive as run
+    from medseg.nets.promptable_unet import PromptableConfig
     from medseg.output_paths import prepare_output_dir
     from medseg.planning.budget import parse_duration
 
@@ -42,11 +42,11 @@ def train_interactive(
         if not dataset.is_dir():
             raise MedsegError("dataset folder not found", path=dataset, fix="pass a folder with dataset.json")
     prepare_output_dir(output, inputs=datasets, overwrite=True)
-    if not resume and any((output / name).exists() for name in ("interactive.json", "checkpoint.pt")):
+    if not resume and any((output / name).exists() for name in ("model.json", "fold_all", "interactive.json")):
         raise MedsegError("the folder already holds an interactive model or training run", path=output,
                           fix="pass --resume to continue it, or choose another folder with -o")
-    config = InteractiveTrainConfig(budget_seconds=parse_duration(budget), batch_size=batch_size,
-                                    learning_rate=learning_rate, seed=seed, device=device, threads=threads)
+    config = interactive_train_config(budget_seconds=parse_duration(budget), batch_size=batch_size,
+                                      learning_rate=learning_rate, seed=seed, device=device, threads=threads)
     network = PromptableConfig(features=widths, fusion=fusion, norm=norm, grid=[grid, grid])
     folder = run(datasets, output, config=config, network_config=network, train_fraction=train_fraction,
                  grid=(grid, grid), slice_step=slice_step, resume=resume)

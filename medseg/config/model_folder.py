@@ -23,7 +23,7 @@ Layout::
 
 Folders of schema 1 (segmentation ``model.json`` whose ``network`` held PlanUNet arguments) are read as schema 2.
 Interactive folders from before this contract (``interactive.json`` + ``model.safetensors``) raise an error that
-says how to convert them: ``medseg model-upgrade FOLDER`` (:mod:`medseg.config.model_upgrade`).
+says how to convert them: ``medseg model upgrade FOLDER`` (:mod:`medseg.config.model_upgrade`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ WEIGHTS = "weights.safetensors"
 WEIGHTS_RECORD = "weights.json"
 TASKS = ("segmentation", "interactive")
 LEGACY_INTERACTIVE_JSON = "interactive.json"
-UPGRADE_FIX = "convert it once with: medseg model-upgrade {folder}"
+UPGRADE_FIX = "convert it once with: medseg model upgrade {folder}"
 
 
 def medseg_version() -> str:

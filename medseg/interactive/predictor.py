@@ -1,7 +1,8 @@
 """The learned promptable model as a ``Segmenter``: image and prompts mapped onto the model's grid, the embedding
-computed once per slice, and the probability mapped back to the slice's own grid. Model folders are
-``interactive.json`` (the network's configuration and what it was trained on) + ``model.safetensors``; loading
-never unpickles anything.
+computed once per slice, and the probability mapped back to the slice's own grid. Model folders follow the one
+contract (``medseg.config.model_folder``): ``model.json`` with task ``interactive`` (the ``promptable_unet``
+network's arguments, the weights card, what it was trained on) + ``fold_all/weights.safetensors``; loading verifies
+the weights' sha256 and never unpickles anything.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from medseg.config import read_json, write_json_atomic
+from medseg.config.model_folder import (ModelSpec, NetworkSpec, WeightsCard, fold_folder, read_model_spec,
+                                        write_fold_weights, write_model_spec)
 from medseg.errors import MedsegError
-from medseg.interactive.model import PromptableConfig, PromptableUNet
 from medseg.interactive.prompts import PromptSet, encode_prompts, grid_factor
+from medseg.nets.promptable_unet import PromptableConfig, PromptableUNet
 
-MODEL_JSON = "interactive.json"
-WEIGHTS = "model.safetensors"
-KIND = "medseg-interactive"
+FOLD = "all"  # an interactive model is trained on all its training slices: one fold
 
 
 def normalize_channels(image: np.ndarray, channels: int = 3, display_channel: int = 0) -> np.ndarray:
@@ -104,54 +104,35 @@ class PromptableSegmenter:
         return torch.sigmoid(logits)[0, 0].cpu().numpy()
 
 
-def save_model(network: PromptableUNet, folder: str | Path, info: dict[str, Any] | None = None) -> Path:
-    """Write ``folder/model.safetensors`` and then ``folder/interactive.json`` (each atomically), which records
-    the weights' sha256 as ``weights_sha256``. A previous description loses its hash before the new weights are
-    written, so a run killed in between leaves unverified weights (a warning at load), never a false error."""
-    from medseg.weights_file import save_weights
+def interactive_spec(config: PromptableConfig, info: dict[str, Any] | None = None,
+                     card: WeightsCard | None = None) -> ModelSpec:
+    """The ``ModelSpec`` of an interactive model: ``promptable_unet`` with ``config``'s arguments, one object
+    (label values 0, 1), ``info`` (datasets, train/held-out cases, ...) as its extra."""
+    options = config.to_dict()
+    network = NetworkSpec("promptable_unet", 2, int(options.pop("image_channels")), 1, options)
+    return ModelSpec("interactive", network, [0, 1], card=card or WeightsCard.now(), extra=dict(info or {}))
 
+
+def save_model(network: PromptableUNet, folder: str | Path, info: dict[str, Any] | None = None,
+               card: WeightsCard | None = None) -> Path:
+    """Write the interactive model folder: ``fold_all/weights.safetensors`` with its sha256 record, then
+    ``model.json``."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    description = folder / MODEL_JSON
-    if description.is_file():
-        previous = read_json(description)
-        if isinstance(previous, dict) and previous.pop("weights_sha256", None) is not None:
-            write_json_atomic(previous, description)
-    digest = save_weights(network.state_dict(), folder / WEIGHTS)
-    write_json_atomic({"kind": KIND, "schema_version": 1, "network": network.config.to_dict(), **(info or {}),
-                       "weights_sha256": digest}, description)
+    write_fold_weights(fold_folder(folder, FOLD), network.state_dict())
+    write_model_spec(folder, interactive_spec(network.config, info, card))
     return folder
 
 
-def load_network(folder: str | Path) -> tuple[PromptableUNet, dict[str, Any]]:
-    """``folder`` -> the trained network (eval mode not set) and its ``interactive.json``; the weights are
-    checked against the recorded ``weights_sha256`` (folders from before it load with a logged warning)."""
-    from medseg.weights_file import load_weights
-
-    folder = Path(folder)
-    description = folder / MODEL_JSON
-    if not description.is_file():
-        raise MedsegError("not an interactive model folder (no interactive.json)", path=folder,
-                          fix="pass the folder written by `medseg train-interactive`")
-    info = read_json(description)
-    if not isinstance(info, dict) or info.get("kind") != KIND:
-        raise MedsegError(f"interactive.json is not a {KIND} description", path=description)
-    network = PromptableUNet(PromptableConfig.from_dict(info["network"]))
-    weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise MedsegError("weights are missing", path=weights, fix="train the model again or copy the whole folder")
-    expected = info.get("weights_sha256")
-    state = load_weights(weights, expected if isinstance(expected, str) else None,
-                         fix="train the model again or restore the file")
-    try:
-        network.load_state_dict(state)
-    except Exception as error:
-        raise MedsegError(f"the weights do not fit the network ({str(error).splitlines()[0][:200]})", path=weights,
-                          fix="train the model again or copy the whole folder") from None
-    return network, info
-
-
 def load_segmenter(folder: str | Path, device: str = "cpu", display_channel: int = 0) -> PromptableSegmenter:
-    """A trained interactive model folder -> a ``Segmenter``."""
-    network, info = load_network(folder)
+    """A trained interactive model folder -> a ``Segmenter``; ``info`` holds the folder's extra (datasets,
+    train and held-out cases) and its weights card."""
+    from medseg.nets.from_folder import load_network
+
+    spec = read_model_spec(folder)
+    if spec.task != "interactive":
+        raise MedsegError(f"a {spec.task} model, not an interactive one", path=folder,
+                          fix="pass a folder written by medseg train-interactive")
+    network = load_network(folder, FOLD, device=device, spec=spec)
+    info = {**spec.extra, "steps": spec.card.steps, "train_seconds": spec.card.train_seconds,
+            "card": spec.card.to_dict()}
     return PromptableSegmenter(network, device=device, display_channel=display_channel, info=info)

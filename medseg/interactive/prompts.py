@@ -22,8 +22,8 @@ import numpy as np
 from skimage.draw import disk, line
 
 from medseg.errors import MedsegError
+from medseg.nets.promptable_unet import PROMPT_CHANNELS
 
-PROMPT_CHANNELS = 6
 CHANNEL_NAMES = ("positive_clicks", "negative_clicks", "positive_scribbles", "negative_scribbles", "box",
                  "previous_mask")
 

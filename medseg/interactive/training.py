@@ -1,4 +1,4 @@
-"""Training the promptable network with simulated interactions, under a wall-clock budget.
+"""The interactive task of the trainer: the promptable network trained with simulated interactions.
 
 Each step draws a batch of slices (dataset first, uniformly, so a small dataset is not drowned by a large one),
 augments them (flips, 90-degree turns, contrast and gamma), and gives every slice a simulated first prompt of a
@@ -8,56 +8,67 @@ each round adding the simulator's corrective prompt in the largest error region 
 back as the previous-mask channel; the loss (Dice + binary cross-entropy, per slice) is taken on the final round.
 The image embedding is computed once per step and shared by every round.
 
-The schedule is the pipeline trainer's: ``fraction = max(time used / budget, steps / max_steps)``, learning rate
-``lr0 * (1 - fraction) ** 0.9``, training ends at ``fraction = 1``. A checkpoint is written atomically every
-``checkpoint_seconds`` and at the end; ``resume=True`` continues from it (time used is stored in it).
+The schedule, checkpoints, resume and the curves are the one trainer's (``medseg.training.Trainer``).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from medseg.atomic import atomic_write, remove_stale_temporaries
-from medseg.config import write_json_atomic
+from medseg.atomic import remove_stale_temporaries
+from medseg.config.model_folder import WeightsCard, write_model_spec
+from medseg.config.train_config import TrainConfig
 from medseg.errors import MedsegError
-from medseg.interactive.model import PromptableConfig, PromptableUNet
-from medseg.interactive.predictor import save_model
+from medseg.interactive.predictor import FOLD, interactive_spec
 from medseg.interactive.prompts import PromptSet, encode_prompts
 from medseg.interactive.simulate import MODES, corrective_prompt, initial_prompts
 from medseg.interactive.slices import SliceBank
-from medseg.progress import FractionBar
-from medseg.training.checkpoint import load_checkpoint, save_checkpoint
-from medseg.training.trainer import poly_learning_rate, schedule_fraction
+from medseg.metrics import confusion, dice
+from medseg.nets.promptable_unet import PromptableConfig, PromptableUNet
+from medseg.training.callbacks import default_callbacks
+from medseg.training.trainer import Trainer
 
 
 @dataclass
-class InteractiveTrainConfig:
-    """Options of one ``train-interactive`` run (saved in the model folder)."""
+class InteractiveOptions:
+    """The interactive task's part of ``TrainConfig.task_options``."""
 
-    budget_seconds: float | None = 600.0
-    max_steps: int | None = None  # default: no step limit under a budget, else 1000
     batch_size: int = 8
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
     max_corrections: int = 4
     mode_weights: dict[str, float] = field(default_factory=lambda: {"clicks": 0.4, "box": 0.2, "scribbles": 0.2,
                                                                     "box+clicks": 0.2})
     box_jitter: float = 0.1
     click_tolerance: float = 0.5
-    validate_every: int = 100
-    checkpoint_seconds: float = 60.0
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None  # torch threads on a CPU; default: all cores
+    validation_clicks: int = 5
+    validation_slices: int = 32
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "InteractiveOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MedsegError(f"unknown interactive option(s) {unknown}", fix=f"use some of {sorted(known)}")
+        return cls(**data)
+
+
+def interactive_train_config(*, budget_seconds: float | None = 600.0, max_iterations: int | None = None,
+                             learning_rate: float = 2e-3, weight_decay: float = 1e-4, validate_every: int = 100,
+                             threads: int | None = None, seed: int = 0, device: str = "cpu",
+                             **options: Any) -> TrainConfig:
+    """The ``TrainConfig`` of an interactive run: AdamW, validation and a checkpoint every ``validate_every`` steps,
+    no loader workers (slices are held in memory), ``options`` as :class:`InteractiveOptions`."""
+    return TrainConfig(task="interactive", budget_seconds=budget_seconds, max_iterations=max_iterations,
+                       iterations_per_epoch=validate_every, optimizer="adamw", learning_rate=learning_rate,
+                       weight_decay=weight_decay, num_workers=0, threads=threads, seed=seed, device=device,
+                       task_options=InteractiveOptions(**options).to_dict())
 
 
 def augment(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator
@@ -81,215 +92,137 @@ def augment(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generato
     return torch.stack(out_images), torch.stack(out_targets)
 
 
-def soft_dice_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-slice soft Dice + BCE, averaged: ``logits (B, 1, H, W)``, ``targets (B, H, W)`` bool."""
-    from medseg.losses import create
+class InteractiveTask:
+    """Batches of slices from a ``SliceBank`` and the loss after simulated interaction rounds; validation: mean
+    Dice after 1 and after ``validation_clicks`` simulated clicks on held-out slices."""
 
-    loss = create("dice_ce", activation="sigmoid", batch=False)
-    return loss(logits, targets[:, None].float())
+    name = "train-interactive"
+    default_iterations = 1000
 
+    def __init__(self, bank: SliceBank, options: InteractiveOptions, *, validation: SliceBank | None = None,
+                 grid: Sequence[int], seed: int = 0, device: str = "cpu"):
+        from medseg.losses import create
 
-class InteractiveTrainer:
-    """Trains a ``PromptableUNet`` on a ``SliceBank`` into ``output`` (a model folder)."""
-
-    def __init__(self, bank: SliceBank, output: str | Path, *, config: InteractiveTrainConfig | None = None,
-                 network_config: PromptableConfig | None = None, validation: SliceBank | None = None,
-                 info: dict[str, Any] | None = None):
-        self.bank, self.validation = bank, validation
-        self.output = Path(output)
-        self.config = config or InteractiveTrainConfig()
-        grid = list(bank.images.shape[2:])
-        self.network_config = network_config or PromptableConfig(image_channels=bank.images.shape[1], grid=grid)
-        self.network_config.grid = grid
-        self.device = torch.device(self.config.device)
-        torch.manual_seed(self.config.seed)
-        self.network = PromptableUNet(self.network_config).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.config.learning_rate,
-                                           weight_decay=self.config.weight_decay)
-        self.rng = np.random.default_rng(self.config.seed)
-        self.max_steps = self.config.max_steps or (10 ** 9 if self.config.budget_seconds else 1000)
-        self.step_count, self.elapsed, self.history = 0, 0.0, []
-        self.info = info or {}
-        modes = [m for m in MODES if self.config.mode_weights.get(m, 0) > 0]
+        self.bank, self.validation, self.options = bank, validation, options
+        self.grid, self.seed, self.device = list(grid), seed, torch.device(device)
+        modes = [m for m in MODES if options.mode_weights.get(m, 0) > 0]
         if not modes:
             raise MedsegError("no interaction mode has a positive weight", fix=f"weight one of {', '.join(MODES)}")
-        weights = np.array([self.config.mode_weights[m] for m in modes], float)
+        weights = np.array([options.mode_weights[m] for m in modes], float)
         self.modes, self.mode_p = modes, weights / weights.sum()
+        self.criterion = create("dice_ce", activation="sigmoid", batch=False)
+        self.rng = np.random.default_rng(seed)
 
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.output / "checkpoint.pt"
-
-    def fraction(self, elapsed: float | None = None) -> float:
-        return schedule_fraction(self.elapsed if elapsed is None else elapsed, self.step_count,
-                                 self.config.budget_seconds, self.max_steps)
-
-    def resume(self) -> bool:
-        remove_stale_temporaries(self.output)  # a kill's leftovers (temporaries whose writer is gone)
-        if not self.checkpoint_path.is_file():
-            return False
-        state = load_checkpoint(self.checkpoint_path)
-        self.network.load_state_dict(state["network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step_count, self.elapsed = int(state["step"]), float(state["elapsed"])
-        self.history = list(state["history"])
-        self.rng = np.random.default_rng([self.config.seed, self.step_count])
-        return True
-
-    def _checkpoint(self) -> None:
-        save_checkpoint({"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-                         "step": self.step_count, "elapsed": self.elapsed, "history": self.history},
-                        self.checkpoint_path)
-
-    def _sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch ``images (B, C, H, W)`` float32, ``targets (B, H, W)`` bool: dataset uniform, then slice."""
+    def batches(self, epoch: int, count: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``count`` batches ``images (B, C, H, W)`` float32, ``targets (B, H, W)`` bool: dataset uniform, then
+        slice; the epoch's generator also draws the simulated prompts of its steps."""
+        self.rng = np.random.default_rng([self.seed, epoch])
         datasets = np.unique(self.bank.dataset)
-        indices = []
-        for _ in range(self.config.batch_size):
-            members = np.flatnonzero(self.bank.dataset == self.rng.choice(datasets))
-            indices.append(int(self.rng.choice(members)))
-        return augment(self.bank.images[indices].float(), self.bank.targets[indices], self.rng)
+        for _ in range(count):
+            indices = []
+            for _ in range(self.options.batch_size):
+                members = np.flatnonzero(self.bank.dataset == self.rng.choice(datasets))
+                indices.append(int(self.rng.choice(members)))
+            yield augment(self.bank.images[indices].float(), self.bank.targets[indices], self.rng)
 
     def _prompt_maps(self, prompt_sets: Sequence[PromptSet], previous: np.ndarray | None) -> torch.Tensor:
-        grid = self.network_config.grid
-        maps = [encode_prompts(p, grid, None if previous is None else previous[i]) for i, p in enumerate(prompt_sets)]
+        maps = [encode_prompts(p, self.grid, None if previous is None else previous[i])
+                for i, p in enumerate(prompt_sets)]
         return torch.from_numpy(np.stack(maps)).to(self.device)
 
-    def step(self) -> float:
-        """One optimisation step with simulated interaction rounds; the loss."""
-        images, targets = self._sample()
+    def loss(self, network: PromptableUNet, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, targets = batch
         masks = targets.numpy()
+        options = self.options
         modes = self.rng.choice(self.modes, size=len(masks), p=self.mode_p)
-        prompt_sets = [initial_prompts(m, t, self.rng, box_jitter=self.config.box_jitter,
-                                       click_tolerance=self.config.click_tolerance) for m, t in zip(modes, masks)]
-        self.network.train()
-        embedding = self.network.embed(images.to(self.device))
+        prompt_sets = [initial_prompts(m, t, self.rng, box_jitter=options.box_jitter,
+                                       click_tolerance=options.click_tolerance) for m, t in zip(modes, masks)]
+        embedding = network.embed(images.to(self.device))
         previous = None
-        rounds = int(self.rng.integers(self.config.max_corrections + 1))
-        for _ in range(rounds):
+        for _ in range(int(self.rng.integers(options.max_corrections + 1))):
             with torch.no_grad():
-                probability = torch.sigmoid(self.network.decode([e.detach() for e in embedding],
-                                                                self._prompt_maps(prompt_sets, previous)))
+                probability = torch.sigmoid(network.decode([e.detach() for e in embedding],
+                                                           self._prompt_maps(prompt_sets, previous)).float())
             previous = probability[:, 0].cpu().numpy()
             for mode, prompts, prediction, target in zip(modes, prompt_sets, previous, masks):
                 prompt = corrective_prompt(mode, prediction >= 0.5, target, self.rng)
                 if prompt is not None:
                     prompts.add(prompt)
-        logits = self.network.decode(embedding, self._prompt_maps(prompt_sets, previous))
-        loss = soft_dice_bce(logits, targets.to(self.device))
-        if not torch.isfinite(loss):
-            raise MedsegError(f"the loss became {loss.item()} at step {self.step_count}",
-                              fix="lower the learning rate")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12.0)
-        self.optimizer.step()
-        return float(loss.detach())
+        logits = network.decode(embedding, self._prompt_maps(prompt_sets, previous))
+        return self.criterion(logits.float(), targets.to(self.device)[:, None].float())
 
-    @torch.no_grad()
-    def validate(self, clicks: int = 5, limit: int = 32) -> dict[str, float]:
-        """Mean Dice after 1 and after ``clicks`` simulated clicks on (up to ``limit``) held-out slices."""
-        if self.validation is None:
+    def validate(self, network: PromptableUNet) -> dict[str, float]:
+        """``{"dice_1_clicks": ..., "dice_K_clicks": ...}`` on up to ``validation_slices`` held-out slices (per-slice
+        Dice from ``medseg.metrics``, averaged); empty without held-out slices."""
+        if self.validation is None or len(self.validation) == 0:
             return {}
-        self.network.eval()
-        bank = self.validation
-        chosen = np.linspace(0, len(bank) - 1, min(limit, len(bank))).round().astype(int)
+        network.eval()
+        bank, clicks = self.validation, self.options.validation_clicks
+        chosen = np.linspace(0, len(bank) - 1, min(self.options.validation_slices, len(bank))).round().astype(int)
         images, masks = bank.images[chosen].float().to(self.device), bank.targets[chosen].numpy()
-        embedding = self.network.embed(images)
+        embedding = network.embed(images)
         rng = np.random.default_rng(0)
         prompt_sets = [initial_prompts("clicks", t, rng) for t in masks]
-        previous, dice = None, {}
+        previous, figures = None, {}
         for round_index in range(1, clicks + 1):
-            probability = torch.sigmoid(self.network.decode(embedding, self._prompt_maps(prompt_sets, previous)))
+            probability = torch.sigmoid(network.decode(embedding, self._prompt_maps(prompt_sets, previous)).float())
             previous = probability[:, 0].cpu().numpy()
             predicted = previous >= 0.5
-            overlap = (predicted & masks).sum((1, 2))
-            scores = 2 * overlap / np.maximum(predicted.sum((1, 2)) + masks.sum((1, 2)), 1)
             if round_index in (1, clicks):
-                dice[f"dice_{round_index}_clicks"] = round(float(scores.mean()), 4)
+                scores = [dice(confusion(p, t)) for p, t in zip(predicted, masks)]
+                figures[f"dice_{round_index}_clicks"] = round(float(np.mean(scores)), 4)
             for prompts, prediction, target in zip(prompt_sets, predicted, masks):
                 prompt = corrective_prompt("clicks", prediction, target, rng)
                 if prompt is not None:
                     prompts.add(prompt)
-        self.network.train()
-        return dice
-
-    def run(self, *, resume: bool = False, progress: bool | None = None) -> Path:
-        """Train until the budget or step limit; write the model folder; return its path."""
-        self.output.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.resume()
-        threads = torch.get_num_threads()
-        if self.device.type == "cpu" and self.config.threads:
-            torch.set_num_threads(self.config.threads)
-        losses: list[float] = []
-        started = time.perf_counter()
-        base = self.elapsed
-        last_checkpoint = started
-        try:
-            with FractionBar("train-interactive", enabled=progress) as bar:
-                while self.fraction(base + time.perf_counter() - started) < 1.0:
-                    fraction = self.fraction(base + time.perf_counter() - started)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = poly_learning_rate(self.config.learning_rate, fraction)
-                    losses.append(self.step())
-                    self.step_count += 1
-                    self.elapsed = base + time.perf_counter() - started
-                    if self.step_count % self.config.validate_every == 0:
-                        self._record(losses)
-                        losses = []
-                    if time.perf_counter() - last_checkpoint >= self.config.checkpoint_seconds:
-                        self._checkpoint()
-                        last_checkpoint = time.perf_counter()
-                    bar.update(self.fraction(), f"step {self.step_count} loss {np.mean(losses[-20:] or [0]):.3f}")
-            if losses or not self.history:
-                self._record(losses)
-        finally:
-            torch.set_num_threads(threads)
-        self._checkpoint()
-        self._finish()
-        return self.output
-
-    def _record(self, losses: list[float]) -> None:
-        entry = {"step": self.step_count, "elapsed": round(self.elapsed, 1),
-                 "lr": self.optimizer.param_groups[0]["lr"],
-                 "train_loss": round(float(np.mean(losses)), 4) if losses else None, **self.validate()}
-        self.history.append(entry)
-
-    def _finish(self) -> None:
-        info = {**self.info, "train_config": self.config.to_dict(), "steps": self.step_count,
-                "train_seconds": round(self.elapsed, 1), "history": self.history}
-        save_model(self.network, self.output, info)
-        write_json_atomic({"history": self.history}, self.output / "training_log.json")
-        self._plot()
-
-    def _plot(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        steps = [h["step"] for h in self.history]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(steps, [h["train_loss"] for h in self.history], color="tab:blue", label="train loss")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        if any("dice_1_clicks" in h for h in self.history):
-            twin = ax.twinx()
-            for key, colour in (("dice_1_clicks", "tab:orange"), ("dice_5_clicks", "tab:green")):
-                twin.plot(steps, [h.get(key) for h in self.history], color=colour, label=f"held-out {key}")
-            twin.set_ylim(0, 1)
-            twin.set_ylabel("Dice")
-        fig.legend(loc="upper center", ncol=3, fontsize=8)
-        fig.tight_layout()
-        atomic_write(self.output / "progress.png", lambda temporary: fig.savefig(temporary, format="png", dpi=100))
-        plt.close(fig)
+        return figures
 
 
-def train_interactive(datasets: Sequence[str | Path], output: str | Path, *,
-                      config: InteractiveTrainConfig | None = None, network_config: PromptableConfig | None = None,
-                      train_fraction: float = 0.8, grid: Sequence[int] = (128, 128), slice_step: int = 2,
-                      resume: bool = False, progress: bool | None = None) -> Path:
+class InteractiveModel:
+    """The trainer's last callback for an interactive run: ``model.json`` (network, weights card, ``info``) in the
+    model folder above the trainer's ``fold_all/`` (whose weights the default callbacks have written)."""
+
+    def __init__(self, model_folder: Path, info: dict[str, Any]):
+        self.model_folder, self.info = model_folder, info
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        pass
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        history = trainer.state.history
+        figures = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("dice_")}
+        cases = self.info.get("train_cases", {})
+        card = WeightsCard.now(training_data=[Path(d).name for d in self.info.get("datasets", [])],
+                               training_cases=sum(len(v) for v in cases.values()) if isinstance(cases, dict) else 0,
+                               budget_seconds=trainer.config.budget_seconds, train_seconds=round(trainer.state.elapsed, 1),
+                               steps=trainer.state.iteration, figures={"holdout_slices": figures})
+        write_model_spec(self.model_folder, interactive_spec(trainer.network.config, self.info, card))
+
+
+def interactive_trainer(bank: SliceBank, output: str | Path, *, config: TrainConfig | None = None,
+                        network_config: PromptableConfig | None = None, validation: SliceBank | None = None,
+                        info: dict[str, Any] | None = None) -> Trainer:
+    """The one ``Trainer`` set up for a ``PromptableUNet`` on ``bank``: the model folder ``output`` gets
+    ``model.json`` and ``fold_all/`` (weights, checkpoint, training log, curves)."""
+    config = config or interactive_train_config()
+    if config.task != "interactive":
+        raise MedsegError(f"a {config.task!r} TrainConfig for interactive training", fix="use task='interactive'")
+    grid = list(bank.images.shape[2:])
+    network_config = network_config or PromptableConfig(image_channels=bank.images.shape[1], grid=grid)
+    network_config.grid = grid
+    torch.manual_seed(config.seed)
+    network = PromptableUNet(network_config)
+    task = InteractiveTask(bank, InteractiveOptions.from_dict(config.task_options), validation=validation,
+                           grid=grid, seed=config.seed, device=config.device)
+    output = Path(output)
+    return Trainer(network, task, config, output / f"fold_{FOLD}",
+                   callbacks=[*default_callbacks(), InteractiveModel(output, info or {})])
+
+
+def train_interactive(datasets: Sequence[str | Path], output: str | Path, *, config: TrainConfig | None = None,
+                      network_config: PromptableConfig | None = None, train_fraction: float = 0.8,
+                      grid: Sequence[int] = (128, 128), slice_step: int = 2, resume: bool = False,
+                      progress: bool | None = None) -> Path:
     """Load the training and held-out slices of ``datasets`` and train one model across them."""
     from medseg.interactive.slices import load_slices
 
@@ -301,6 +234,11 @@ def train_interactive(datasets: Sequence[str | Path], output: str | Path, *,
     info = {"datasets": [str(Path(d).resolve()) for d in datasets], "train_fraction": train_fraction,
             "train_cases": train.case_ids, "holdout_cases": holdout.case_ids if holdout else {},
             "train_slices": len(train)}
-    trainer = InteractiveTrainer(train, output, config=config, network_config=network_config, validation=holdout,
-                                 info=info)
-    return trainer.run(resume=resume, progress=progress)
+    trainer = interactive_trainer(train, output, config=config, network_config=network_config, validation=holdout,
+                                  info=info)
+    if resume:
+        remove_stale_temporaries(output)  # model.json's; the trainer cleans its fold_all/
+        trainer.resume()
+    trainer.run(progress=progress)
+    return Path(output)
+

@@ -156,3 +156,19 @@ def timm_unet(**cfg: Any) -> nn.Module:
     from medseg.nets.timm_unet import TimmUNet
 
     return build(TimmUNet, {}, cfg)
+
+
+# --------------------------------------------------------------- promptable U-Net (promptable_unet.py)
+@register_model(family="promptable", dims=(2,), prompted=True, exportable=False, tiny={"features": [4, 8], "grid": [32, 32]})
+def promptable_unet(*, spatial_dims: int, in_channels: int, num_classes: int, **cfg: Any) -> nn.Module:
+    """Promptable 2D U-Net: ``forward(image, prompts)``; the image embedding runs once, prompts a light decoder."""
+    from medseg.errors import MedsegError
+    from medseg.nets.promptable_unet import PromptableConfig, PromptableUNet
+
+    if num_classes != 1:
+        raise MedsegError(f"promptable_unet predicts one object (num_classes=1), not {num_classes}")
+    known = set(PromptableConfig.__dataclass_fields__) - {"image_channels"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise MedsegError(f"PromptableUNet has no option {', '.join(unknown)}", fix=f"options are: {', '.join(sorted(known))}")
+    return PromptableUNet(PromptableConfig(image_channels=in_channels, **cfg))

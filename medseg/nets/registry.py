@@ -22,7 +22,9 @@ class ModelInfo:
     ``deep_supervision``: the design has deep-supervision outputs (accepts ``deep_supervision=True``).
     ``tiny``: a small-width configuration for tests (works for 32^2 and 16^3 inputs). ``exportable``:
     convolutional, exported to ONNX by the tests.
-    ``requires``: the optional package the preset needs, if any.
+    ``requires``: the optional package the preset needs, if any. ``prompted``: the network takes prompt maps
+    beside the image (``forward(image, prompts)``), so it is not an image -> logits network and
+    ``list_models()`` leaves it out unless asked.
     """
 
     name: str
@@ -34,6 +36,7 @@ class ModelInfo:
     tiny: dict[str, Any] = field(default_factory=dict)
     exportable: bool = True
     requires: str | None = None
+    prompted: bool = False
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -41,7 +44,7 @@ _REGISTRY: dict[str, ModelInfo] = {}
 
 def register_model(*, family: str, description: str = "", dims: tuple[int, ...] = (2, 3),
                    deep_supervision: bool = False, tiny: dict[str, Any] | None = None,
-                   exportable: bool = True, requires: str | None = None) -> Callable:
+                   exportable: bool = True, requires: str | None = None, prompted: bool = False) -> Callable:
     """Decorator: register ``fn(*, spatial_dims, in_channels, num_classes, **cfg) -> nn.Module`` under its name."""
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -49,22 +52,25 @@ def register_model(*, family: str, description: str = "", dims: tuple[int, ...] 
             raise ValueError(f"network {fn.__name__!r} registered twice")
         _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, fn, family, description or (fn.__doc__ or "").split("\n")[0],
                                            tuple(dims), deep_supervision, dict(tiny or {}), exportable,
-                                           requires)
+                                           requires, prompted)
         return fn
 
     return decorate
 
 
-def list_models(spatial_dims: int | None = None, family: str | None = None) -> list[str]:
-    """Registered names (sorted), optionally only those supporting ``spatial_dims`` / of one ``family``."""
+def list_models(spatial_dims: int | None = None, family: str | None = None, prompted: bool | None = False
+                ) -> list[str]:
+    """Registered names (sorted), optionally only those supporting ``spatial_dims`` / of one ``family``;
+    ``prompted`` False (default): image -> logits networks only, True: promptable ones only, None: all."""
     return sorted(name for name, info in _REGISTRY.items()
-                  if (spatial_dims is None or spatial_dims in info.dims) and (family is None or info.family == family))
+                  if (spatial_dims is None or spatial_dims in info.dims) and (family is None or info.family == family)
+                  and (prompted is None or info.prompted == prompted))
 
 
 def model_info(name: str) -> ModelInfo:
     """The ``ModelInfo`` of ``name``; an unknown name raises a ``MedsegError`` listing the valid ones."""
     if name not in _REGISTRY:
-        raise MedsegError(f"unknown network {name!r}", fix=f"use one of: {', '.join(list_models())}")
+        raise MedsegError(f"unknown network {name!r}", fix=f"use one of: {', '.join(list_models(prompted=None))}")
     return _REGISTRY[name]
 
 

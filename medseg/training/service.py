@@ -8,6 +8,7 @@ from pathlib import Path
 from dataclasses import fields
 from typing import Any
 
+from medseg.atomic import remove_stale_temporaries
 from medseg.config import Configuration, Plan, read_json, write_json_atomic
 from medseg.config.model_folder import (ModelSpec, WeightsCard, fold_folder, plan_network_spec, read_model_spec,
                                         write_model_spec, write_segmentation_model)
@@ -81,6 +82,8 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
 
     torch.manual_seed(run_config.seed)
     trainer = Trainer(build_network(read_model_spec(model_dir)), task, run_config, fold_dir)
+    if resume:
+        remove_stale_temporaries(model_dir)  # model.json's, splits.json's; the trainer cleans fold_K/
     resumed = trainer.resume() if resume else False
     state = trainer.run(progress=progress)
     write_json_atomic({"train": train_cases, "val": val_cases}, fold_dir / "cases.json")

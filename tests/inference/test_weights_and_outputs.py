@@ -140,25 +140,25 @@ def test_a_rewritten_fold_never_pairs_new_weights_with_an_old_hash(hashed_model:
 
 
 def test_interactive_model_weights_are_verified(tmp_path: Path, shapes_dataset: Path, caplog) -> None:
-    from medseg.interactive.model import PromptableConfig, PromptableUNet
-    from medseg.interactive.predictor import MODEL_JSON, WEIGHTS, load_network, save_model
+    from medseg.interactive.predictor import load_segmenter, save_model
+    from medseg.nets.promptable_unet import PromptableConfig, PromptableUNet
 
     folder = save_model(PromptableUNet(PromptableConfig(features=[4, 8, 16], grid=[32, 32])), tmp_path / "im")
-    assert json.loads((folder / MODEL_JSON).read_text())["weights_sha256"] == sha256_file(folder / WEIGHTS)
-    load_network(folder)
+    fold = folder / "fold_all"
+    assert json.loads((fold / WEIGHTS_RECORD).read_text())["sha256"] == sha256_file(fold / "weights.safetensors")
+    load_segmenter(folder)
     damaged = tmp_path / "damaged"
     shutil.copytree(folder, damaged)
-    _flip_tensor_bytes(damaged / WEIGHTS)
+    _flip_tensor_bytes(damaged / "fold_all" / "weights.safetensors")
     with pytest.raises(MedsegError, match="sha256"):
-        load_network(damaged)
+        load_segmenter(damaged)
     old = tmp_path / "old"  # written before the hash was recorded
     shutil.copytree(folder, old)
-    description = json.loads((old / MODEL_JSON).read_text())
-    del description["weights_sha256"]
-    (old / MODEL_JSON).write_text(json.dumps(description))
+    (old / "fold_all" / WEIGHTS_RECORD).unlink()
     with caplog.at_level(logging.WARNING, logger="medseg.weights_file"):
-        load_network(old)
+        load_segmenter(old)
     assert any("no sha256 recorded" in r.getMessage() for r in caplog.records)
+    WEIGHTS = "fold_all/weights.safetensors"
     (folder / WEIGHTS).write_bytes((folder / WEIGHTS).read_bytes()[:1000])
     result = _cli("eval-interactive", shapes_dataset, "--model", folder, "--baselines", "none", "--cases", "1",
                   "-o", tmp_path / "ieval")

@@ -10,7 +10,7 @@ import torch
 
 from medseg.errors import MedsegError
 from medseg.interactive import Click, PromptSet, Segmenter
-from medseg.interactive.model import PromptableConfig, PromptableUNet
+from medseg.nets.promptable_unet import PromptableConfig, PromptableUNet
 from medseg.interactive.predictor import (PromptableSegmenter, load_segmenter, normalize_channels, save_model)
 
 TINY = [4, 8, 16]
@@ -82,11 +82,17 @@ def test_model_folder_round_trip_gives_the_same_probabilities(tmp_path):
 
 
 def test_loading_refuses_folders_that_are_not_models(tmp_path):
-    with pytest.raises(MedsegError, match="no interactive.json"):
+    with pytest.raises(MedsegError, match="no model.json"):
         load_segmenter(tmp_path)
-    (tmp_path / "interactive.json").write_text(json.dumps({"kind": "something else"}))
-    with pytest.raises(MedsegError, match="is not a medseg-interactive"):
+    (tmp_path / "model.json").write_text(json.dumps({"schema_version": 2, "task": "segmentation"}))
+    with pytest.raises(MedsegError, match="incomplete or malformed"):
         load_segmenter(tmp_path)
-    (tmp_path / "interactive.json").write_text(json.dumps({"kind": "medseg-interactive", "network": {}}))
-    with pytest.raises(MedsegError, match="weights are missing"):
+    save_model(PromptableUNet(PromptableConfig(features=[4, 8], grid=[32, 32])), tmp_path)
+    (tmp_path / "fold_all" / "weights.safetensors").unlink()
+    with pytest.raises(MedsegError, match="fold all has no weights"):
         load_segmenter(tmp_path)
+    legacy = tmp_path / "legacy"  # the layout before the one model-folder contract
+    legacy.mkdir()
+    (legacy / "interactive.json").write_text(json.dumps({"kind": "medseg-interactive", "network": {}}))
+    with pytest.raises(MedsegError, match="medseg model upgrade"):
+        load_segmenter(legacy)

@@ -8,10 +8,10 @@ import torch
 from typer.testing import CliRunner
 
 from medseg.cli.app import app
-from medseg.interactive.model import PromptableConfig
+from medseg.nets.promptable_unet import PromptableConfig
 from medseg.interactive.predictor import load_segmenter
 from medseg.interactive.slices import SliceBank, load_slices, split_case_ids
-from medseg.interactive.training import InteractiveTrainConfig, InteractiveTrainer
+from medseg.interactive.training import interactive_train_config, interactive_trainer
 from medseg.training.checkpoint import load_checkpoint
 from tests.conftest import shared_dataset
 
@@ -58,31 +58,34 @@ def _distractor_bank(count: int, size: int, seed: int) -> SliceBank:
 @pytest.mark.slow
 def test_training_learns_to_segment_the_clicked_object_among_look_alikes(tmp_path):
     train, held_out = _distractor_bank(64, 48, seed=0), _distractor_bank(24, 48, seed=1)
-    config = InteractiveTrainConfig(budget_seconds=None, max_steps=250, batch_size=8, validate_every=250, learning_rate=3e-3,
-                                    mode_weights={"clicks": 1.0}, max_corrections=2)
-    trainer = InteractiveTrainer(train, tmp_path / "model", config=config, validation=held_out,
-                                 network_config=PromptableConfig(features=[8, 16, 32]))
-    before = trainer.validate()
+    config = interactive_train_config(budget_seconds=None, max_iterations=250, batch_size=8, validate_every=250,
+                                      learning_rate=3e-3, mode_weights={"clicks": 1.0}, max_corrections=2)
+    trainer = interactive_trainer(train, tmp_path / "model", config=config, validation=held_out,
+                                  network_config=PromptableConfig(features=[8, 16, 32]))
+    with torch.no_grad():
+        before = trainer.task.validate(trainer.network)
     trainer.run(progress=False)
-    after = trainer.history[-1]
+    after = trainer.state.history[-1]
     # untrained: about chance; trained: the clicked disc, not its look-alikes
     assert before["dice_1_clicks"] < 0.4
     assert after["dice_1_clicks"] > 0.75 and after["dice_5_clicks"] > 0.8
     segmenter = load_segmenter(tmp_path / "model")
-    assert segmenter.info["steps"] == 250 and (tmp_path / "model" / "progress.png").stat().st_size > 0
+    assert segmenter.info["steps"] == 250 and (tmp_path / "model" / "fold_all" / "progress.png").stat().st_size > 0
+    assert segmenter.info["card"]["figures"]["holdout_slices"]["dice_5_clicks"] == after["dice_5_clicks"]
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path):
     bank = _distractor_bank(8, 48, seed=0)
     network = PromptableConfig(features=[4, 8])
-    config = InteractiveTrainConfig(budget_seconds=None, max_steps=3, batch_size=2, validate_every=2)
-    InteractiveTrainer(bank, tmp_path, config=config, network_config=network).run(progress=False)
-    state = load_checkpoint(tmp_path / "checkpoint.pt")  # weights_only: plain tensors and numbers
-    assert state["step"] == 3
-    config.max_steps = 5
-    resumed = InteractiveTrainer(bank, tmp_path, config=config, network_config=network)
-    resumed.run(resume=True, progress=False)
-    assert resumed.step_count == 5 and [h["step"] for h in resumed.history] == [2, 3, 4, 5]
+    config = interactive_train_config(budget_seconds=None, max_iterations=3, batch_size=2, validate_every=2)
+    interactive_trainer(bank, tmp_path, config=config, network_config=network).run(progress=False)
+    state = load_checkpoint(tmp_path / "fold_all" / "checkpoint.pt")  # weights_only: plain tensors and numbers
+    assert state["state"]["iteration"] == 3
+    config.max_iterations = 5
+    resumed = interactive_trainer(bank, tmp_path, config=config, network_config=network)
+    assert resumed.resume()
+    resumed.run(progress=False)
+    assert resumed.state.iteration == 5 and [h["iteration"] for h in resumed.state.history] == [2, 3, 5]  # an epoch is 2 steps
 
 
 def test_cli_trains_a_model_folder_and_refuses_a_missing_dataset(tmp_path):

@@ -248,19 +248,26 @@ def test_interactive_training_resume_removes_a_kills_temporaries(tmp_path: Path)
     import numpy as np
     import torch
 
-    from medseg.interactive.model import PromptableConfig
+    from medseg.nets.promptable_unet import PromptableConfig
     from medseg.interactive.slices import SliceBank
-    from medseg.interactive.training import InteractiveTrainConfig, InteractiveTrainer
+    from medseg.interactive.training import interactive_train_config, interactive_trainer
 
     rows, cols = np.mgrid[:48, :48]
     targets = np.stack([np.hypot(rows - 24, cols - 16 - 4 * i) < 8 for i in range(4)])
     images = np.repeat((0.2 + 0.6 * targets)[:, None], 3, 1)
     bank = SliceBank(torch.tensor(images, dtype=torch.float16), torch.tensor(targets), np.zeros(4, int),
                      [f"synthetic/{i}" for i in range(4)], ["synthetic"])
-    config = InteractiveTrainConfig(budget_seconds=None, max_steps=2, batch_size=2, validate_every=2)
+    config = interactive_train_config(budget_seconds=None, max_iterations=2, batch_size=2, validate_every=2)
     network = PromptableConfig(features=[4, 8])
-    InteractiveTrainer(bank, tmp_path, config=config, network_config=network).run(progress=False)
-    leftovers = [leave_temporary(tmp_path / "checkpoint.pt"), leave_temporary(tmp_path / "progress.png", ".png")]
-    config.max_steps = 3
-    InteractiveTrainer(bank, tmp_path, config=config, network_config=network).run(resume=True, progress=False)
+    interactive_trainer(bank, tmp_path, config=config, network_config=network).run(progress=False)
+    fold = tmp_path / "fold_all"
+    leftovers = [leave_temporary(fold / "checkpoint.pt"), leave_temporary(fold / "progress.png", ".png"),
+                 leave_temporary(tmp_path / "model.json", ".json")]
+    config.max_iterations = 3
+    resumed = interactive_trainer(bank, tmp_path, config=config, network_config=network)
+    from medseg.atomic import remove_stale_temporaries
+
+    remove_stale_temporaries(tmp_path)  # what train_interactive(resume=True) does for the model folder
+    assert resumed.resume()
+    resumed.run(progress=False)
     assert temporaries(tmp_path) == [] and not any(path.exists() for path in leftovers)

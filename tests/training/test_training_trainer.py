@@ -15,6 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from medseg.atomic import is_temporary
 from medseg.cli.app import app
 from medseg.errors import MedsegError
 from medseg.training.checkpoint import load_checkpoint, save_checkpoint
@@ -128,7 +129,7 @@ def test_sigkill_and_resume_reach_the_uninterrupted_result(tmp_path: Path) -> No
     new_log = json.loads((model / "fold_0" / "training_log.json").read_text())["history"]
     assert ref_log[-1]["iteration"] == new_log[-1]["iteration"] == 24
     np.testing.assert_allclose(new_log[-1]["val_dice"], ref_log[-1]["val_dice"], atol=0.02)
-    assert not list((model / "fold_0").glob(".*.part"))
+    assert not [p for p in model.rglob("*") if is_temporary(p)]  # what the kills left was cleaned on resume
     assert available_folds(model) == ["0"]
 
 

@@ -1,4 +1,4 @@
-"""The promptable network: a 2D U-Net from the zoo's blocks, split into a heavy image part run once per image
+"""The promptable network (registered as ``promptable_unet``): a 2D U-Net from the zoo's blocks, split into a heavy image part run once per image
 (``embed``) and a light prompt part run once per interaction (``decode``).
 
 Two ways to bring the prompt maps (``PROMPT_CHANNELS`` maps from ``encode_prompts``) into the network:
@@ -24,11 +24,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from medseg.errors import MedsegError
-from medseg.interactive.prompts import PROMPT_CHANNELS
 from medseg.nets.blocks.conv import ConvNormAct, StackedConvs, UpConv
 from medseg.nets.blocks.factory import conv_layer
 
 FUSIONS = ("decoder", "input")
+PROMPT_CHANNELS = 6  # the prompt maps of medseg.interactive.prompts.encode_prompts (its CHANNEL_NAMES)
 
 
 @dataclass
