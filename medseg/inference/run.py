@@ -1,7 +1,8 @@
 """Predict a file, a folder of files or a dataset folder into an output folder (what ``medseg predict`` runs).
 
-Cases are found and every input file is read once (``check_inputs``) before anything is predicted, so a bad input
-stops the run before any file is written; each label file (``<case><suffix of the input>``) and probability file
+Cases are found and every input file is read once (``check_inputs``: readable, finite, its channels on one grid,
+as many channels and spatial dimensions as the model takes) before anything is predicted, so a bad input stops the
+run before any file is written; each label file (``<case><suffix of the input>``) and probability file
 (``<case>.npz``) is written atomically, and an existing one is replaced only with ``overwrite``.
 """
 
@@ -67,14 +68,19 @@ def output_names(cases: Sequence[InputCase], *, save_probabilities: bool = False
     return names + ([f"{case.case_id}.npz" for case in cases] if save_probabilities else [])
 
 
-def check_inputs(cases: Sequence[InputCase], *, progress: bool | None = None) -> None:
+def check_inputs(cases: Sequence[InputCase], *, predictor=None, progress: bool | None = None) -> None:
     """Read every case's channel files once (decoded in full, one case at a time, then dropped) so that an
-    unreadable, truncated or off-grid file stops the run with its ``MedsegError`` before the first write."""
+    unreadable, truncated, non-finite or off-grid file stops the run with its ``MedsegError`` before the first
+    write; with ``predictor`` (a ``Predictor`` or ``EnsemblePredictor``), also an image whose channel count or
+    dimension is not what each of its models takes (an RGB image for a grey model)."""
     from medseg.data import read_channels
     from medseg.progress import track
 
+    members = list(getattr(predictor, "predictors", None) or ([predictor] if predictor is not None else []))
     for case in track(cases, "check inputs", enabled=progress):
-        read_channels(case.files)
+        image = read_channels(case.files)
+        for member in members:
+            member._check(image)  # the check predict itself makes: one rule, applied before any file is written
 
 
 def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, save_probabilities: bool = False,
@@ -82,7 +88,8 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
     """Predict every case with ``predictor`` (a ``Predictor`` or ``EnsemblePredictor``); returns the label files.
 
     The output folder is checked first (writable, not inside an input dataset or input folder, no existing
-    output file unless ``overwrite``), then every input is read (``check_inputs``), then cases are predicted.
+    output file unless ``overwrite``), then every input is read and checked against the model
+    (``check_inputs``), then cases are predicted.
     """
     from medseg.data import read_channels
     from medseg.inference.ensemble import save_probabilities as save
@@ -93,7 +100,7 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
     inputs = [f for case in cases for f in case.files]  # the output may not be the folder of any of them
     prepare_output_dir(output, inputs=inputs, overwrite=overwrite,
                        names=output_names(cases, save_probabilities=save_probabilities))
-    check_inputs(cases, progress=progress)
+    check_inputs(cases, predictor=predictor, progress=progress)
     remove_stale_temporaries(output, targets=output_names(cases, save_probabilities=save_probabilities))
     output = Path(output)
     written = []

@@ -271,11 +271,7 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
 }
 
 # Cells that fail today, each with the reason; strict, so a fix makes the cell fail until its mark is removed.
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("predict", "rgb_in_grey"): "the channel count is checked against the model only when a case is predicted, so "
-                                "the cases before it are written first (medseg/inference/run.py: check_inputs "
-                                "does not know the model's channels yet)",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 def _kind(command: str, bad_input: str) -> str | None:
