@@ -81,11 +81,19 @@ def read_image(path: str | Path) -> Image:
 
 
 def write_image(image: Image, path: str | Path) -> Path:
-    """Write ``image`` (format by suffix) atomically: to a temporary name in the same folder, then renamed."""
+    """Write ``image`` (format by suffix) atomically: to a temporary name in the same folder, then renamed.
+
+    A header with a separate data file (``.mhd``, ``.nhdr``) writes ``<name>.raw`` beside it, complete before the
+    header that names it appears."""
     path = Path(path)
     suffix = require_image_suffix(path)
-    writer = FORMATS[suffix][1]
-    atomic_write(path, lambda temporary: writer(image, temporary), suffix=f".part{suffix}")
+    if suffix in sitk_io.DETACHED_HEADERS:
+        def write(temporary: Path) -> None:
+            sitk_io.write_detached(image, temporary, path)
+    else:
+        def write(temporary: Path) -> None:
+            FORMATS[suffix][1](image, temporary)
+    atomic_write(path, write, suffix=f".part{suffix}")
     return path
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +165,35 @@ def write_sitk(image: Image, path: Path) -> None:
     import SimpleITK as sitk
 
     sitk.WriteImage(image_to_sitk(image), str(path), useCompression=str(path).endswith((".gz", ".nrrd", ".mha")))
+
+
+# header suffix -> the header field that names its data file (MetaImage, detached NRRD)
+DETACHED_HEADERS = {".mhd": re.compile(r"^(ElementDataFile\s*=\s*)(.+?)\s*$", re.M),
+                    ".nhdr": re.compile(r"^(data ?file\s*:\s*)(.+?)\s*$", re.M)}
+
+
+def write_detached(image: Image, temporary: Path, final: Path) -> None:
+    """Write a header + data file pair (``x.mhd`` + ``x.raw``, ``x.nhdr`` + ``x.raw``) for ``final``: ITK writes
+    both under the temporary header's name, the header is made to name ``final``'s data file, and the data file
+    takes its final name. The caller renames ``temporary`` to ``final`` afterwards (``atomic_write``), so the
+    header appears last and only ever names a complete data file; an existing header is removed before its data
+    file is replaced, so an interrupted overwrite leaves no header over data it does not describe."""
+    suffix = next(s for s in DETACHED_HEADERS if final.name.lower().endswith(s))
+    stem = temporary.name[: len(temporary.name) - len(suffix)]  # unique: it holds the writer's pid and token
+    try:
+        write_sitk(image, temporary)
+        header = temporary.read_text(encoding="latin-1")
+        match = DETACHED_HEADERS[suffix].search(header)
+        if match is None:  # ITK put the voxels in the header itself: nothing to rename
+            return
+        data = temporary.with_name(match[2])
+        if not data.name.startswith(stem) or data.parent != temporary.parent:
+            raise ValueError(f"unexpected data file name {match[2]!r} in the header ITK wrote")
+        target = final.with_name(final.name[: len(final.name) - len(suffix)] + data.name[len(stem):])
+        temporary.write_text(header[: match.start(2)] + target.name + header[match.end(2):], encoding="latin-1")
+        final.unlink(missing_ok=True)
+        os.replace(data, target)
+    finally:  # the data temporary is gone once renamed; after a failure, whatever ITK had written of it
+        for leftover in temporary.parent.glob(glob_escape(stem) + "*"):
+            if leftover != temporary:
+                leftover.unlink(missing_ok=True)
