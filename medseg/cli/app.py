@@ -15,7 +15,8 @@ import typer
 
 from medseg.errors import MedsegError
 
-# name -> "module:function". Add a line here to add a command.
+# name -> "module:function". Add a line here to add a command; "group command" (one space) adds a command to the
+# sub-command group of GROUPS.
 COMMANDS: dict[str, str] = {
     "demo": "medseg.cli.dataset_commands:demo",
     "convert": "medseg.cli.dataset_commands:convert",
@@ -32,6 +33,11 @@ COMMANDS: dict[str, str] = {
     "interactive": "medseg.cli.interactive_commands:interactive",
     "eval-interactive": "medseg.cli.interactive_commands:eval_interactive",
     "train-interactive": "medseg.cli.interactive_training:train_interactive",
+    "model upgrade": "medseg.cli.model_commands:upgrade",
+}
+# group -> its help line
+GROUPS: dict[str, str] = {
+    "model": "Model folders: convert old ones to the current format (medseg model upgrade FOLDER).",
 }
 
 
@@ -59,10 +65,15 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+    groups: dict[str, typer.Typer] = {}
     for name, target in COMMANDS.items():
         module_name, function_name = target.split(":")
         function = getattr(importlib.import_module(module_name), function_name)
-        app.command(name)(user_errors_exit_2(function))
+        group, _, command = name.rpartition(" ")
+        if group and group not in groups:
+            groups[group] = typer.Typer(name=group, help=GROUPS[group], no_args_is_help=True)
+            app.add_typer(groups[group])
+        (groups[group] if group else app).command(command)(user_errors_exit_2(function))
     return app
 
 

@@ -449,6 +449,7 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
         "demo": "writes its own data", "example-data": "writes its own data", "models": "reads no files",
         "interactive": "the server: uploads are tested in tests/interactive/test_interactive_server.py",
         "find-best": "reads the model folders' validation predictions that train writes, not user files",
+        "model upgrade": "model folders, old and damaged: tests/cli/test_model_upgrade.py",
     }
     covered = set(COMMANDS) | {"evaluate"}
     assert set(CLI_COMMANDS) - set(elsewhere) - covered == set()
