@@ -78,16 +78,25 @@ def train(
     max_iterations: Optional[int] = typer.Option(None, help="Stop after this many steps (default: the plan's)."),
     iterations_per_epoch: int = typer.Option(50, help="Training steps between validations and checkpoints."),
     validation: bool = typer.Option(True, help="Predict the fold's validation cases in full after training."),
+    network: Optional[str] = typer.Option(None, help="A network of `medseg models` instead of the planned U-Net "
+                                                     "(fitted to the plan's patch; its memory and step time are "
+                                                     "measured to refit batch size and steps)."),
+    set_: List[str] = typer.Option([], "--set", help="A network option: net.KEY=JSON, repeatable (e.g. "
+                                                     "--set net.feature_size=24)."),
+    loss: Optional[str] = typer.Option(None, help="A loss of the registry (medseg.losses.list_losses()) instead "
+                                                  "of nnU-Net's Dice + CE."),
 ) -> None:
     """Train one fold within a wall-clock budget (checkpoints every epoch; --resume continues)."""
     from medseg.planning.budget import parse_duration
+    from medseg.planning.overrides import parse_network_overrides
     from medseg.training.service import train_fold
 
     result = train_fold(dataset, configuration, fold, model_dir=output, plans=plans, preprocessed=preprocessed,
                         budget_seconds=parse_duration(budget) if budget else None, resume=resume, split_mode=split,
                         groups_file=groups, train_config={"optimizer": optimizer, "num_workers": workers,
                                                           "seed": seed, "max_iterations": max_iterations,
-                                                          "iterations_per_epoch": iterations_per_epoch},
+                                                          "iterations_per_epoch": iterations_per_epoch, "loss": loss},
+                        network=network, network_options=parse_network_overrides(set_) or None,
                         validate=validation)
     last = result.state.history[-1] if result.state.history else {}
     typer.echo(f"{'resumed and ' if result.resumed else ''}trained {result.state.iteration} steps in "

@@ -137,7 +137,11 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: Path | None = None) -> "ModelSpec":
-        version = int(data.get("schema_version", 1))
+        try:
+            version = int(data.get("schema_version", 1))
+        except (TypeError, ValueError):
+            raise MedsegError(f"model.json has schema_version {data.get('schema_version')!r}, not a number",
+                              path=path, fix="pass a folder written by medseg, or retrain") from None
         if version > SCHEMA_VERSION:
             raise MedsegError(f"model.json schema_version {version} is newer than this medseg's ({SCHEMA_VERSION})",
                               path=path, fix="upgrade medseg")

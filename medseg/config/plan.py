@@ -36,8 +36,9 @@ class Normalization:
 class Configuration:
     """One way to train on the dataset (``2d``, ``3d_fullres``, ``3d_lowres``, ``3d_cascade_fullres``).
 
-    Spatial lists are in array order ``(z, y, x)`` or ``(y, x)``; ``target_spacing`` in mm. ``network`` is the
-    ``PlanUNet`` config (constructor kwargs); ``num_iterations`` is what the time budget allows at
+    Spatial lists are in array order ``(z, y, x)`` or ``(y, x)``; ``target_spacing`` in mm. ``network`` holds the
+    arguments of ``medseg.nets.create(network_name, ...)`` (``spatial_dims``, ``in_channels`` and ``num_classes``
+    among them; the planned ``plan_unet`` unless ``--network`` chose another); ``num_iterations`` is what the time budget allows at
     ``estimated_step_seconds`` per training step.
     """
 
@@ -55,6 +56,7 @@ class Configuration:
     num_iterations: int
     previous_stage: str | None = None
     decisions: list[Decision] = field(default_factory=list)
+    network_name: str = "plan_unet"  # the registry network ``network`` holds the arguments of
 
     def decide(self, field_name: str, value: Any, reason: str) -> None:
         self.decisions.append(Decision(field_name, value, reason))

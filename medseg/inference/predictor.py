@@ -30,12 +30,21 @@ from medseg.inference.restore import SlabResampler, bytes_of, label_lookup, past
 from medseg.inference.sliding_window import sliding_window, sliding_window_slabs
 from medseg.inference.tta import mirrored
 from medseg.io import Image
+from medseg.nets.memory import inference_activation_bytes
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_LIMIT = 2 * 1024 ** 3
 DEFAULT_FORWARD_MEMORY = 1024 ** 3
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def network_in_channels(network: torch.nn.Module) -> int | None:
+    """The input channels a network was built for (``nets.create`` records them), or None if unknown."""
+    spec = getattr(network, "medseg_spec", None) or getattr(network, "config", None)
+    if isinstance(spec, dict) and spec.get("in_channels"):
+        return int(spec["in_channels"])
+    return None
 
 
 class Predictor:
@@ -77,11 +86,10 @@ class Predictor:
         if precision not in PRECISIONS:
             raise MedsegError(f"unknown precision {precision!r}", fix=f"use one of {', '.join(PRECISIONS)}")
         self.precision = precision
-        self.in_channels = int(getattr(self.networks[0], "config", {}).get("in_channels", 0)) or None
-        features = getattr(self.networks[0], "config", {}).get("features_per_stage", [32])
-        # the largest live tensors of a U-Net forward are a few full-resolution feature maps per sample
-        per_sample = 6 * int(features[0]) * int(np.prod(self.patch_size)) * 4
-        self.max_forward_batch = max(1, int(forward_memory) // per_sample)
+        self.in_channels = network_in_channels(self.networks[0])
+        # the network says what one window costs: its peak live activations, measured on the meta device
+        per_sample = inference_activation_bytes(self.networks[0], (1, self.in_channels or 1, *self.patch_size))
+        self.max_forward_batch = max(1, int(forward_memory) // max(per_sample, 1))
         copies = self.batch_size * 2 ** len(self.mirror_axes)
         limit = min(copies, self.max_forward_batch)
         self._chunk_trials = [c for c in (32, 16, 8, 4, 2, 1) if c <= limit]  # largest first

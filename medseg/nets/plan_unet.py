@@ -141,24 +141,11 @@ class PlanUNet(nn.Module):
 
     def estimate_activation_memory(self, patch_size: Sequence[int], batch_size: int = 1,
                                    dtype: torch.dtype = torch.float32) -> int:
-        """Bytes of the tensors a training step keeps for backward (plus the outputs), for one batch of patches.
+        """Bytes of the tensors a training step keeps for backward (plus the outputs), for one batch of patches:
+        :func:`medseg.nets.memory.training_activation_bytes` on a shape-only copy built on the meta device."""
+        from medseg.nets.memory import training_activation_bytes
 
-        Runs the network on PyTorch's ``meta`` device (shapes only: no memory, no compute, no GPU) and adds up the
-        distinct tensors autograd saves, so it follows the real graph instead of a formula. Weights, gradients and
-        optimiser state are not included (``sum(p.numel() for p in model.parameters())`` gives those).
-        """
         with torch.device("meta"):
-            shadow = PlanUNet.from_config(self.config).to(dtype)
-        shadow.train()
-        x = torch.empty((batch_size, self._config["in_channels"], *[int(p) for p in patch_size]), device="meta",
-                        dtype=dtype, requires_grad=True)
-        saved: dict[int, int] = {}  # id -> bytes; autograd keeps the tensors alive, so ids stay unique
-
-        def pack(tensor: torch.Tensor) -> torch.Tensor:
-            saved[id(tensor)] = tensor.nelement() * tensor.element_size()
-            return tensor
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            out = shadow(x)
-        outputs = out if isinstance(out, list) else [out]
-        return int(sum(saved.values()) + sum(o.nelement() * o.element_size() for o in outputs))
+            shadow = PlanUNet.from_config(self.config)
+        shape = (batch_size, self._config["in_channels"], *[int(p) for p in patch_size])
+        return training_activation_bytes(shadow, shape, dtype)

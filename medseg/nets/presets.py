@@ -16,8 +16,35 @@ _TINY_UNET = {"features": (4, 8, 16)}
 _TINY_PLAN = {"features_per_stage": (4, 8, 16), "kernel_sizes": (3, 3, 3), "strides": (1, 2, 2)}
 
 
+# ---------------------------------------------------- fitting a preset to a plan configuration (fit_plan)
+def _plan_topology(patch: list[int], plan: dict[str, Any]) -> dict[str, Any]:
+    """The planned stages: widths, kernels and strides as the planner chose them for the patch."""
+    return {k: plan[k] for k in ("features_per_stage", "kernel_sizes", "strides") if k in plan}
+
+
+def _plan_widths(patch: list[int], plan: dict[str, Any]) -> dict[str, Any]:
+    """A U-Net-family preset with one level per planned stage, at the planned widths (so it halves the patch as
+    often as the plan's network does)."""
+    return {"features": list(plan["features_per_stage"])}
+
+
+def _plan_resenc(patch: list[int], plan: dict[str, Any]) -> dict[str, Any]:
+    stages = len(plan["features_per_stage"])
+    return {**_plan_topology(patch, plan), "n_conv_per_stage": ([1, 3, 4, 6] + [6] * stages)[:stages]}
+
+
+def _plan_umamba(patch: list[int], plan: dict[str, Any]) -> dict[str, Any]:
+    stages = len(plan["features_per_stage"])
+    return {**_plan_topology(patch, plan), "n_conv_per_stage": [1] + [2] * (stages - 1)}
+
+
+def _image_size(patch: list[int], plan: dict[str, Any]) -> dict[str, Any]:
+    """Transformers with learned position embeddings are built for one input size: the patch."""
+    return {"img_size": list(patch)}
+
+
 # ------------------------------------------------------------------------- U-Net family (unet.py)
-@register_model(family="unet", tiny=_TINY_UNET)
+@register_model(family="unet", tiny=_TINY_UNET, fit_plan=_plan_widths)
 def unet(**cfg: Any) -> nn.Module:
     """U-Net (Ronneberger 2015), padded: 64..1024 features, batch norm, ReLU, transposed-conv up."""
     from medseg.nets.unet import UNet
@@ -33,7 +60,7 @@ def unet_valid(**cfg: Any) -> nn.Module:
     return build(UNet, {"padding": "valid", "norm": None, "bottleneck_dropout": 0.5}, cfg)
 
 
-@register_model(family="unet", tiny=_TINY_UNET)
+@register_model(family="unet", tiny=_TINY_UNET, fit_plan=_plan_widths)
 def unet3d_cicek(**cfg: Any) -> nn.Module:
     """3D U-Net (Cicek 2016): 32|64 .. 256|512, up-conv keeps channels, batch norm (2D works too)."""
     from medseg.nets.unet import UNet
@@ -42,7 +69,7 @@ def unet3d_cicek(**cfg: Any) -> nn.Module:
                         cfg)
 
 
-@register_model(family="unet", tiny=_TINY_UNET)
+@register_model(family="unet", tiny=_TINY_UNET, fit_plan=_plan_widths)
 def resunet(**cfg: Any) -> nn.Module:
     """Residual U-Net: residual units, strided-conv downsampling, instance norm."""
     from medseg.nets.unet import UNet
@@ -51,7 +78,7 @@ def resunet(**cfg: Any) -> nn.Module:
                          "norm": "instance"}, cfg)
 
 
-@register_model(family="unet", tiny=_TINY_UNET, deep_supervision=True)
+@register_model(family="unet", tiny=_TINY_UNET, deep_supervision=True, fit_plan=_plan_widths)
 def attention_unet(**cfg: Any) -> nn.Module:
     """Attention U-Net (Oktay 2018): additive attention gates on the skips."""
     from medseg.nets.unet import UNet
@@ -65,7 +92,7 @@ def _plan_defaults(spatial_dims: int) -> dict[str, Any]:
     return {"features_per_stage": (32, 64, 128, 256, top), "kernel_sizes": (3,) * 5, "strides": (1, 2, 2, 2, 2)}
 
 
-@register_model(family="plan_unet", tiny=_TINY_PLAN, deep_supervision=True)
+@register_model(family="plan_unet", tiny=_TINY_PLAN, deep_supervision=True, fit_plan=_plan_topology)
 def plan_unet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
     """Plan-driven U-Net, plain conv encoder (nnU-Net PlainConvUNet); topology from the plan."""
     from medseg.nets.plan_unet import PlanUNet
@@ -73,7 +100,8 @@ def plan_unet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
     return build(PlanUNet, _plan_defaults(spatial_dims), {"spatial_dims": spatial_dims, **cfg})
 
 
-@register_model(family="plan_unet", tiny={**_TINY_PLAN, "n_conv_per_stage": (1, 2, 2)}, deep_supervision=True)
+@register_model(family="plan_unet", tiny={**_TINY_PLAN, "n_conv_per_stage": (1, 2, 2)}, deep_supervision=True,
+                fit_plan=_plan_resenc)
 def plan_resenc_unet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
     """Plan-driven U-Net, residual encoder (nnU-Net ResEnc: 1, 3, 4, 6, 6 blocks), one conv per decoder stage."""
     from medseg.nets.plan_unet import PlanUNet
@@ -93,7 +121,7 @@ def vnet(**cfg: Any) -> nn.Module:
     return build(VNet, {}, cfg)
 
 
-@register_model(family="unetpp", tiny={"features": (4, 8, 16)}, deep_supervision=True)
+@register_model(family="unetpp", tiny={"features": (4, 8, 16)}, deep_supervision=True, fit_plan=_plan_widths)
 def unetpp(**cfg: Any) -> nn.Module:
     """UNet++ (Zhou 2018): nested dense skips, deep supervision, prunable (``model.prune_depth``)."""
     from medseg.nets.unetpp import UNetPlusPlus
@@ -101,7 +129,7 @@ def unetpp(**cfg: Any) -> nn.Module:
     return build(UNetPlusPlus, {}, cfg)
 
 
-@register_model(family="unetr", exportable=False, tiny={"img_size": 32, "patch_size": 8, "feature_size": 4,
+@register_model(family="unetr", exportable=False, fit_plan=_image_size, tiny={"img_size": 32, "patch_size": 8, "feature_size": 4,
                                                         "hidden": 32, "layers": 3, "heads": 2})
 def unetr(*, spatial_dims: int, **cfg: Any) -> nn.Module:
     """UNETR (Hatamizadeh 2022): ViT-B/16 encoder, conv decoder from hidden states 3, 6, 9, 12."""
@@ -128,7 +156,7 @@ def swin_unet(**cfg: Any) -> nn.Module:
     return build(SwinUnet, {}, cfg)
 
 
-@register_model(family="transunet", exportable=False, tiny={
+@register_model(family="transunet", exportable=False, fit_plan=_image_size, tiny={
     "cnn_features": (4, 8, 16, 32), "cnn_blocks": (1, 1, 1), "hidden": 32, "layers": 2, "heads": 2,
     "decoder_features": (16, 8, 8, 4), "img_size": 32})
 def transunet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
@@ -139,7 +167,7 @@ def transunet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
     return build(TransUNet, defaults, {"spatial_dims": spatial_dims, **cfg})
 
 
-@register_model(family="umamba", exportable=False, deep_supervision=True, tiny={
+@register_model(family="umamba", exportable=False, deep_supervision=True, fit_plan=_plan_umamba, tiny={
     **_TINY_PLAN, "n_conv_per_stage": 1, "head_dim": 4, "d_state": 4, "chunk": 16})
 def umamba(*, spatial_dims: int, **cfg: Any) -> nn.Module:
     """U-Mamba (Ma 2024, Enc variant): residual encoder + state-space layers, pure PyTorch (CPU)."""

@@ -24,7 +24,9 @@ class ModelInfo:
     convolutional, exported to ONNX by the tests.
     ``requires``: the optional package the preset needs, if any. ``prompted``: the network takes prompt maps
     beside the image (``forward(image, prompts)``), so it is not an image -> logits network and
-    ``list_models()`` leaves it out unless asked.
+    ``list_models()`` leaves it out unless asked. ``fit_plan(patch_size, plan_network) -> options``: the
+    preset's options for a plan configuration (its patch and the planned U-Net's arguments), so that ``medseg
+    train --network NAME`` builds it for the plan's patch; None: the preset's defaults fit any patch.
     """
 
     name: str
@@ -37,6 +39,7 @@ class ModelInfo:
     exportable: bool = True
     requires: str | None = None
     prompted: bool = False
+    fit_plan: Callable[[list[int], dict[str, Any]], dict[str, Any]] | None = None
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -44,7 +47,8 @@ _REGISTRY: dict[str, ModelInfo] = {}
 
 def register_model(*, family: str, description: str = "", dims: tuple[int, ...] = (2, 3),
                    deep_supervision: bool = False, tiny: dict[str, Any] | None = None,
-                   exportable: bool = True, requires: str | None = None, prompted: bool = False) -> Callable:
+                   exportable: bool = True, requires: str | None = None, prompted: bool = False,
+                   fit_plan: Callable[[list[int], dict[str, Any]], dict[str, Any]] | None = None) -> Callable:
     """Decorator: register ``fn(*, spatial_dims, in_channels, num_classes, **cfg) -> nn.Module`` under its name."""
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -52,7 +56,7 @@ def register_model(*, family: str, description: str = "", dims: tuple[int, ...] 
             raise ValueError(f"network {fn.__name__!r} registered twice")
         _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, fn, family, description or (fn.__doc__ or "").split("\n")[0],
                                            tuple(dims), deep_supervision, dict(tiny or {}), exportable,
-                                           requires, prompted)
+                                           requires, prompted, fit_plan)
         return fn
 
     return decorate
@@ -89,6 +93,12 @@ def create(name: str, spatial_dims: int, in_channels: int, num_classes: int, **c
     model.medseg_spec = {"name": name, "spatial_dims": spatial_dims, "in_channels": in_channels,
                          "num_classes": num_classes, "cfg": cfg}
     return model
+
+
+def plan_options(name: str, patch_size: list[int], plan_network: dict[str, Any]) -> dict[str, Any]:
+    """Options that fit network ``name`` to a plan configuration (``{}`` when its defaults fit any patch)."""
+    info = model_info(name)
+    return dict(info.fit_plan(list(patch_size), dict(plan_network))) if info.fit_plan else {}
 
 
 def build(cls: Callable[..., nn.Module], defaults: dict[str, Any], cfg: dict[str, Any]) -> nn.Module:

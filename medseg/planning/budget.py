@@ -72,10 +72,11 @@ def calibrate(device: str, spatial_dims: int, *, seconds: float = 2.0, num_worke
 
 
 def measure_step_seconds(network: dict, patch_size: list[int], batch_size: int, device: str, *,
-                         seconds: float = 3.0, num_workers: int = 1) -> float:
-    """Fastest wall time of a training step (forward, deep-supervision cross-entropy, backward, SGD) of the
-    planned network on random data, after one warm-up step, with the torch threads training will use next to
-    ``num_workers`` loader workers; stops after about ``seconds``."""
+                         seconds: float = 3.0, num_workers: int = 1, network_name: str = "plan_unet") -> float:
+    """Fastest wall time of a training step (forward, cross-entropy on the full-resolution output, backward, SGD)
+    of the planned network (``medseg.nets.create(network_name, **network)``) on random data, after one warm-up
+    step, with the torch threads training will use next to ``num_workers`` loader workers; stops after about
+    ``seconds``."""
     import torch
 
     from medseg.parallel import compute_threads
@@ -84,17 +85,18 @@ def measure_step_seconds(network: dict, patch_size: list[int], batch_size: int, 
     if device == "cpu":
         torch.set_num_threads(compute_threads(num_workers))
     try:
-        return _time_steps(network, patch_size, batch_size, device, seconds)
+        return _time_steps(network, patch_size, batch_size, device, seconds, network_name)
     finally:
         torch.set_num_threads(threads)
 
 
-def _time_steps(network: dict, patch_size: list[int], batch_size: int, device: str, seconds: float) -> float:
+def _time_steps(network: dict, patch_size: list[int], batch_size: int, device: str, seconds: float,
+                network_name: str) -> float:
     import torch
 
-    from medseg.nets.plan_unet import PlanUNet
+    from medseg.nets import create
 
-    net = PlanUNet.from_config(dict(network)).to(device)
+    net = create(network_name, **dict(network)).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn((batch_size, network["in_channels"], *patch_size), generator=generator).to(device)

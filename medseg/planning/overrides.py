@@ -10,7 +10,7 @@ import numpy as np
 from medseg.config import Configuration, Plan
 from medseg.errors import MedsegError
 
-_EDITABLE = {f.name for f in fields(Configuration)} - {"name", "decisions"}
+_EDITABLE = {f.name for f in fields(Configuration)} - {"name", "decisions", "network_name"}  # network: --network
 
 
 def apply_overrides(plan: Plan, assignments: list[str]) -> Plan:
@@ -37,6 +37,20 @@ def apply_overrides(plan: Plan, assignments: list[str]) -> Plan:
     return plan
 
 
+def parse_network_overrides(assignments: list[str]) -> dict:
+    """``["net.feature_size=24", "net.depths=[2,2,2,2]"]`` -> ``{"feature_size": 24, "depths": [2, 2, 2, 2]}``
+    (values are JSON, else strings): options for ``medseg train --network``."""
+    options = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        name = key.strip().removeprefix("net.")
+        if not sep or not key.strip().startswith("net.") or not name:
+            raise MedsegError(f"--set {assignment!r} is not net.KEY=VALUE",
+                              fix="write e.g. --set net.feature_size=24; plan fields are set with medseg plan --set")
+        options[name] = _parse(raw)
+    return options
+
+
 def _parse(raw: str):
     try:
         return json.loads(raw)
@@ -56,6 +70,8 @@ def _assign(config: Configuration, parts: list[str], value, key: str) -> None:
 
 
 def _validate(config: Configuration) -> None:
+    if "strides" not in config.network:  # a zoo network (--network) checks its patch itself
+        return
     strides = np.array(config.network["strides"])
     divisor = np.prod(strides, axis=0)
     if len(config.patch_size) != config.spatial_dims or np.any(np.array(config.patch_size) % divisor):

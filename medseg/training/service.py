@@ -37,6 +37,7 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
                plans: str | Path | None = None, preprocessed: str | Path | None = None,
                budget_seconds: float | None = None, resume: bool = False, split_mode: str = "random",
                groups_file: str | Path | None = None, train_config: dict | None = None,
+               network: str | None = None, network_options: dict[str, Any] | None = None,
                validate: bool = True, progress: bool | None = None) -> TrainResult:
     """Train ``fold`` (0..4 or "all") of ``configuration``; ``plans`` default: ``MODEL/plans.json`` or a new plan
     for ``budget_seconds``; ``preprocessed`` default: ``MODEL/preprocessed``. Afterwards (``validate``, not for
@@ -51,13 +52,21 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     plan_path = Path(plans) if plans is not None else model_dir / "plans.json"
     plan = _check_arguments(data, configuration, fold, model_dir=model_dir, plan_path=plan_path,
                             plans_given=plans is not None, preprocessed=preprocessed, budget_seconds=budget_seconds,
-                            resume=resume)
+                            resume=resume, network=network)
     if plan is None:
         plan = make_plan(dataset, budget=budget_seconds, progress=progress)
     if configuration not in plan.configurations:
         raise MedsegError(f"no configuration {configuration!r} in the plan made for this dataset", path=dataset,
                           fix=f"use one of {', '.join(plan.configurations)}")
     config = plan.configurations[configuration]
+    if network is not None and (network != config.network_name or network_options):
+        from medseg.planning.network_fit import fit_network
+
+        config = fit_network(config, network, network_options, memory_bytes=plan.memory_bytes,
+                             budget_seconds=budget_seconds if budget_seconds is not None else plan.budget_seconds,
+                             device=(train_config or {}).get("device") or "cpu",
+                             num_workers=(train_config or {}).get("num_workers") or 1)
+        plan.configurations[configuration] = config
     label_values = sorted(v for k, v in data.spec.labels.items() if isinstance(v, int) and k != "ignore")
     if label_values != list(range(len(label_values))) and max(label_values) > 255:
         raise MedsegError(f"label values {label_values} above 255", fix="relabel to 0..N-1")
@@ -113,7 +122,7 @@ def segmentation_train_config(options: dict[str, Any], *, configuration: str, fo
 def _model_spec(model_dir: Path, config: Configuration, label_values: list[int], data, plan: Plan) -> ModelSpec:
     """The folder's ``ModelSpec``: kept (with its card's per-fold figures) when the folder already has one for
     the same network, else new."""
-    network = plan_network_spec(config.network)
+    network = plan_network_spec(config.network, config.network_name)
     if (model_dir / "model.json").is_file():
         previous = read_model_spec(model_dir)
         if previous.network == network and previous.configuration == config.name:
@@ -134,7 +143,8 @@ def _record_fold(model_dir: Path, fold: str, state: TrainState, train_cases: int
 
 
 def _check_arguments(data, configuration: str, fold: str, *, model_dir: Path, plan_path: Path, plans_given: bool,
-                     preprocessed: str | Path | None, budget_seconds: float | None, resume: bool) -> Plan | None:
+                     preprocessed: str | Path | None, budget_seconds: float | None, resume: bool,
+                     network: str | None = None) -> Plan | None:
     """Every argument of ``train_fold`` checked before any work (planning, preprocessing, writing); returns the
     plan when it is read from a file, None when it has to be made."""
     from medseg.output_paths import prepare_output_dir
@@ -145,6 +155,10 @@ def _check_arguments(data, configuration: str, fold: str, *, model_dir: Path, pl
         if not fold.isdigit() or not 0 <= int(fold) < count:
             raise MedsegError(f"fold {fold!r} does not exist ({count} folds for {len(data.cases)} cases)",
                               fix=f"use -f 0..{count - 1} or -f all")
+    if network is not None:
+        from medseg.nets.registry import model_info
+
+        model_info(network)  # an unknown name lists the valid ones, before any work
     if budget_seconds is not None and not budget_seconds > 0:
         raise MedsegError(f"the budget must be positive, not {budget_seconds:g} s", fix="use e.g. --budget 20m")
     fold_dir = fold_folder(model_dir, fold)
