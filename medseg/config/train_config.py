@@ -12,6 +12,15 @@ TASKS = ("segmentation", "interactive")
 OPTIMIZERS = ("sgd", "adamw")
 
 
+def record_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    """``cls(**data)`` for a dataclass read from JSON; an unknown field is a MedsegError naming ``what``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise MedsegError(f"unknown {what} field(s) {unknown}", fix=f"use some of {sorted(known)}")
+    return cls(**data)
+
+
 @dataclass
 class TrainConfig:
     """The options of the one trainer (``medseg.training.Trainer``); ``task_options`` are the task's own.
@@ -61,12 +70,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise MedsegError(f"unknown train_config field(s) {unknown}", fix=f"use some of {sorted(known)}")
-        version = int(data.get("schema_version", SCHEMA_VERSION))
-        if version > SCHEMA_VERSION:
-            raise MedsegError(f"train_config schema_version {version} is newer than this medseg's "
+        config = record_from_dict(cls, data, "train_config")
+        if int(config.schema_version) > SCHEMA_VERSION:
+            raise MedsegError(f"train_config schema_version {config.schema_version} is newer than this medseg's "
                               f"({SCHEMA_VERSION})", fix="upgrade medseg")
-        return cls(**data)
+        return config

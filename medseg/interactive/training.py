@@ -13,7 +13,7 @@ The schedule, checkpoints, resume and the curves are the one trainer's (``medseg
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -22,7 +22,7 @@ import torch
 
 from medseg.atomic import remove_stale_temporaries
 from medseg.config.model_folder import WeightsCard, write_model_spec
-from medseg.config.train_config import TrainConfig
+from medseg.config.train_config import TrainConfig, record_from_dict
 from medseg.errors import MedsegError
 from medseg.interactive.predictor import FOLD, interactive_spec
 from medseg.interactive.prompts import PromptSet, encode_prompts
@@ -52,11 +52,7 @@ class InteractiveOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "InteractiveOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise MedsegError(f"unknown interactive option(s) {unknown}", fix=f"use some of {sorted(known)}")
-        return cls(**data)
+        return record_from_dict(cls, data, "interactive option")
 
 
 def interactive_train_config(*, budget_seconds: float | None = 600.0, max_iterations: int | None = None,

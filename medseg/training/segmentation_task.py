@@ -4,7 +4,7 @@ fixed, unaugmented validation patches, counted with ``medseg.metrics``."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from medseg.config import Configuration
-from medseg.errors import MedsegError
+from medseg.config.train_config import record_from_dict
 from medseg.metrics import Confusion, confusion, dice
 
 
@@ -37,11 +37,7 @@ class SegmentationOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SegmentationOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise MedsegError(f"unknown segmentation option(s) {unknown}", fix=f"use some of {sorted(known)}")
-        return cls(**data)
+        return record_from_dict(cls, data, "segmentation option")
 
 
 def label_lookup(label_values: list[int]) -> torch.Tensor:

@@ -35,15 +35,6 @@ OLD_HISTORY = [{"step": 2, "elapsed": 0.6, "lr": 1.5e-3, "train_loss": 0.91, "di
                {"step": 3, "elapsed": 0.9, "lr": 0.0, "train_loss": 0.88, "dice_1_clicks": 0.33, "dice_5_clicks": 0.45}]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run faster on one thread on a shared 2-core machine (and results do not depend on it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_cli(*args: str):
     return CliRunner().invoke(app, ["model", "upgrade", *map(str, args)])
 

@@ -46,15 +46,6 @@ def make_model_folder(folder: Path, dataset: Path, configuration: str = "3d_full
     return folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run faster on one thread on a shared 2-core machine (and results do not depend on it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def shapes_dataset(tmp_path_factory) -> Path:
     from medseg.synth.shapes import write_shapes_dataset

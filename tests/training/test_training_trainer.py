@@ -23,6 +23,7 @@ from medseg.config.model_folder import available_folds, read_segmentation_model
 from medseg.nets.from_folder import load_network
 from medseg.training.splits import fold_cases, make_splits
 from medseg.training.trainer import poly_learning_rate, schedule_fraction
+from tests.training.conftest import tiny_dataset_and_plan
 
 
 def test_schedule_follows_the_budget_fraction() -> None:
@@ -74,17 +75,6 @@ def test_checkpoint_is_atomic_and_never_unpickles(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "evil.pt")
 
 
-def _tiny_setup(tmp_path: Path) -> tuple[Path, Path]:
-    runner = CliRunner()
-    dataset = tmp_path / "shapes"
-    assert runner.invoke(app, ["example-data", str(dataset), "--cases", "4"]).exit_code == 0
-    plans = tmp_path / "plans.json"
-    result = runner.invoke(app, ["plan", str(dataset), "-o", str(plans), "--flops", "1e10", "--budget", "60",
-                                 "--set", "2d.patch_size=[32,32]", "--set", "2d.batch_size=4"])
-    assert result.exit_code == 0, result.output
-    return dataset, plans
-
-
 def _train_command(dataset: Path, plans: Path, model: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "medseg", "train", str(dataset), "-c", "2d", "-f", "0", "-o", str(model),
             "-p", str(plans), "--max-iterations", "24", "--iterations-per-epoch", "4", "--workers", "0",
@@ -93,7 +83,7 @@ def _train_command(dataset: Path, plans: Path, model: Path, *extra: str) -> list
 
 @pytest.mark.slow
 def test_sigkill_and_resume_reach_the_uninterrupted_result(tmp_path: Path) -> None:
-    dataset, plans = _tiny_setup(tmp_path)
+    dataset, plans = tiny_dataset_and_plan(tmp_path)
     cache = ["--preprocessed", str(tmp_path / "cache")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = subprocess.run(_train_command(dataset, plans, tmp_path / "ref", *cache), capture_output=True,
@@ -135,7 +125,7 @@ def test_sigkill_and_resume_reach_the_uninterrupted_result(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_train_cli_writes_a_loadable_model_folder(tmp_path: Path) -> None:
-    dataset, plans = _tiny_setup(tmp_path)
+    dataset, plans = tiny_dataset_and_plan(tmp_path)
     result = CliRunner().invoke(app, ["train", str(dataset), "-c", "2d", "-f", "0", "-o", str(tmp_path / "m"),
                                       "-p", str(plans), "--max-iterations", "10", "--iterations-per-epoch", "5",
                                       "--workers", "0"])

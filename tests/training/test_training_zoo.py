@@ -5,7 +5,6 @@ one trainer into the one model folder, and predicted by the same predictor."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from medseg.nets import create
 from medseg.nets.memory import inference_activation_bytes, training_activation_bytes
 from medseg.planning.network_fit import check_fits_patch, fit_network, network_options
 from medseg.planning.overrides import parse_network_overrides
+from tests.training.conftest import tiny_dataset_and_plan
 
 
 def _configuration(patch=(64, 64), batch=4) -> Configuration:
@@ -97,20 +97,9 @@ def test_network_overrides_parse_json_and_refuse_other_keys():
         parse_network_overrides(["2d.batch_size=4"])
 
 
-def _tiny(tmp_path: Path) -> tuple[Path, Path]:
-    runner = CliRunner()
-    dataset = tmp_path / "shapes"
-    assert runner.invoke(app, ["example-data", str(dataset), "--cases", "4"]).exit_code == 0
-    plans = tmp_path / "plans.json"
-    result = runner.invoke(app, ["plan", str(dataset), "-o", str(plans), "--flops", "1e10", "--budget", "60",
-                                 "--set", "2d.patch_size=[32,32]", "--set", "2d.batch_size=4"])
-    assert result.exit_code == 0, result.output
-    return dataset, plans
-
-
 @pytest.mark.slow
 def test_train_cli_trains_a_zoo_network_with_a_registry_loss_and_predicts_with_it(tmp_path):
-    dataset, plans = _tiny(tmp_path)
+    dataset, plans = tiny_dataset_and_plan(tmp_path)
     model = tmp_path / "m"
     result = CliRunner().invoke(app, ["train", str(dataset), "-c", "2d", "-f", "0", "-o", str(model), "-p",
                                       str(plans), "--network", "unetpp", "--set", "net.features=[4,8,16]",
