@@ -26,7 +26,12 @@ def read_dicom_series(folder: Path, series_uid: str | None = None) -> Image:
     """
     import SimpleITK as sitk
 
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns on stderr of a folder without a series
+    try:
+        series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
     if not series_ids:
         raise MedsegError("no DICOM series found in this folder", path=folder,
                           fix="point to a folder of .dcm slices of one series")

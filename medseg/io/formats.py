@@ -60,6 +60,10 @@ def read_image(path: str | Path) -> Image:
     """Read an image file (format by suffix) or a DICOM series folder into an ``Image`` ``(C, *spatial)``."""
     path = Path(path)
     if path.is_dir():
+        suffix = image_suffix(path)
+        if suffix not in (None, ".dcm"):  # a folder named like a file is a mistake, not a DICOM series
+            raise MedsegError(f"is a folder, not a {suffix} file", path=path,
+                              fix=f"put the {suffix} image file at this path")
         try:
             return dicom.read_dicom_series(path)
         except MedsegError:

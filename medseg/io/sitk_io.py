@@ -74,9 +74,13 @@ class NiftiScan:
 
     missing_bytes: int  # voxel bytes the header announces but the file lacks (ITK zero-fills them)
     nonfinite_voxels: int  # NaN/Inf voxels (ITK's reader turns them into 0)
+    header_problem: str | None = None  # a header field that NIfTI forbids (niftilib would print to stderr)
 
 
 _NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+# every NIfTI-1 datatype code -> bits per voxel
+_NIFTI_BITPIX = {2: 8, 4: 16, 8: 32, 16: 32, 32: 64, 64: 64, 128: 24, 256: 8, 512: 16, 768: 32, 1024: 64, 1280: 64,
+                 1536: 128, 1792: 128, 2048: 256, 2304: 32}
 
 
 _CHUNK = 1 << 22
@@ -110,6 +114,8 @@ def scan_nifti(path: Path) -> NiftiScan:
                 leftover = data[usable:]
         truncated_stream = (decompressor is not None and not decompressor.eof
                             and total < header.expected_bytes + _CHUNK)
+    if header.problem is not None:
+        return NiftiScan(0, 0, header.problem)
     missing = max(0, header.expected_bytes - total)
     return NiftiScan(max(missing, 1) if truncated_stream else missing, nonfinite)
 
@@ -122,6 +128,7 @@ class _Header:
         self.expected_bytes = 348
         self.vox_offset = 1 << 62
         self.float_dtype: np.dtype | None = None
+        self.problem: str | None = None
 
     def feed(self, data: bytes, start: int) -> None:
         if len(self.raw) >= 348 or start >= 348:
@@ -133,6 +140,10 @@ class _Header:
             if struct.unpack(order + "i", self.raw[:4])[0] == 348:
                 dims = struct.unpack(order + "8h", self.raw[40:56])
                 datatype, bitpix = struct.unpack(order + "2h", self.raw[70:74])
+                self.problem = _header_problem(dims, datatype)
+                if self.problem is not None:
+                    self.expected_bytes = 348  # nothing more to read
+                    return
                 self.vox_offset = int(struct.unpack(order + "f", self.raw[108:112])[0])
                 count = 1
                 for size in dims[1 : dims[0] + 1]:
@@ -144,12 +155,25 @@ class _Header:
         self.expected_bytes = 0  # NIfTI-2 or not NIfTI at all: let ITK judge
 
 
+def _header_problem(dims: tuple[int, ...], datatype: int) -> str | None:
+    """What is wrong with a NIfTI-1 header's ``dim`` and ``datatype`` fields, or None."""
+    if not 1 <= dims[0] <= 7:
+        return f"its header says {dims[0]} dimensions (dim[0] must be 1 to 7)"
+    if any(size < 1 for size in dims[1 : dims[0] + 1]):
+        return f"its header has an image size below 1 ({', '.join(map(str, dims[1 : dims[0] + 1]))})"
+    if datatype not in _NIFTI_BITPIX:
+        return f"its header's datatype code {datatype} is not a NIfTI type"
+    return None
+
+
 def read_sitk(path: Path) -> Image:
     import SimpleITK as sitk
 
     metadata = {}
     if path.name.lower().endswith((".nii", ".nii.gz")):
         scan = scan_nifti(path)
+        if scan.header_problem:
+            raise ValueError(scan.header_problem)
         if scan.missing_bytes:
             raise ValueError(f"the file ends {scan.missing_bytes} bytes before the voxel data its header announces")
         if scan.nonfinite_voxels:
