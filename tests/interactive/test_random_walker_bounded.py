@@ -70,7 +70,7 @@ def test_a_slice_within_the_bound_is_solved_at_full_resolution(solved_shapes) ->
 
 
 def test_coarse_and_full_resolution_agree(solved_shapes) -> None:
-    image, truth = _disc_image((192, 192), seed=3)
+    image, _ = _disc_image((192, 192), seed=3)
     prompts = PromptSet([Click((96, 86)), Click((20, 20), positive=False)])
     coarse, full = RandomWalkerSegmenter(max_pixels=48 * 48), RandomWalkerSegmenter(max_pixels=None)
     a = coarse.predict(coarse.embed(image), prompts)

@@ -19,7 +19,8 @@ from medseg.io import Image, read_image, write_image
 
 
 def _nifti(tmp_path: Path, name: str = "scan.nii.gz") -> Path:
-    image = Image(np.arange(4 * 5 * 6, dtype=np.float32).reshape(1, 4, 5, 6), (3.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
+    array = np.arange(4 * 5 * 6, dtype=np.float32).reshape(1, 4, 5, 6)
+    image = Image(array, (3.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
     return write_image(image, tmp_path / name)
 
 
