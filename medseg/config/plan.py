@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -83,7 +84,12 @@ class Plan:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Plan":
+    def from_dict(cls, data: dict[str, Any], *, path: str | Path | None = None) -> "Plan":
+        """The plan of a parsed ``plans.json`` (``path``: that file, named in the ``MedsegError`` that a field of
+        the wrong type or value gives; ``medseg.config.plan_check``)."""
+        from medseg.config.plan_check import check_plan_dict
+
+        check_plan_dict(data, path=path, schema_version=SCHEMA_VERSION)
         data = dict(data)
         configurations = {}
         for name, raw in data["configurations"].items():
