@@ -223,7 +223,11 @@ def files_digest(dataset: Dataset) -> str:
     for case in dataset.cases:
         paths = [*case.image_files, *([case.label_file] if case.label_file else []), *case.extra_files.values()]
         for path in paths:
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except OSError as error:  # a dangling or looping link: the case cannot be read
+                raise MedsegError(f"cannot be read ({error.strerror})", path=path,
+                                  fix="replace it by the file itself") from None
             entries.append([str(path.relative_to(dataset.root)) if path.is_relative_to(dataset.root) else str(path),
                             stat.st_size, stat.st_mtime_ns])
     return _digest(entries)
