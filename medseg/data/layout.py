@@ -15,6 +15,7 @@ import numpy as np
 from medseg.config import DatasetSpec, read_json
 from medseg.errors import MedsegError
 from medseg.io import Image, grid_differences, image_suffix, read_image
+from medseg.io.sitk_io import DETACHED_HEADERS, detached_data_file
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SOURCE_FILES = "source_files"  # Image.metadata key: the files read_channels read the image from
@@ -153,6 +154,10 @@ def _open_nnunet(root: Path, spec: DatasetSpec) -> Dataset:
                 test_files.setdefault(match["case"], {})[int(match["channel"])] = path
         test_cases = [Case(cid, [f[c] for c in sorted(f)], None, channel_indices=sorted(f))
                       for cid, f in sorted(test_files.items())]
+    if stray and ending.lower() in DETACHED_HEADERS:  # x.raw of x.mhd belongs to x.mhd
+        named = {(p.parent, detached_data_file(p)) for folder in (images_dir, labels_dir) if folder.is_dir()
+                 for p in folder.iterdir() if p.name.endswith(ending)}
+        stray = [p for p in stray if (p.parent, p.name) not in named]
     return Dataset(root, spec, "nnunet", cases, test_cases, stray)
 
 

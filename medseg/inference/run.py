@@ -16,6 +16,7 @@ from typing import Sequence
 from medseg.atomic import remove_stale_temporaries
 from medseg.errors import MedsegError
 from medseg.io import strip_suffix
+from medseg.io.sitk_io import detached_data_file
 from medseg.io.formats import require_image_suffix as _suffix  # the same error as read_image gives
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -32,7 +33,8 @@ class InputCase:
 
 def collect_cases(source: str | Path) -> list[InputCase]:
     """Cases of an image file, a dataset folder (``imagesTs``, else ``imagesTr``) or a folder of image files
-    (``<case>_<CCCC><suffix>`` files are grouped into one multi-channel case; other files are cases alone)."""
+    (``<case>_<CCCC><suffix>`` files are grouped into one multi-channel case; other files are cases alone; the
+    data files that ``.mhd`` / ``.nhdr`` headers name are part of their header's case)."""
     source = Path(source)
     if not source.exists():
         raise MedsegError("input not found", path=source, fix="pass an image file or a folder of images")
@@ -47,8 +49,10 @@ def collect_cases(source: str | Path) -> list[InputCase]:
         cases = dataset.test_cases or dataset.cases
         return [InputCase(c.case_id, list(c.image_files), _suffix(c.image_files[0])) for c in cases if c.image_files]
     groups: dict[str, dict[int, Path]] = {}
-    for path in sorted(source.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
+    entries = sorted(source.iterdir())
+    data_files = {detached_data_file(path) for path in entries} - {None}  # x.raw of an x.mhd is not a case
+    for path in entries:
+        if path.name.startswith(".") or path.is_dir() or path.name in data_files:
             continue
         _suffix(path)
         match = _CHANNEL.match(strip_suffix(path))

@@ -196,6 +196,22 @@ DETACHED_HEADERS = {".mhd": re.compile(r"^(ElementDataFile\s*=\s*)(.+?)\s*$", re
                     ".nhdr": re.compile(r"^(data ?file\s*:\s*)(.+?)\s*$", re.M)}
 
 
+def detached_data_file(header: Path) -> str | None:
+    """The data file name that a ``.mhd`` / ``.nhdr`` header names (None: another file type, an unreadable header,
+    or voxels kept in the header itself: ``LOCAL``, ``LIST``)."""
+    suffix = next((s for s in DETACHED_HEADERS if header.name.lower().endswith(s)), None)
+    if suffix is None:
+        return None
+    try:
+        with open(header, "rb") as stream:
+            text = stream.read(1 << 16).decode("latin-1")
+    except OSError:
+        return None
+    match = DETACHED_HEADERS[suffix].search(text)
+    name = match[2] if match else None
+    return None if name is None or name.upper() in ("LOCAL", "LIST") or name.startswith("LIST ") else name
+
+
 def write_detached(image: Image, temporary: Path, final: Path) -> None:
     """Write a header + data file pair (``x.mhd`` + ``x.raw``, ``x.nhdr`` + ``x.raw``) for ``final``: ITK writes
     both under the temporary header's name, the header is made to name ``final``'s data file, and the data file
