@@ -1,0 +1,183 @@
+"""Issue 16's re-probe: the same classes of bad input as the matrix, made differently, through the real CLI.
+
+Each row ends in exit 2 and one line naming the file with a fix, no traceback and nothing in the output folder
+(``_assert_one_clear_line`` of the matrix) — or, for inputs that are valid, in a normal run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import struct
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medseg.cli.app import app
+from medseg.io import read_image, write_image
+from tests.cli.test_bad_input_matrix import _assert_one_clear_line, _files_under, _ok, _write_2d, _write_3d
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("probes")
+    runner = CliRunner()
+    for kind, writer in (("2d", _write_2d), ("3d", _write_3d)):
+        writer(root / kind)
+    plans = root / "plans_2d.json"
+    _ok(runner.invoke(app, ["plan", str(root / "2d"), "-o", str(plans), "--flops", "1e10"]))
+    return {"root": root, "runner": runner, "plans": plans}
+
+
+def _copy(base: dict, kind: str, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(base["root"] / kind, tmp_path / kind))
+
+
+# --------------------------------------------------------------------------- plans.json edited by hand
+
+def _set(config_key: str, value) -> Callable[[dict], None]:
+    def edit(plan: dict) -> None:
+        target = plan["configurations"]["2d"]
+        *parents, key = config_key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[key] = value
+    return edit
+
+
+PLAN_EDITS: dict[str, tuple[Callable[[dict], None], str]] = {
+    "batch_size_string": (_set("batch_size", "2"), "batch_size is '2'"),
+    "batch_size_zero": (_set("batch_size", 0), "batch_size is 0"),
+    "patch_size_string": (_set("patch_size", "48x48"), "patch_size is '48x48'"),
+    "patch_size_three_axes_in_2d": (_set("patch_size", [48, 48, 48]), "not a list of 2 positive integers"),
+    "target_spacing_negative": (_set("target_spacing", [-1.0, 1.0]), "target_spacing is [-1.0, 1.0]"),
+    "normalization_unknown": (_set("normalization", [{"scheme": "minmax"}]), "normalization[0].scheme is 'minmax'"),
+    "features_string": (_set("network.features_per_stage", "32,64"), "features_per_stage is '32,64'"),
+    "resampling_order_word": (_set("resampling.image_order", "cubic"), "resampling is"),
+    "num_iterations_null": (_set("num_iterations", None), "num_iterations is None"),
+    "unknown_field": (_set("learning_rate", 0.1), "unknown field(s) learning_rate"),
+    "configurations_list": (lambda plan: plan.update(configurations=list(plan["configurations"].values())),
+                            "configurations is"),
+    "schema_from_the_future": (lambda plan: plan.update(schema_version=99), "schema_version 99"),
+}
+
+
+@pytest.mark.parametrize("command", ["preprocess", "train"])
+@pytest.mark.parametrize("edit", list(PLAN_EDITS))
+def test_a_hand_edited_plan_is_one_line_naming_the_field(base, tmp_path, command, edit):
+    change, expected = PLAN_EDITS[edit]
+    plan = json.loads(base["plans"].read_text())
+    change(plan)
+    plans = tmp_path / "plans.json"
+    plans.write_text(json.dumps(plan))
+    out = tmp_path / "out"
+    out.mkdir()
+    args = {"preprocess": ["preprocess", str(base["root"] / "2d"), "-c", "2d", "-p", str(plans), "-o",
+                           str(out / "pre"), "--workers", "1"],
+            "train": ["train", str(base["root"] / "2d"), "-c", "2d", "-f", "0", "-p", str(plans), "-o",
+                      str(out / "model"), "--max-iterations", "1", "--no-validation"]}[command]
+    result = base["runner"].invoke(app, args)
+    _assert_one_clear_line(result, "plans.json", command=command)
+    assert expected in result.output
+    assert _files_under(out) == []
+
+
+def test_the_plans_medseg_writes_pass_the_check(base):
+    from medseg.config.plan import Plan
+
+    plan = Plan.from_dict(json.loads(base["plans"].read_text()))
+    assert Plan.from_dict(plan.to_dict()) == plan
+
+
+# ------------------------------------------------------------------- files that are not what they seem
+
+def _symlink_loop(dataset: Path) -> str:
+    path = dataset / "labelsTr" / "c1.nii.gz"
+    path.unlink()
+    path.symlink_to(path.name)
+    return path.name
+
+
+def _folder_named_like_an_image(dataset: Path) -> str:
+    path = dataset / "imagesTr" / "c1_0000.nii.gz"
+    path.unlink()
+    path.mkdir()
+    return path.name
+
+
+def _nifti_bad_datatype(dataset: Path) -> str:
+    path = dataset / "imagesTr" / "c1_0000.nii.gz"
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[70:72] = struct.pack("<h", 1234)
+    path.write_bytes(gzip.compress(bytes(raw)))
+    return path.name
+
+
+def _nifti_label_ndim_9(dataset: Path) -> str:
+    path = dataset / "labelsTr" / "c1.nii.gz"
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[40:42] = struct.pack("<h", 9)
+    path.write_bytes(gzip.compress(bytes(raw)))
+    return path.name
+
+
+FILE_PROBES = {"label_symlink_loop": _symlink_loop, "image_path_is_a_folder": _folder_named_like_an_image,
+               "nifti_datatype_1234": _nifti_bad_datatype, "nifti_label_dim0_9": _nifti_label_ndim_9}
+
+
+@pytest.mark.parametrize("command", ["fingerprint", "plan", "train"])
+@pytest.mark.parametrize("probe", list(FILE_PROBES))
+def test_odd_files_are_one_line_and_nothing_on_stderr(base, tmp_path, capfd, command, probe):
+    dataset = _copy(base, "3d", tmp_path)
+    culprit = FILE_PROBES[probe](dataset)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = {"fingerprint": ["fingerprint", str(dataset), "-o", str(out / "fp.json"), "--workers", "1"],
+            "plan": ["plan", str(dataset), "-o", str(out / "plans.json"), "--flops", "1e10"],
+            "train": ["train", str(dataset), "-c", "2d", "-f", "0", "-o", str(out / "model"), "--max-iterations",
+                      "1", "--no-validation"]}[command]
+    capfd.readouterr()
+    result = base["runner"].invoke(app, args)
+    _assert_one_clear_line(result, culprit, command=command)
+    assert capfd.readouterr().err == ""  # no niftilib / GDCM line above the error
+    assert _files_under(out) == []
+
+
+# ----------------------------------------------------------------------- MetaImage (.mhd + .raw) data
+
+def _as_mhd(source: Path, destination: Path) -> Path:
+    for folder in ("imagesTr", "labelsTr"):
+        for path in sorted((source / folder).iterdir()):
+            write_image(read_image(path), destination / folder / path.name.replace(".nii.gz", ".mhd"))
+    spec = json.loads((source / "dataset.json").read_text())
+    spec["file_ending"] = ".mhd"
+    (destination / "dataset.json").write_text(json.dumps(spec))
+    return destination
+
+
+def test_a_metaimage_dataset_checks_clean_and_plans(base, tmp_path):
+    dataset = _as_mhd(base["root"] / "3d", tmp_path / "mhd")
+    assert (dataset / "imagesTr" / "c0_0000.raw").is_file()
+    result = base["runner"].invoke(app, ["check", str(dataset), "--workers", "1"])
+    assert result.exit_code == 0 and "no problems" in result.output, result.output
+    _ok(base["runner"].invoke(app, ["plan", str(dataset), "-o", str(tmp_path / "plans.json"), "--flops", "1e10"]))
+
+
+def test_predict_reads_a_folder_of_metaimages_and_writes_metaimages(base, tmp_path):
+    runner = base["runner"]
+    model = tmp_path / "model"
+    _ok(runner.invoke(app, ["train", str(base["root"] / "2d"), "-c", "2d", "-f", "all", "-p", str(base["plans"]),
+                            "-o", str(model), "--max-iterations", "1", "--no-validation"]))
+    inputs = tmp_path / "inputs"
+    for case in ("c0", "c1"):
+        write_image(read_image(base["root"] / "2d" / "imagesTr" / f"{case}_0000.png"), inputs / f"{case}.mhd")
+    out = tmp_path / "labels"
+    _ok(runner.invoke(app, ["predict", "-i", str(inputs), "-o", str(out), "-m", str(model), "--no-tta"]))
+    assert sorted(p.name for p in out.iterdir()) == ["c0.mhd", "c0.raw", "c1.mhd", "c1.raw"]
+    assert "ElementDataFile = c0.raw" in (out / "c0.mhd").read_text()
+    labels = read_image(out / "c0.mhd")
+    assert labels.spatial_shape == (48, 48) and set(np.unique(labels.array)) <= {0, 1}
