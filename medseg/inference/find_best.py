@@ -64,10 +64,21 @@ def _read_label(path: Path) -> np.ndarray:
     return read_image(path).array[0]
 
 
+def _pair(prediction: np.ndarray, source: Path, reference: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(prediction, reference)`` label maps; a ``MedsegError`` when they are not of one grid (the model was
+    trained on another dataset than ``-d``'s)."""
+    truth = _read_label(reference)
+    if prediction.shape != truth.shape:
+        raise MedsegError(f"the validation prediction {source} has shape {prediction.shape}, its reference "
+                          f"{truth.shape}", path=reference,
+                          fix="pass with -d the dataset these models were trained on")
+    return prediction, truth
+
+
 def _model_pairs(model: Path, references: dict[str, Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     labels, _ = validation_files(model)
     cases = sorted(set(labels) & set(references))
-    return {case: (_read_label(labels[case]), _read_label(references[case])) for case in cases}
+    return {case: _pair(_read_label(labels[case]), labels[case], references[case]) for case in cases}
 
 
 def _ensemble_pairs(models: Sequence[Path], references: dict[str, Path]
@@ -84,7 +95,7 @@ def _ensemble_pairs(models: Sequence[Path], references: dict[str, Path]
             raise MedsegError("models predict different labels", path=files[0][case],
                               fix="ensemble models of one dataset")
         prediction = labels_from_probabilities(average_probabilities([p for p, _ in loaded]), values)
-        pairs[case] = (prediction, _read_label(references[case]))
+        pairs[case] = _pair(prediction, files[0][case], references[case])
     return pairs
 
 
