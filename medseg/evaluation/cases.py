@@ -65,10 +65,17 @@ def _ints(text: str, source: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
     except ValueError:
-        raise MedsegError(f"labels must be integers separated by commas, got '{text}' in {source}") from None
+        raise MedsegError(f"labels must be integers separated by commas, got '{text}' in {source}",
+                          fix="write them as e.g. 1,2") from None
     if not values:
-        raise MedsegError(f"no label values in '{text}' ({source})")
+        raise MedsegError(f"no label values in '{text}' ({source})", fix="write them as e.g. 1,2")
     return values
+
+
+def _label_value(value) -> int:
+    if isinstance(value, bool) or int(value) != value:
+        raise ValueError(value)
+    return int(value)
 
 
 def parse_labels(spec: str) -> dict[str, tuple[int, ...]]:
@@ -88,7 +95,11 @@ def parse_regions(spec: str, ref_dir: Path) -> dict[str, tuple[int, ...]]:
         if not isinstance(regions, dict) or not regions:
             raise MedsegError("dataset.json has no 'regions_commonly_scored'", path=path,
                               fix="pass --regions 'name=1,2;other=3'")
-        return {str(name): tuple(int(v) for v in values) for name, values in regions.items()}
+        try:
+            return {str(name): tuple(_label_value(v) for v in values) for name, values in regions.items()}
+        except (TypeError, ValueError):
+            raise MedsegError(f"regions_commonly_scored is {regions!r}, not lists of label values", path=path,
+                              fix='write it as {"whole_tumor": [1, 2, 3], "core": [1, 3]}') from None
     regions = {}
     for part in (p for p in spec.split(";") if p.strip()):
         name, sep, values = part.partition("=")
