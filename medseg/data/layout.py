@@ -172,17 +172,26 @@ def _extra_folders(root: Path, ending: str) -> dict[str, dict[str, Path]]:
 
 def _open_msd(root: Path, spec: DatasetSpec, data: dict) -> Dataset:
     cases = []
+    fix = 'each entry is {"image": "./imagesTr/X.nii.gz", "label": "./labelsTr/X.nii.gz"}'
     for entry in data["training"]:
-        if not isinstance(entry, dict) or "image" not in entry:
-            raise MedsegError(f"training entry {entry!r} has no 'image'", path=root / "dataset.json",
-                              fix='each entry is {"image": "./imagesTr/X.nii.gz", "label": "./labelsTr/X.nii.gz"}')
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or \
+                not isinstance(entry.get("label", ""), (str, type(None))):
+            raise MedsegError(f"training entry {entry!r} has no 'image' path (or a 'label' that is not a path)",
+                              path=root / "dataset.json", fix=fix)
         image = (root / entry["image"]).resolve()
         label = (root / entry["label"]).resolve() if entry.get("label") else None
         case_id = image.name[: -len(image_suffix(image) or image.suffix)]
+        if any(case.case_id == case_id for case in cases):
+            raise MedsegError(f"case {case_id!r} is listed twice in 'training'", path=root / "dataset.json",
+                              fix="list each case once")
         cases.append(Case(case_id, [image], label, channel_indices=[0]))
     tests = []
     for entry in data.get("test", []):
-        image = (root / (entry["image"] if isinstance(entry, dict) else entry)).resolve()
+        name = entry.get("image") if isinstance(entry, dict) else entry
+        if not isinstance(name, str):
+            raise MedsegError(f"test entry {entry!r} is not an image path", path=root / "dataset.json",
+                              fix='list test images as "./imagesTs/X.nii.gz"')
+        image = (root / name).resolve()
         tests.append(Case(image.name[: -len(image_suffix(image) or image.suffix)], [image], None, channel_indices=[0]))
     if not spec.file_ending or spec.file_ending == ".nii.gz":
         spec.file_ending = image_suffix(cases[0].image_files[0]) or ".nii.gz" if cases else ".nii.gz"
