@@ -181,3 +181,65 @@ def test_predict_reads_a_folder_of_metaimages_and_writes_metaimages(base, tmp_pa
     assert "ElementDataFile = c0.raw" in (out / "c0.mhd").read_text()
     labels = read_image(out / "c0.mhd")
     assert labels.spatial_shape == (48, 48) and set(np.unique(labels.array)) <= {0, 1}
+
+
+# ----------------------------------------------------------------------- evaluate, find-best, convert
+
+def test_find_best_against_another_dataset_is_one_line(base, tmp_path):
+    runner = base["runner"]
+    model = tmp_path / "model"
+    _ok(runner.invoke(app, ["train", str(base["root"] / "2d"), "-c", "2d", "-f", "0", "-p", str(base["plans"]),
+                            "-o", str(model), "--max-iterations", "1"]))  # with validation: fold_0/validation/
+    out = tmp_path / "out"
+    out.mkdir()
+    result = runner.invoke(app, ["find-best", str(model), "-d", str(base["root"] / "3d"), "-o",
+                                 str(out / "find_best.json")])  # the 3D set has the same case ids c0..c3
+    _assert_one_clear_line(result, "labelsTr", command="find-best")
+    assert "trained on" in result.output
+    assert _files_under(out) == []
+
+
+@pytest.mark.parametrize("option, value, culprit", [
+    ("--labels", "1,x", "--labels"),
+    ("--regions", "whole=1,x", "region whole"),
+    ("--regions", "dataset", "dataset.json"),  # regions_commonly_scored with a string value
+])
+def test_evaluate_label_and_region_options_are_one_line_with_a_fix(base, tmp_path, option, value, culprit):
+    folder = tmp_path / "set"
+    shutil.copytree(base["root"] / "2d" / "labelsTr", folder / "labelsTr")
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "cell": 1},
+                                                     "regions_commonly_scored": {"whole": [1, "x"]}}))
+    out = tmp_path / "out"
+    out.mkdir()
+    reference = str(folder / "labelsTr")
+    result = base["runner"].invoke(app, ["evaluate", reference, reference, "-o", str(out / "ev"), option, value,
+                                         "--workers", "1", "--no-plots"])
+    _assert_one_clear_line(result, culprit, command="evaluate")
+    assert _files_under(out) == []
+
+
+def _msd(base: dict, tmp_path: Path, edit: Callable[[dict], None]) -> Path:
+    from tests.cli.test_bad_input_matrix import _write_msd
+
+    root = tmp_path / "msd"
+    root.mkdir()
+    _write_msd(root)
+    spec = json.loads((root / "dataset.json").read_text())
+    edit(spec)
+    (root / "dataset.json").write_text(json.dumps(spec))
+    return root
+
+
+@pytest.mark.parametrize("edit", [
+    lambda spec: spec["training"].append(dict(spec["training"][0])),  # a case listed twice
+    lambda spec: spec["training"][1].update(image=5),
+    lambda spec: spec["training"][1].update(label=["./labelsTr/c1.nii.gz"]),
+    lambda spec: spec.update(test=[{"label": "./x.nii.gz"}]),
+], ids=["case_listed_twice", "image_not_a_path", "label_a_list", "test_entry_without_image"])
+def test_convert_refuses_an_msd_training_list_edited_by_hand(base, tmp_path, edit):
+    source = _msd(base, tmp_path, edit)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = base["runner"].invoke(app, ["convert", str(source), str(out / "converted")])
+    _assert_one_clear_line(result, "dataset.json", command="convert")
+    assert _files_under(out) == []
