@@ -69,10 +69,14 @@ class Dataset:
 
 def nonfinite_voxels(image: Image) -> int:
     """NaN/Inf voxels of ``image``: in its float array, plus those its reader replaced (ITK reads NaN as 0, so the
-    NIfTI reader counts them in the file and reports them in ``metadata["nonfinite_voxels"]``)."""
+    NIfTI reader counts them in the file and reports them in ``metadata["nonfinite_voxels"]``). A float64 value
+    beyond float32's range counts too: the pipeline computes in float32, where it is Inf."""
     bad = int(image.metadata.get("nonfinite_voxels", 0))
-    if np.issubdtype(image.array.dtype, np.floating):
-        bad += int(np.count_nonzero(~np.isfinite(image.array)))
+    array = image.array
+    if np.issubdtype(array.dtype, np.floating):
+        bad += int(np.count_nonzero(~np.isfinite(array)))
+        if array.dtype.itemsize > 4:
+            bad += int(np.count_nonzero(np.abs(array) > np.finfo(np.float32).max))  # NaN compares False
     return bad
 
 

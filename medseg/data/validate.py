@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.layout import SOURCE_FILES, Case, Dataset, nonfinite_voxels
+from medseg.data.layout import RASTER_SUFFIXES, SOURCE_FILES, Case, Dataset, nonfinite_voxels
 from medseg.errors import MedsegError
 from medseg.io import Image, grid_differences, read_image
 
@@ -69,6 +69,9 @@ def read_case(dataset: Dataset, case: Case, *, tolerance: float = 1e-4) -> CaseR
             problems.append(Problem(case.image_files[0], f"{channels} channel(s) read, dataset.json declares "
                                     f"{len(spec.channel_names)} ({', '.join(spec.channel_names)})",
                                     "re-export the image with the declared channels or fix channel_names"))
+    if _rgb_raster(dataset):
+        for path, image in images:
+            check_8_bit(path, image, problems)
     reference = images[0] if images else None
     on_grid = True
     if reference is not None:
@@ -173,6 +176,20 @@ def check_grid(reference: tuple[Path, Image], path: Path, image: Image, toleranc
                                 "resample or re-export it onto the image's grid (same shape, spacing, origin, "
                                 "direction)"))
     return not differences
+
+
+def _rgb_raster(dataset: Dataset) -> bool:
+    """Images are RGB(A) raster files (one file holds the 3 or 4 channels), whose values the plan scales from
+    0..255 to 0..1."""
+    spec = dataset.spec
+    return spec.file_ending.lower() in RASTER_SUFFIXES and len(spec.channel_names) in (3, 4)
+
+
+def check_8_bit(path: Path, image: Image, problems: list[Problem]) -> None:
+    """An RGB raster with values above 255 (a 16-bit file in an 8-bit set) would be scaled as if 8-bit."""
+    if image.array.dtype != np.uint8 and image.array.size and float(image.array.max()) > 255:
+        problems.append(Problem(path, f"RGB values up to {float(image.array.max()):g} ({image.array.dtype}): RGB "
+                                "images are scaled from 0..255", "save it as 8-bit RGB like the other images"))
 
 
 def check_finite(path: Path, image: Image, problems: list[Problem]) -> None:

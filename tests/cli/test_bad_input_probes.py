@@ -243,3 +243,76 @@ def test_convert_refuses_an_msd_training_list_edited_by_hand(base, tmp_path, edi
     result = base["runner"].invoke(app, ["convert", str(source), str(out / "converted")])
     _assert_one_clear_line(result, "dataset.json", command="convert")
     assert _files_under(out) == []
+
+
+# ---------------------------------------------------------------- values the pipeline would misread
+
+def _rgb_set(root: Path, ending: str) -> Path:
+    from medseg.io import Image
+
+    rng = np.random.default_rng(0)
+    for case in ("c0", "c1", "c2", "c3"):
+        yy, xx = np.mgrid[:40, :40]
+        label = ((yy - 20) ** 2 + (xx - 18) ** 2 < 100).astype(np.uint8)
+        image = np.stack([60 + 120 * label + rng.integers(0, 30, label.shape)] * 3).astype(np.uint8)
+        write_image(Image.from_array(image, channel_axis=True), root / "imagesTr" / f"{case}_0000{ending}")
+        write_image(Image.from_array(label), root / "labelsTr" / f"{case}{ending}")
+    (root / "dataset.json").write_text(json.dumps({
+        "name": "RGB", "channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"background": 0, "polyp": 1},
+        "numTraining": 4, "file_ending": ending}))
+    return root
+
+
+def _sixteen_bit_rgb(dataset: Path) -> str:
+    path = dataset / "imagesTr" / "c2_0000.tif"
+    image = read_image(path)
+    write_image(image.with_array(image.array.astype(np.uint16) * 257), path)
+    return path.name
+
+
+def _beyond_float32(dataset: Path) -> str:
+    path = dataset / "imagesTr" / "c2_0000.nii.gz"
+    image = read_image(path)
+    write_image(image.with_array(image.array.astype(np.float64) * 1e300), path)  # Inf once cast to float32
+    return path.name
+
+
+def _dangling_label_link(dataset: Path) -> str:
+    path = dataset / "labelsTr" / "c2.nii.gz"
+    path.unlink()
+    path.symlink_to(dataset / "nowhere" / "c2.nii.gz")
+    return path.name
+
+
+VALUE_PROBES = {"rgb_16_bit_in_8_bit_rgb_set": ("rgb", _sixteen_bit_rgb),
+                "float64_beyond_float32": ("3d", _beyond_float32),
+                "label_dangling_link": ("3d", _dangling_label_link)}
+
+
+@pytest.mark.parametrize("command", ["check", "plan", "train"])
+@pytest.mark.parametrize("probe", list(VALUE_PROBES))
+def test_values_the_pipeline_would_misread_are_refused(base, tmp_path, command, probe):
+    kind, make = VALUE_PROBES[probe]
+    dataset = _rgb_set(tmp_path / "rgb", ".tif") if kind == "rgb" else _copy(base, kind, tmp_path)
+    culprit = make(dataset)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = {"check": ["check", str(dataset), "--workers", "1"],
+            "plan": ["plan", str(dataset), "-o", str(out / "plans.json"), "--flops", "1e10"],
+            "train": ["train", str(dataset), "-c", "2d", "-f", "0", "-o", str(out / "model"), "--max-iterations",
+                      "1", "--no-validation"]}[command]
+    result = base["runner"].invoke(app, args)
+    _assert_one_clear_line(result, culprit, command=command)
+    assert _files_under(out) == []
+
+
+def test_an_8_bit_rgb_set_and_a_16_bit_grey_image_are_accepted(base, tmp_path):
+    """Grey images are z-scored per image, so a 16-bit PNG among 8-bit ones is valid data."""
+    rgb = _rgb_set(tmp_path / "rgb", ".png")
+    _ok(base["runner"].invoke(app, ["check", str(rgb), "--workers", "1"]))
+    grey = _copy(base, "2d", tmp_path)
+    path = grey / "imagesTr" / "c2_0000.png"
+    image = read_image(path)
+    write_image(image.with_array(image.array.astype(np.uint16) * 257), path)
+    assert read_image(path).array.dtype == np.uint16
+    _ok(base["runner"].invoke(app, ["check", str(grey), "--workers", "1"]))
