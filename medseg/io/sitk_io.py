@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import struct
@@ -140,7 +141,8 @@ class _Header:
             if struct.unpack(order + "i", self.raw[:4])[0] == 348:
                 dims = struct.unpack(order + "8h", self.raw[40:56])
                 datatype, bitpix = struct.unpack(order + "2h", self.raw[70:74])
-                self.problem = _header_problem(dims, datatype)
+                pixdim = struct.unpack(order + "8f", self.raw[76:108])
+                self.problem = _header_problem(dims, datatype, pixdim)
                 if self.problem is not None:
                     self.expected_bytes = 348  # nothing more to read
                     return
@@ -155,14 +157,18 @@ class _Header:
         self.expected_bytes = 0  # NIfTI-2 or not NIfTI at all: let ITK judge
 
 
-def _header_problem(dims: tuple[int, ...], datatype: int) -> str | None:
-    """What is wrong with a NIfTI-1 header's ``dim`` and ``datatype`` fields, or None."""
+def _header_problem(dims: tuple[int, ...], datatype: int, pixdim: tuple[float, ...]) -> str | None:
+    """What is wrong with a NIfTI-1 header's ``dim``, ``datatype`` and ``pixdim`` fields, or None (a voxel size of
+    0 is allowed: ITK reads it as 1, as other readers do; NaN/Inf ITK replaced silently, with a warning)."""
     if not 1 <= dims[0] <= 7:
         return f"its header says {dims[0]} dimensions (dim[0] must be 1 to 7)"
     if any(size < 1 for size in dims[1 : dims[0] + 1]):
         return f"its header has an image size below 1 ({', '.join(map(str, dims[1 : dims[0] + 1]))})"
     if datatype not in _NIFTI_BITPIX:
         return f"its header's datatype code {datatype} is not a NIfTI type"
+    sizes = pixdim[1 : min(dims[0], 3) + 1]
+    if not all(math.isfinite(size) for size in sizes):
+        return f"its header's voxel size (pixdim) is {', '.join(f'{size:g}' for size in sizes)}"
     return None
 
 

@@ -37,6 +37,8 @@ def _patch(path: Path, offset: int, fmt: str, value) -> None:
     (40, "<h", 0, "0 dimensions"),
     (44, "<h", 0, "image size below 1"),
     (42, "<h", -5, "image size below 1"),
+    (88, "<f", float("nan"), r"voxel size \(pixdim\) is 1, 1, nan"),  # ITK read 1 mm, with a warning
+    (84, "<f", float("inf"), r"voxel size \(pixdim\) is 1, inf, 3"),
 ])
 def test_a_corrupt_nifti_header_is_one_error_and_no_stderr(tmp_path, capfd, name, offset, fmt, value, message):
     path = _nifti(tmp_path, name)
@@ -52,6 +54,13 @@ def test_an_intact_nifti_still_reads(tmp_path, capfd):
     path = _nifti(tmp_path)
     assert read_image(path).array.shape == (1, 4, 5, 6)
     assert capfd.readouterr().err == ""
+
+
+def test_a_zero_voxel_size_is_read_as_itk_reads_it(tmp_path):
+    """pixdim 0 means 'unknown' to several writers; ITK reads 1 mm, and so does medseg (no refusal)."""
+    path = _nifti(tmp_path, "scan.nii")
+    _patch(path, 88, "<f", 0.0)
+    assert read_image(path).spacing == (1.0, 1.0, 1.0)
 
 
 @pytest.mark.parametrize("name", ["c2_0000.nii.gz", "label.png", "scan.mha"])
