@@ -130,6 +130,14 @@ def _parse_labels(labels_raw: Any, path: Path) -> dict[str, int | list[int]]:
         else:
             raise MedsegError(f"label '{name}' has value {value!r}, not an integer", path=path,
                               fix="give each label an integer value (or a list of integers for a region)")
+    named: dict[int, str] = {}
+    for name, value in labels.items():
+        if not isinstance(value, int):
+            continue  # a region (a list of values) may overlap other labels
+        if value in named:
+            raise MedsegError(f"labels '{named[value]}' and '{name}' have the same value {value}", path=path,
+                              fix="give each label its own value")
+        named[value] = name
     return labels
 
 

@@ -316,3 +316,21 @@ def test_an_8_bit_rgb_set_and_a_16_bit_grey_image_are_accepted(base, tmp_path):
     write_image(image.with_array(image.array.astype(np.uint16) * 257), path)
     assert read_image(path).array.dtype == np.uint16
     _ok(base["runner"].invoke(app, ["check", str(grey), "--workers", "1"]))
+
+
+@pytest.mark.parametrize("command", ["check", "plan", "train-interactive"])
+def test_two_labels_with_one_value_are_refused_in_dataset_json(base, tmp_path, command):
+    dataset = _copy(base, "2d", tmp_path)
+    spec = json.loads((dataset / "dataset.json").read_text())
+    spec["labels"] = {"background": 0, "cell": 0}
+    (dataset / "dataset.json").write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    out.mkdir()
+    args = {"check": ["check", str(dataset), "--workers", "1"],
+            "plan": ["plan", str(dataset), "-o", str(out / "plans.json"), "--flops", "1e10"],
+            "train-interactive": ["train-interactive", str(dataset), "-o", str(out / "im"), "--budget", "2s",
+                                  "--grid", "32", "--features", "4,8", "--batch-size", "2"]}[command]
+    result = base["runner"].invoke(app, args)
+    _assert_one_clear_line(result, "dataset.json", command=command)
+    assert "have the same value 0" in result.output
+    assert _files_under(out) == []
