@@ -41,6 +41,7 @@ def check(
 def fingerprint(
     dataset: Path = typer.Argument(..., help="Dataset folder (nnU-Net v2 or MSD layout)."),
     output: Path = typer.Option(Path("fingerprint.json"), "-o", "--output", help="Where to write the JSON."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing fingerprint file."),
     samples_per_case: int = typer.Option(10_000, help="Foreground voxels sampled per case for intensity statistics."),
     seed: int = typer.Option(0, help="Seed of the voxel sampling."),
     workers: Optional[int] = typer.Option(None, help="Worker processes (default: one per core)."),
@@ -49,7 +50,7 @@ def fingerprint(
     from medseg.output_paths import prepare_output_file
     from medseg.planning import compute_fingerprint, write_fingerprint
 
-    prepare_output_file(output, inputs=[dataset])
+    prepare_output_file(output, inputs=[dataset], overwrite=overwrite)
     result = compute_fingerprint(dataset, samples_per_case=samples_per_case, seed=seed, workers=workers)
     path = write_fingerprint(result, output)
     typer.echo(f"{result.num_cases} cases; median spacing {result.median_spacing}; anisotropy "

@@ -21,12 +21,13 @@ def plan(
                                                   "shrink until it does."),
     set_: List[str] = typer.Option([], "--set", help="Override a field: [CONFIG.]FIELD=JSON, repeatable."),
     flops: Optional[float] = typer.Option(None, help="Skip calibration: the device's training FLOP/s."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing plans file."),
 ) -> None:
     """Plan the configurations (2d, 3d_fullres, 3d_lowres, cascade) fitted to the device and time budget."""
     from medseg.output_paths import prepare_output_file
     from medseg.planning.service import make_plan
 
-    prepare_output_file(output, inputs=[dataset])
+    prepare_output_file(output, inputs=[dataset], overwrite=overwrite)
     result = make_plan(dataset, device=device, budget=budget, memory=memory, fingerprint_path=fingerprint,
                        min_iterations=min_iterations, overrides=set_, flops_per_second=flops)
     for config in result.configurations.values():
@@ -53,7 +54,7 @@ def preprocess(
     from medseg.preprocess.pipeline import preprocess_dataset
 
     prepare_output_dir(output, inputs=[dataset], overwrite=True)  # the cache resumes: existing cases are kept
-    counts = preprocess_dataset(dataset, Plan.from_dict(read_json(plans)), configuration, output, workers=workers,
+    counts = preprocess_dataset(dataset, Plan.from_dict(read_json(plans), path=plans), configuration, output, workers=workers,
                                 plans_path=plans)
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     typer.echo(f"{counts['done']} case(s) preprocessed, {counts['skipped']} already there; peak RSS of one "

@@ -129,6 +129,9 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise MedsegError(f"unknown model task {self.task!r}", fix=f"use one of {', '.join(TASKS)}")
+        if self.task == "segmentation" and len(self.label_values) != self.network.num_classes:
+            raise MedsegError(f"{len(self.label_values)} label values {self.label_values} for a network with "
+                              f"{self.network.num_classes} outputs", fix="one label value per output channel")
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": self.schema_version, "task": self.task, "network": self.network.to_dict(),
@@ -155,6 +158,10 @@ class ModelSpec:
         except (KeyError, TypeError, ValueError) as error:
             raise MedsegError(f"model.json is incomplete or malformed ({type(error).__name__}: {error})", path=path,
                               fix="pass a folder written by medseg, or retrain") from None
+        except MedsegError as error:
+            if path is None or error.path is not None:
+                raise
+            raise MedsegError(str(error).split(" (fix: ")[0], path=path, fix=error.fix) from None
 
 
 def write_model_spec(folder: str | Path, spec: ModelSpec) -> Path:
@@ -196,7 +203,7 @@ def read_segmentation_model(folder: str | Path) -> tuple[ModelSpec, Plan, Datase
         raise MedsegError(f"a {spec.task} model, not a segmentation model", path=folder,
                           fix="medseg predict takes the folders of medseg train"
                               + ("; use medseg interactive for this one" if spec.task == "interactive" else ""))
-    plan = Plan.from_dict(read_json(folder / "plans.json"))
+    plan = Plan.from_dict(read_json(folder / "plans.json"), path=folder / "plans.json")
     dataset = DatasetSpec.from_dict(read_json(folder / "dataset_spec.json"))
     return spec, plan, dataset
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.data.layout import Case, Dataset, open_dataset
-from medseg.data.validate import Problem, read_case
+from medseg.data.validate import Problem, dataset_problems, read_case
 from medseg.parallel import map_cases
 
 __all__ = ["CheckReport", "Problem", "check_case", "check_dataset"]
@@ -33,13 +33,7 @@ def check_dataset(root: str | Path, *, tolerance: float = 1e-4, workers: int | N
                   progress: bool | None = None) -> CheckReport:
     """Check every case of the dataset at ``root``; the dataset.json itself must parse (else MedsegError)."""
     dataset = open_dataset(root)
-    problems = [Problem(p, "file matches no case name pattern",
-                        f"name images <case>_<CCCC>{dataset.spec.file_ending} and labels <case>{dataset.spec.file_ending}")
-                for p in dataset.stray_files]
-    if dataset.spec.num_training and dataset.spec.num_training != len(dataset.cases):
-        problems.append(Problem(dataset.root / "dataset.json",
-                                f"numTraining is {dataset.spec.num_training} but {len(dataset.cases)} cases were found",
-                                "correct numTraining or add the missing cases"))
+    problems = dataset_problems(dataset)
     check = functools.partial(check_case, dataset, tolerance=tolerance)
     for case_problems in map_cases(check, dataset.cases, workers=workers, description="checking",
                                    progress=progress):

@@ -118,11 +118,26 @@ def problems_error(problems: list[Problem], dataset_root: Path) -> MedsegError:
                        fix=f"{first.fix}; `medseg check {dataset_root}` lists every problem")
 
 
+def dataset_problems(dataset: Dataset) -> list[Problem]:
+    """The problems of the dataset as a whole (not of one case): files that match no case name, and a
+    ``numTraining`` that differs from the cases found."""
+    ending = dataset.spec.file_ending
+    problems = [Problem(p, "file matches no case name pattern",
+                        f"name images <case>_<CCCC>{ending} and labels <case>{ending}, or move the file out")
+                for p in dataset.stray_files]
+    if dataset.spec.num_training and dataset.spec.num_training != len(dataset.cases):
+        problems.append(Problem(dataset.root / "dataset.json",
+                                f"numTraining is {dataset.spec.num_training} but {len(dataset.cases)} cases were found",
+                                "correct numTraining or add the missing cases"))
+    return problems
+
+
 def validate_cases(dataset: Dataset, *, workers: int | None = None, progress: bool | None = None) -> None:
-    """Read and check every case (in ``workers`` processes); a ``MedsegError`` if any case has a problem."""
+    """Check the dataset as a whole, then read and check every case (in ``workers`` processes); a
+    ``MedsegError`` if anything has a problem."""
     from medseg.parallel import map_cases
 
-    problems: list[Problem] = []
+    problems: list[Problem] = dataset_problems(dataset)
     for reading_problems in map_cases(_case_problems, [(dataset, c) for c in dataset.cases], workers=workers,
                                       description="validating", progress=progress):
         problems.extend(reading_problems)

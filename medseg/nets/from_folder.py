@@ -7,15 +7,25 @@ from pathlib import Path
 
 from torch import nn
 
-from medseg.config.model_folder import ModelSpec, fold_folder, read_fold_weights, read_model_spec
+from medseg.config.model_folder import MODEL_JSON, ModelSpec, fold_folder, read_fold_weights, read_model_spec
 from medseg.errors import MedsegError
 from medseg.nets.registry import create
 
 
-def build_network(spec: ModelSpec) -> nn.Module:
-    """The untrained network that ``spec`` describes."""
+def build_network(spec: ModelSpec, source: Path | None = None) -> nn.Module:
+    """The untrained network that ``spec`` describes; an unknown name or option is a MedsegError naming
+    ``source`` (the model.json it came from)."""
     net = spec.network
-    return create(net.name, net.spatial_dims, net.in_channels, net.num_classes, **net.options)
+    try:
+        return create(net.name, net.spatial_dims, net.in_channels, net.num_classes, **net.options)
+    except MedsegError as error:
+        if source is None:
+            raise
+        raise MedsegError(f"its network cannot be built: {str(error).split(' (fix: ')[0]}", path=source,
+                          fix=error.fix or "pass a folder written by medseg, or retrain") from None
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise MedsegError(f"its network cannot be built ({type(error).__name__}: {str(error)[:160]})", path=source,
+                          fix="pass a folder written by medseg, or retrain") from None
 
 
 def load_network(model: str | Path, fold: int | str, *, device: str = "cpu", spec: ModelSpec | None = None
@@ -23,7 +33,7 @@ def load_network(model: str | Path, fold: int | str, *, device: str = "cpu", spe
     """The trained network of one fold, in eval mode on ``device``, full-resolution logits only (deep
     supervision off)."""
     spec = spec or read_model_spec(model)
-    network = build_network(spec)
+    network = build_network(spec, Path(model) / MODEL_JSON)
     state = read_fold_weights(model, fold, device=device)
     try:
         network.load_state_dict(state, strict=True)

@@ -11,7 +11,7 @@ import numpy as np
 
 from medseg.config import CaseFingerprint, Fingerprint, IntensityStats, write_json_atomic
 from medseg.data.layout import Case, Dataset, open_dataset
-from medseg.data.validate import Problem, problems_error, read_case
+from medseg.data.validate import Problem, dataset_problems, problems_error, read_case
 from medseg.errors import MedsegError
 from medseg.metrics.surface import bounding_box
 from medseg.parallel import map_cases
@@ -115,7 +115,7 @@ def compute_fingerprint(root: str | Path, *, samples_per_case: int = DEFAULT_SAM
     indexed = list(enumerate(dataset.cases))
     worker = functools.partial(_fingerprint_indexed, dataset, samples_per_case=samples_per_case, seed=seed)
     results = map_cases(worker, indexed, workers=workers, description="fingerprint", progress=progress)
-    problems = [problem for r in results for problem in r.problems]
+    problems = dataset_problems(dataset) + [problem for r in results for problem in r.problems]
     if problems:
         raise problems_error(problems, dataset.root)
     records = [r.record for r in results]

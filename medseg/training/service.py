@@ -169,7 +169,7 @@ def _check_arguments(data, configuration: str, fold: str, *, model_dir: Path, pl
     if preprocessed is not None:
         prepare_output_dir(preprocessed, inputs=[data.root], overwrite=True)
     if plan_path.is_file():
-        plan = Plan.from_dict(read_json(plan_path))
+        plan = Plan.from_dict(read_json(plan_path), path=plan_path)
         if configuration not in plan.configurations:
             raise MedsegError(f"no configuration {configuration!r} in the plan", path=plan_path,
                               fix=f"use one of {', '.join(plan.configurations)}")

@@ -148,3 +148,30 @@ def test_dataset_json_integral_float_count_and_msd_labels_are_accepted():
     spec = DatasetSpec.from_dataset_json({"modality": {"0": "MRI"}, "labels": {"0": "background", "1": "edema"},
                                           "numTraining": 4.0}, Path("d/dataset.json"))
     assert spec.num_training == 4 and spec.labels == {"background": 0, "edema": 1}
+
+
+@pytest.mark.parametrize("defect", ["num_training", "stray_file"])
+def test_the_pipeline_refuses_what_check_refuses_of_the_dataset_as_a_whole(tmp_path, defect):
+    import json
+
+    from typer.testing import CliRunner
+
+    from medseg.cli.app import app
+
+    runner = CliRunner()
+    dataset = tmp_path / "shapes"
+    assert runner.invoke(app, ["example-data", str(dataset), "--cases", "3"]).exit_code == 0
+    if defect == "num_training":
+        spec = json.loads((dataset / "dataset.json").read_text())
+        spec["numTraining"] = 5
+        (dataset / "dataset.json").write_text(json.dumps(spec))
+        named, message = dataset / "dataset.json", "numTraining is 5 but 3 cases were found"
+    else:
+        named, message = dataset / "imagesTr" / "notes.txt", "file matches no case name pattern"
+        named.write_text("scanner notes")
+    for command in (["check", str(dataset)], ["fingerprint", str(dataset), "-o", str(tmp_path / "f.json")],
+                    ["plan", str(dataset), "-o", str(tmp_path / "p.json"), "--flops", "1e10"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert str(named) in result.output and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "f.json").exists() and not (tmp_path / "p.json").exists()
