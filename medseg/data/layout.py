@@ -50,6 +50,13 @@ class Dataset:
             return 1
         return len(self.spec.channel_names)
 
+    def require_cases(self) -> "Dataset":
+        """``self``, or a MedsegError naming ``imagesTr`` when the dataset has no training case."""
+        if not self.cases:
+            raise MedsegError("the dataset has no training cases", path=self.root / "imagesTr",
+                              fix="put the training images in imagesTr/ and their labels in labelsTr/")
+        return self
+
     def case(self, case_id: str) -> Case:
         for case in self.cases:
             if case.case_id == case_id:

@@ -122,7 +122,9 @@ def dataset_problems(dataset: Dataset) -> list[Problem]:
     """The problems of the dataset as a whole (not of one case): files that match no case name, and a
     ``numTraining`` that differs from the cases found."""
     ending = dataset.spec.file_ending
-    problems = [Problem(p, "file matches no case name pattern",
+    problems = [] if dataset.cases else [Problem(dataset.root / "imagesTr", "the dataset has no training cases",
+                                                 "put the training images in imagesTr/ and their labels in labelsTr/")]
+    problems += [Problem(p, "file matches no case name pattern",
                         f"name images <case>_<CCCC>{ending} and labels <case>{ending}, or move the file out")
                 for p in dataset.stray_files]
     if dataset.spec.num_training and dataset.spec.num_training != len(dataset.cases):

@@ -48,7 +48,7 @@ def dataset_cases(roots: Sequence[str | Path], *, label: int | None = None, case
     from medseg.data import open_dataset
     from medseg.data.validate import validated_case
 
-    datasets = [open_dataset(root) for root in roots]
+    datasets = [open_dataset(root).require_cases() for root in roots]
     if label is not None:
         for dataset in datasets:
             if label not in dataset.spec.labels.values():

@@ -78,7 +78,7 @@ def load_slices(roots: Sequence[str | Path], *, part: str = "train", train_fract
         raise MedsegError(f"part must be 'train' or 'holdout', not {part!r}")
     images, targets, dataset_index, sources, names, used = [], [], [], [], [], {}
     for index, root in enumerate(roots):
-        dataset = open_dataset(root)
+        dataset = open_dataset(root).require_cases()
         name = Path(root).resolve().name
         names.append(name)
         train_ids, holdout_ids = split_case_ids([c.case_id for c in dataset.cases], train_fraction)

@@ -12,7 +12,6 @@ import numpy as np
 from medseg.config import CaseFingerprint, Fingerprint, IntensityStats, write_json_atomic
 from medseg.data.layout import Case, Dataset, open_dataset
 from medseg.data.validate import Problem, dataset_problems, problems_error, read_case
-from medseg.errors import MedsegError
 from medseg.metrics.surface import bounding_box
 from medseg.parallel import map_cases
 
@@ -108,10 +107,7 @@ def compute_fingerprint(root: str | Path, *, samples_per_case: int = DEFAULT_SAM
     Every case is checked as it is read (``medseg.data.validate.read_case``); any problem is a ``MedsegError``
     naming the file and the fix, raised after all cases were read and before anything is returned.
     """
-    dataset = open_dataset(root)
-    if not dataset.cases:
-        raise MedsegError("the dataset has no training cases", path=dataset.root / "imagesTr",
-                          fix="put the training images in imagesTr/ and their labels in labelsTr/")
+    dataset = open_dataset(root).require_cases()
     indexed = list(enumerate(dataset.cases))
     worker = functools.partial(_fingerprint_indexed, dataset, samples_per_case=samples_per_case, seed=seed)
     results = map_cases(worker, indexed, workers=workers, description="fingerprint", progress=progress)

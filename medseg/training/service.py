@@ -48,7 +48,7 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     model_dir = Path(model_dir)
     fold = str(fold)
     fold_dir = fold_folder(model_dir, fold)
-    data = open_dataset(dataset)
+    data = open_dataset(dataset).require_cases()
     plan_path = Path(plans) if plans is not None else model_dir / "plans.json"
     plan = _check_arguments(data, configuration, fold, model_dir=model_dir, plan_path=plan_path,
                             plans_given=plans is not None, preprocessed=preprocessed, budget_seconds=budget_seconds,

@@ -175,3 +175,26 @@ def test_the_pipeline_refuses_what_check_refuses_of_the_dataset_as_a_whole(tmp_p
         assert result.exit_code == 2, (command, result.output)
         assert str(named) in result.output and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "f.json").exists() and not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("command", [["check"], ["fingerprint", "-o", "{out}/f.json"], ["train", "-c", "2d", "-o", "{out}/m"],
+                                     ["train-interactive", "-o", "{out}/i", "--budget", "2s"],
+                                     ["eval-interactive", "--baselines", "random_walker", "-o", "{out}/e"]])
+def test_a_dataset_without_training_cases_is_one_line_naming_imagestr(tmp_path, command):
+    import json
+
+    from typer.testing import CliRunner
+
+    from medseg.cli.app import app
+
+    dataset = tmp_path / "empty"
+    (dataset / "imagesTr").mkdir(parents=True)
+    (dataset / "labelsTr").mkdir()
+    (dataset / "dataset.json").write_text(json.dumps({"channel_names": {"0": "EM"}, "file_ending": ".png",
+                                                      "labels": {"background": 0, "cell": 1}, "numTraining": 0}))
+    out = tmp_path / "out"
+    args = [command[0], str(dataset), *[a.format(out=out) for a in command[1:]]]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"{dataset / 'imagesTr'}: the dataset has no training cases" in result.output
+    assert "Traceback" not in result.output and not out.exists()
