@@ -225,9 +225,13 @@ def write_fold_weights(fold_dir: str | Path, state_dict: dict[str, Any]) -> Path
     fold_dir = Path(fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
     (fold_dir / WEIGHTS_RECORD).unlink(missing_ok=True)
-    digest = save_weights(state_dict, fold_dir / WEIGHTS)
-    write_json_atomic({"schema_version": 1, "file": WEIGHTS, "sha256": digest}, fold_dir / WEIGHTS_RECORD)
+    record_weights(fold_dir, save_weights(state_dict, fold_dir / WEIGHTS))
     return fold_dir / WEIGHTS
+
+
+def record_weights(fold_dir: str | Path, digest: str) -> Path:
+    """``fold_dir/weights.json``: the sha256 of ``fold_dir/weights.safetensors`` that every load checks."""
+    return write_json_atomic({"schema_version": 1, "file": WEIGHTS, "sha256": digest}, Path(fold_dir) / WEIGHTS_RECORD)
 
 
 def recorded_sha256(fold_dir: str | Path) -> str | None:

@@ -28,7 +28,7 @@ from medseg.config.dataset_spec import DatasetSpec
 from medseg.config.json_files import read_json, write_json_atomic
 from medseg.config.model_folder import (LEGACY_INTERACTIVE_JSON, MODEL_JSON, SCHEMA_VERSION, WEIGHTS, WEIGHTS_RECORD,
                                         ModelSpec, NetworkSpec, WeightsCard, fold_folder, plan_network_spec,
-                                        recorded_sha256)
+                                        record_weights, recorded_sha256)
 from medseg.config.train_config import TrainConfig
 from medseg.errors import MedsegError
 
@@ -91,10 +91,6 @@ def _mtime_iso(path: Path) -> str:
     return stamp.replace(microsecond=0).isoformat()
 
 
-def _write_weights_record(fold_dir: Path, digest: str) -> None:
-    write_json_atomic({"schema_version": 1, "file": WEIGHTS, "sha256": digest}, fold_dir / WEIGHTS_RECORD)
-
-
 def _record_unverified_weights(folder: Path) -> list[str]:
     """``weights.json`` for every ``fold_K/weights.safetensors`` without one, each reported."""
     from medseg.weights_file import sha256_file
@@ -102,7 +98,7 @@ def _record_unverified_weights(folder: Path) -> list[str]:
     lines = []
     for fold_dir in sorted(p for p in folder.glob("fold_*") if (p / WEIGHTS).is_file()):
         if recorded_sha256(fold_dir) is None:
-            _write_weights_record(fold_dir, sha256_file(fold_dir / WEIGHTS))
+            record_weights(fold_dir, sha256_file(fold_dir / WEIGHTS))
             lines.append(f"{fold_dir.name}: sha256 recorded for the existing weights (unverified before)")
     return lines
 
@@ -230,7 +226,7 @@ def _move_interactive_weights(folder: Path, fold_dir: Path, expected: Any) -> li
         fold_dir.mkdir(parents=True, exist_ok=True)
         (fold_dir / WEIGHTS_RECORD).unlink(missing_ok=True)
         os.replace(source, target)
-    _write_weights_record(fold_dir, digest)
+    record_weights(fold_dir, digest)
     how = "sha256 verified" if verified else "sha256 recorded for the existing weights (unverified before)"
     return [f"model.safetensors -> fold_all/weights.safetensors ({how})"]
 
