@@ -59,28 +59,28 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
         raise MedsegError(f"no configuration {configuration!r} in the plan made for this dataset", path=dataset,
                           fix=f"use one of {', '.join(plan.configurations)}")
     config = plan.configurations[configuration]
+    run_config = segmentation_train_config(train_config or {}, configuration=configuration, fold=fold,
+                                           budget_seconds=budget_seconds if budget_seconds is not None
+                                           else plan.budget_seconds)
     if network is not None and (network != config.network_name or network_options):
         from medseg.planning.network_fit import fit_network
 
         config = fit_network(config, network, network_options, memory_bytes=plan.memory_bytes,
-                             budget_seconds=budget_seconds if budget_seconds is not None else plan.budget_seconds,
-                             device=(train_config or {}).get("device") or "cpu",
-                             num_workers=(train_config or {}).get("num_workers") or 1)
+                             budget_seconds=run_config.budget_seconds, device=run_config.device,
+                             num_workers=run_config.num_workers)
         plan.configurations[configuration] = config
     label_values = sorted(v for k, v in data.spec.labels.items() if isinstance(v, int) and k != "ignore")
     if label_values != list(range(len(label_values))) and max(label_values) > 255:
         raise MedsegError(f"label values {label_values} above 255", fix="relabel to 0..N-1")
     check_dataset_for_plan(data, plan, plans_path=plan_path if plan_path.is_file() else None, progress=progress)
-    write_segmentation_model(model_dir, _model_spec(model_dir, config, label_values, data, plan), plan, data.spec)
+    spec = _model_spec(model_dir, config, label_values, data, plan)
+    write_segmentation_model(model_dir, spec, plan, data.spec)
     cache_root = Path(preprocessed) if preprocessed is not None else model_dir / "preprocessed"
     preprocess_dataset(dataset, plan, configuration, cache_root, progress=progress, checked=True)
     groups = read_json(groups_file) if groups_file else None
     case_ids = [c.case_id for c in data.cases]
     splits = load_or_make_splits(model_dir / "splits.json", case_ids, mode=split_mode, groups=groups)
     train_cases, val_cases = fold_cases(splits, fold, case_ids)
-    run_config = segmentation_train_config(train_config or {}, configuration=configuration, fold=fold,
-                                           budget_seconds=budget_seconds if budget_seconds is not None
-                                           else plan.budget_seconds)
     task = SegmentationTask(configuration=config, cache_dir=cache_root / configuration, train_cases=train_cases,
                             val_cases=val_cases, label_values=label_values,
                             options=SegmentationOptions.from_dict(run_config.task_options), seed=run_config.seed,
@@ -90,7 +90,7 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     from medseg.nets.from_folder import build_network
 
     torch.manual_seed(run_config.seed)
-    trainer = Trainer(build_network(read_model_spec(model_dir)), task, run_config, fold_dir)
+    trainer = Trainer(build_network(spec), task, run_config, fold_dir)
     if resume:
         remove_stale_temporaries(model_dir)  # model.json's, splits.json's; the trainer cleans fold_K/
     resumed = trainer.resume() if resume else False
