@@ -164,7 +164,9 @@ class Predictor:
                               batch_size=self.batch_size, accumulate_dtype=self.accumulate_dtype,
                               device=self.device)
 
-    def _check(self, image: Image) -> None:
+    def check_image(self, image: Image) -> None:
+        """A MedsegError when ``image (C, *spatial)`` cannot be predicted by this model (channel count, number of
+        spatial dimensions); ``predict`` makes the same check, ``run.check_inputs`` makes it before any write."""
         if self.in_channels is not None and image.num_channels != self.in_channels:
             sources = image.metadata.get("source_files") or []
             raise MedsegError(f"the image has {image.num_channels} channel(s), the model expects {self.in_channels}",
@@ -180,7 +182,7 @@ class Predictor:
         """Probabilities on the cropped input grid, slab by slab along the first axis; and the crop box."""
         from medseg.preprocess.pipeline import preprocess_arrays
 
-        self._check(image)
+        self.check_image(image)
         prepared = preprocess_arrays(image.array, None, list(image.spacing), self.config)
         data = torch.from_numpy(prepared.data)
         del prepared.seg

@@ -84,7 +84,7 @@ def check_inputs(cases: Sequence[InputCase], *, predictor=None, progress: bool |
     for case in track(cases, "check inputs", enabled=progress):
         image = read_channels(case.files)
         for member in members:
-            member._check(image)  # the check predict itself makes: one rule, applied before any file is written
+            member.check_image(image)  # the check predict itself makes: one rule, applied before any file is written
 
 
 def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, save_probabilities: bool = False,
