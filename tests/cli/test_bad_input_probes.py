@@ -109,20 +109,20 @@ def _folder_named_like_an_image(dataset: Path) -> str:
     return path.name
 
 
-def _nifti_bad_datatype(dataset: Path) -> str:
-    path = dataset / "imagesTr" / "c1_0000.nii.gz"
+def _set_nifti_int16(path: Path, offset: int, value: int) -> str:
+    """Overwrite the int16 at byte ``offset`` of a .nii.gz header (40: dim[0], 70: datatype); the file's name."""
     raw = bytearray(gzip.decompress(path.read_bytes()))
-    raw[70:72] = struct.pack("<h", 1234)
+    raw[offset:offset + 2] = struct.pack("<h", value)
     path.write_bytes(gzip.compress(bytes(raw)))
     return path.name
+
+
+def _nifti_bad_datatype(dataset: Path) -> str:
+    return _set_nifti_int16(dataset / "imagesTr" / "c1_0000.nii.gz", 70, 1234)
 
 
 def _nifti_label_ndim_9(dataset: Path) -> str:
-    path = dataset / "labelsTr" / "c1.nii.gz"
-    raw = bytearray(gzip.decompress(path.read_bytes()))
-    raw[40:42] = struct.pack("<h", 9)
-    path.write_bytes(gzip.compress(bytes(raw)))
-    return path.name
+    return _set_nifti_int16(dataset / "labelsTr" / "c1.nii.gz", 40, 9)
 
 
 FILE_PROBES = {"label_symlink_loop": _symlink_loop, "image_path_is_a_folder": _folder_named_like_an_image,
