@@ -86,6 +86,9 @@ def train(
                                                      "--set net.feature_size=24)."),
     loss: Optional[str] = typer.Option(None, help="A loss of the registry (medseg.losses.list_losses()) instead "
                                                   "of nnU-Net's Dice + CE."),
+    previous_stage: Optional[Path] = typer.Option(None, "--previous-stage", help="For 3d_cascade_fullres: the "
+                                                  "3d_lowres model folder, all of whose folds are trained (their "
+                                                  "validation predictions join the input)."),
 ) -> None:
     """Train one fold within a wall-clock budget (checkpoints every epoch; --resume continues)."""
     from medseg.planning.budget import parse_duration
@@ -98,7 +101,7 @@ def train(
                                                           "seed": seed, "max_iterations": max_iterations,
                                                           "iterations_per_epoch": iterations_per_epoch, "loss": loss},
                         network=network, network_options=parse_network_overrides(set_) or None,
-                        validate=validation)
+                        validate=validation, previous_stage=previous_stage)
     last = result.state.history[-1] if result.state.history else {}
     typer.echo(f"{'resumed and ' if result.resumed else ''}trained {result.state.iteration} steps in "
                f"{result.state.elapsed:.0f} s; last validation pseudo-Dice {last.get('val_dice')}; "

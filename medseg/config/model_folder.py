@@ -10,6 +10,8 @@ Layout::
       plans.json            segmentation: the Plan (normalisation, spacing, patch size of every configuration)
       dataset_spec.json     segmentation: channels, labels, file ending
       splits.json           segmentation: the cross-validation folds [{"train": [...], "val": [...]}, ...]
+                            (a cascade's are its first stage's, so that each case's first-stage prediction comes
+                            from the fold that did not train on it)
       fold_K/               K in 0..4, or "all" (trained on every case; the only fold of an interactive model)
         weights.safetensors         the network's weights (safetensors: loading never unpickles)
         weights.json                {"schema_version": 1, "file": "weights.safetensors", "sha256": hex} written
@@ -206,6 +208,32 @@ def read_segmentation_model(folder: str | Path) -> tuple[ModelSpec, Plan, Datase
     plan = Plan.from_dict(read_json(folder / "plans.json"), path=folder / "plans.json")
     dataset = DatasetSpec.from_dict(read_json(folder / "dataset_spec.json"))
     return spec, plan, dataset
+
+
+PREVIOUS_STAGE = "previous_stage"  # ModelSpec.extra key of a cascade: {"model": relative path, "absolute": path}
+
+
+def previous_stage_reference(model: str | Path, previous: str | Path) -> dict[str, str]:
+    """What a cascade's ``model.json`` keeps of its first stage's folder: the path relative to the cascade's
+    folder (so the two move together) and the absolute one."""
+    import os
+
+    previous = Path(previous).resolve()
+    return {"model": os.path.relpath(previous, Path(model).resolve()), "absolute": str(previous)}
+
+
+def previous_stage_folder(model: str | Path, spec: ModelSpec) -> Path:
+    """The first stage's model folder of a cascade ``model`` (its ``model.json``'s reference, relative first)."""
+    reference = spec.extra.get(PREVIOUS_STAGE) or {}
+    candidates = [Path(model) / reference["model"]] if reference.get("model") else []
+    candidates += [Path(reference["absolute"])] if reference.get("absolute") else []
+    for candidate in candidates:
+        if (candidate / MODEL_JSON).is_file():
+            return candidate
+    raise MedsegError("the cascade's first-stage model folder is missing"
+                      + (f" (looked in {', '.join(map(str, candidates))})" if candidates else ""), path=model,
+                      fix="keep the first stage's folder beside the cascade's, where it was when the cascade was "
+                      "trained, or retrain the cascade with --previous-stage")
 
 
 def fold_folder(model: str | Path, fold: int | str) -> Path:

@@ -73,6 +73,11 @@ def read_case(folder: str | Path, case_id: str, *, mmap: bool = True) -> CachedC
     return CachedCase(case_id, data, seg, locations, properties)
 
 
+def read_properties(folder: str | Path, case_id: str) -> dict[str, Any]:
+    """The properties JSON of a complete case (``is_complete``)."""
+    return json.loads(case_paths(Path(folder), case_id)["properties"].read_text())
+
+
 def cached_case_ids(folder: str | Path) -> list[str]:
     """Ids of the complete cases in a cache folder, sorted."""
     folder = Path(folder)

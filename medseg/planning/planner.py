@@ -58,10 +58,12 @@ def plan_dataset(fingerprint: Fingerprint, budget: Budget, *, calibration: dict 
             lowres = _plan_lowres(fingerprint, budget, num_classes, fullres)
             if lowres is not None:
                 configurations["3d_lowres"] = lowres
-                cascade = _plan_configuration("3d_fullres", fingerprint, budget, num_classes)
+                cascade = _plan_configuration("3d_fullres", fingerprint, budget, num_classes,
+                                              extra_channels=num_classes - 1)
                 cascade.name, cascade.previous_stage = "3d_cascade_fullres", "3d_lowres"
                 cascade.decide("previous_stage", "3d_lowres", "cascade: full resolution refines the low-resolution "
-                               "prediction, which joins the input as one-hot channels")
+                               f"prediction, which joins the input as one-hot channels ({num_classes - 1} "
+                               "foreground labels)")
                 configurations["3d_cascade_fullres"] = cascade
         else:
             fullres.decide("3d_lowres", None, f"not planned: the patch covers {coverage:.0%} of the median image "
@@ -112,14 +114,14 @@ def normalization(fingerprint: Fingerprint) -> tuple[list[Normalization], str]:
 
 
 def _plan_configuration(name: str, fingerprint: Fingerprint, budget: Budget, num_classes: int,
-                        spacing_override: list[float] | None = None) -> Configuration:
+                        spacing_override: list[float] | None = None, extra_channels: int = 0) -> Configuration:
     spacing_full, spacing_reason = target_spacing(fingerprint)
     if spacing_override is not None:
         spacing_full, spacing_reason = spacing_override, "coarser spacing so the patch covers more of the image"
     dims = 2 if name == "2d" else 3
     spacing = spacing_full[-2:] if dims == 2 else spacing_full
     median_shape = _median_shape_at(fingerprint, spacing_full)[-dims:]
-    in_channels = len(fingerprint.channel_names)
+    in_channels = len(fingerprint.channel_names) + extra_channels  # a cascade: + the first stage's one-hot
     norm, norm_reason = normalization(fingerprint)
 
     patch = _initial_patch(spacing, median_shape)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from medseg.parallel import map_cases
 from medseg.planning.fingerprint import content_mask, mask_bbox
 from medseg.data import cache
 from medseg.preprocess.normalize import normalize
+from medseg.preprocess.previous_stage import PreviousStage, check_previous_stage, previous_stage_channels
 from medseg.preprocess.resample import new_shape, resample_image, resample_label
 
 MAX_LOCATIONS_PER_CLASS = 10_000
@@ -47,12 +49,17 @@ def class_locations(seg: np.ndarray, rng: np.random.Generator,
 
 
 def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list[float],
-                      config: Configuration, *, seed: int = 0) -> PreprocessedCase:
+                      config: Configuration, *, seed: int = 0, previous: np.ndarray | None = None,
+                      previous_labels: Sequence[int] = ()) -> PreprocessedCase:
     """``image`` ``(C, *spatial)``, ``label`` ``(1, *spatial)`` or None, ``spacing`` in array order.
 
     For a 2d configuration of 3D data the volume stays 3D: only the in-plane axes are resampled and the
-    training sampler draws slices.
+    training sampler draws slices. ``previous`` ``(1, *spatial)``: a previous stage's label map on the image's
+    grid (a cascade configuration), appended to ``data`` as one-hot channels of ``previous_labels``
+    (``(C + F, *S)``; see ``previous_stage_channels``).
     """
+    if previous is not None:
+        check_previous_stage(previous, image.shape[1:])
     mask = content_mask(image)  # on the whole image: the crop's corners may lie inside the content
     bbox = mask_bbox(mask)
     crop = (slice(None),) + tuple(slice(a, b) for a, b in bbox)
@@ -68,6 +75,9 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list
     data = resample_image(data, shape, order=int(config.resampling.get("image_order", 3)), separate_z=separate_z,
                           z_order=int(config.resampling.get("z_order", 0)))
     seg = resample_label(label, shape, separate_z=separate_z).astype(np.int8) if label is not None else None
+    if previous is not None:
+        data = np.concatenate([data, previous_stage_channels(previous, bbox, shape, previous_labels,
+                                                             separate_z=separate_z)])
     locations = class_locations(seg, np.random.default_rng(seed)) if seg is not None else {}
     properties = {
         "spacing": [float(s) for s in spacing],
@@ -80,15 +90,23 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list
     return PreprocessedCase(data, seg, locations, properties)
 
 
-def preprocess_case(dataset: Dataset, config: Configuration, folder: Path, item: tuple[int, Case]) -> str:
-    """Preprocess one case into ``folder`` unless it is already complete there; returns 'done' or 'skipped'."""
+def preprocess_case(dataset: Dataset, config: Configuration, folder: Path, item: tuple[int, Case],
+                    previous_stage: PreviousStage | None = None) -> str:
+    """Preprocess one case into ``folder`` unless it is already complete there (for a cascade: from the same
+    previous-stage file as now); returns 'done' or 'skipped'."""
     index, case = item
-    if cache.is_complete(folder, case.case_id):
+    source = previous_stage.record(case.case_id) if previous_stage is not None else None
+    if cache.is_complete(folder, case.case_id) and (
+            source is None or cache.read_properties(folder, case.case_id).get("previous_stage") == source):
         return "skipped"
     image, label, _ = validated_case(dataset, case)  # checked again as read: nothing is cached from a bad case
-    result = preprocess_arrays(image.array, label.array, list(image.spacing), config, seed=index)
+    previous = previous_stage.read(case.case_id) if previous_stage is not None else None
+    result = preprocess_arrays(image.array, label.array, list(image.spacing), config, seed=index, previous=previous,
+                               previous_labels=previous_stage.labels if previous_stage is not None else ())
     result.properties.update(case_id=case.case_id, shape_before_crop=list(image.spatial_shape),
                              origin=list(image.origin), direction=image.direction.tolist())
+    if source is not None:
+        result.properties["previous_stage"] = source
     seg = result.seg if result.seg is not None else np.zeros((1, *result.data.shape[1:]), dtype=np.int8)
     cache.write_case(folder, case.case_id, result.data, seg, result.class_locations, result.properties)
     return "done"
@@ -105,16 +123,21 @@ def check_dataset_for_plan(dataset: Dataset, plan: Plan, *, plans_path: Path | N
 
 def preprocess_dataset(root: str | Path, plan: Plan, configuration: str, output: str | Path, *,
                        workers: int | None = None, progress: bool | None = None, plans_path: Path | None = None,
-                       checked: bool = False) -> dict[str, int]:
+                       checked: bool = False, previous_stage: PreviousStage | None = None) -> dict[str, int]:
     """Fill ``output/<configuration>/`` with the cache of every training case; cases already there are skipped,
     so an interrupted run resumes. Returns counts of 'done' and 'skipped' cases.
 
     The dataset is checked against the plan first (``check_dataset_for_plan``; skipped when ``checked``: the
-    caller did it), so a bad case or a plan for another dataset stops the run before anything is written."""
+    caller did it), so a bad case or a plan for another dataset stops the run before anything is written.
+    A cascade configuration needs ``previous_stage``: the first stage's prediction of every case."""
     if configuration not in plan.configurations:
         raise MedsegError(f"no configuration {configuration!r} in the plan", path=plans_path,
                           fix=f"use one of {', '.join(plan.configurations)}")
     config = plan.configurations[configuration]
+    if config.previous_stage and previous_stage is None:
+        raise MedsegError(f"{configuration} reads the {config.previous_stage} stage's predictions of every case",
+                          path=plans_path, fix=f"train the {config.previous_stage} folds first and pass that model "
+                          "folder (medseg train ... --previous-stage MODEL)")
     dataset = open_dataset(root)
     if not checked:
         check_dataset_for_plan(dataset, plan, plans_path=plans_path, workers=workers, progress=progress)
@@ -123,7 +146,7 @@ def preprocess_dataset(root: str | Path, plan: Plan, configuration: str, output:
     remove_stale_temporaries(output, recursive=True)  # a killed run's temporaries (only those whose writer is gone)
     write_json_atomic(plan.to_dict(), Path(output) / "plans.json")
     write_json_atomic(dataset.spec.to_dict(), Path(output) / "dataset_spec.json")
-    worker = functools.partial(preprocess_case, dataset, config, folder)
+    worker = functools.partial(preprocess_case, dataset, config, folder, previous_stage=previous_stage)
     outcomes = map_cases(worker, list(enumerate(dataset.cases)), workers=workers, description=f"preprocess {configuration}",
                          progress=progress)
     return {"done": outcomes.count("done"), "skipped": outcomes.count("skipped")}

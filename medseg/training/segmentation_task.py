@@ -17,6 +17,9 @@ from medseg.config.train_config import record_from_dict
 from medseg.metrics import Confusion, confusion, dice
 
 
+CASCADE_MORPHOLOGY_P = 0.4  # nnU-Net's cascade: a random binary operator on each first-stage channel
+
+
 @dataclass
 class SegmentationOptions:
     """The segmentation task's part of ``TrainConfig.task_options``.
@@ -72,6 +75,12 @@ class SegmentationTask:
 
         augmentation = (AugmentationConfig.from_dict(self.options.augmentation) if self.options.augmentation
                         else AugmentationConfig.for_patch(self.configuration.patch_size))
+        if self.configuration.previous_stage:  # the first stage's one-hot channels: morphology, not intensity
+            image_channels = int(self.configuration.network["in_channels"]) - (self.num_classes - 1)
+            augmentation = augmentation.with_changes(
+                intensity_channels=image_channels,
+                p_previous_stage_morphology=(CASCADE_MORPHOLOGY_P if not self.options.augmentation
+                                             else augmentation.p_previous_stage_morphology))
         yield from PatchLoader(self.cache_dir, self.configuration.patch_size, self.configuration.batch_size,
                                augmentation=augmentation, num_workers=self.num_workers,
                                seed=self.seed * 1_000_003 + epoch, progress=False, num_batches=count,

@@ -10,11 +10,14 @@ from typing import Any
 
 from medseg.atomic import remove_stale_temporaries
 from medseg.config import Configuration, Plan, read_json, write_json_atomic
-from medseg.config.model_folder import (ModelSpec, WeightsCard, fold_folder, plan_network_spec, read_model_spec,
-                                        write_model_spec, write_segmentation_model)
+from medseg.config.model_folder import (PREVIOUS_STAGE, ModelSpec, WeightsCard, fold_folder, plan_network_spec,
+                                        previous_stage_reference, read_model_spec, write_model_spec,
+                                        write_segmentation_model)
 from medseg.config.train_config import TrainConfig
 from medseg.data.layout import open_dataset
 from medseg.errors import MedsegError
+from medseg.preprocess.previous_stage import PreviousStage
+from medseg.training.cascade import cascade_input_channels, first_stage_predictions, share_first_stage_splits
 from medseg.training.segmentation_task import SegmentationOptions, SegmentationTask
 from medseg.training.splits import fold_cases, load_or_make_splits
 from medseg.training.trainer import Trainer, TrainState
@@ -38,10 +41,15 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
                budget_seconds: float | None = None, resume: bool = False, split_mode: str = "random",
                groups_file: str | Path | None = None, train_config: dict | None = None,
                network: str | None = None, network_options: dict[str, Any] | None = None,
-               validate: bool = True, progress: bool | None = None) -> TrainResult:
+               validate: bool = True, progress: bool | None = None,
+               previous_stage: str | Path | None = None) -> TrainResult:
     """Train ``fold`` (0..4 or "all") of ``configuration``; ``plans`` default: ``MODEL/plans.json`` or a new plan
     for ``budget_seconds``; ``preprocessed`` default: ``MODEL/preprocessed``. Afterwards (``validate``, not for
-    fold "all") the fold's validation cases are predicted in full into ``fold_K/validation/``."""
+    fold "all") the fold's validation cases are predicted in full into ``fold_K/validation/``.
+
+    A cascade configuration (``3d_cascade_fullres``) needs ``previous_stage``: the first stage's model folder,
+    every case of which has a cross-validation prediction (``medseg.training.cascade``); the cascade takes its
+    folds."""
     from medseg.planning.service import make_plan
     from medseg.preprocess.pipeline import check_dataset_for_plan, preprocess_dataset
 
@@ -52,13 +60,22 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     plan_path = Path(plans) if plans is not None else model_dir / "plans.json"
     plan = _check_arguments(data, configuration, fold, model_dir=model_dir, plan_path=plan_path,
                             plans_given=plans is not None, preprocessed=preprocessed, budget_seconds=budget_seconds,
-                            resume=resume, network=network)
+                            resume=resume, network=network, previous_stage=previous_stage)
     if plan is None:
         plan = make_plan(dataset, budget=budget_seconds, progress=progress)
     if configuration not in plan.configurations:
         raise MedsegError(f"no configuration {configuration!r} in the plan made for this dataset", path=dataset,
                           fix=f"use one of {', '.join(plan.configurations)}")
     config = plan.configurations[configuration]
+    label_values = sorted(v for k, v in data.spec.labels.items() if isinstance(v, int) and k != "ignore")
+    case_ids = [c.case_id for c in data.cases]
+    first_stage = None
+    if config.previous_stage:
+        cascade_input_channels(config, len(plan.channel_names), label_values)
+        first_stage = first_stage_predictions(previous_stage, config, case_ids, label_values)
+    elif previous_stage is not None:
+        raise MedsegError(f"{configuration} has no previous stage", path=previous_stage,
+                          fix="--previous-stage is for a cascade configuration (3d_cascade_fullres)")
     run_config = segmentation_train_config(train_config or {}, configuration=configuration, fold=fold,
                                            budget_seconds=budget_seconds if budget_seconds is not None
                                            else plan.budget_seconds)
@@ -69,16 +86,19 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
                              budget_seconds=run_config.budget_seconds, device=run_config.device,
                              num_workers=run_config.num_workers)
         plan.configurations[configuration] = config
-    label_values = sorted(v for k, v in data.spec.labels.items() if isinstance(v, int) and k != "ignore")
     if label_values != list(range(len(label_values))) and max(label_values) > 255:
         raise MedsegError(f"label values {label_values} above 255", fix="relabel to 0..N-1")
     check_dataset_for_plan(data, plan, plans_path=plan_path if plan_path.is_file() else None, progress=progress)
     spec = _model_spec(model_dir, config, label_values, data, plan)
+    if first_stage is not None:
+        spec.extra[PREVIOUS_STAGE] = previous_stage_reference(model_dir, previous_stage)
     write_segmentation_model(model_dir, spec, plan, data.spec)
     cache_root = Path(preprocessed) if preprocessed is not None else model_dir / "preprocessed"
-    preprocess_dataset(dataset, plan, configuration, cache_root, progress=progress, checked=True)
+    preprocess_dataset(dataset, plan, configuration, cache_root, progress=progress, checked=True,
+                       previous_stage=first_stage)
     groups = read_json(groups_file) if groups_file else None
-    case_ids = [c.case_id for c in data.cases]
+    if first_stage is not None:
+        share_first_stage_splits(previous_stage, model_dir)
     splits = load_or_make_splits(model_dir / "splits.json", case_ids, mode=split_mode, groups=groups)
     train_cases, val_cases = fold_cases(splits, fold, case_ids)
     task = SegmentationTask(configuration=config, cache_dir=cache_root / configuration, train_cases=train_cases,
@@ -98,7 +118,8 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     write_json_atomic({"train": train_cases, "val": val_cases}, fold_dir / "cases.json")
     validation = None
     if validate and fold != "all":
-        validation = predict_validation(model_dir, fold, data, val_cases, progress=progress)
+        validation = predict_validation(model_dir, fold, data, val_cases, progress=progress,
+                                        previous_stage=first_stage)
     _record_fold(model_dir, fold, state, len(train_cases), validation)
     return TrainResult(model_dir, fold_dir, state, resumed, validation)
 
@@ -144,13 +165,15 @@ def _record_fold(model_dir: Path, fold: str, state: TrainState, train_cases: int
 
 def _check_arguments(data, configuration: str, fold: str, *, model_dir: Path, plan_path: Path, plans_given: bool,
                      preprocessed: str | Path | None, budget_seconds: float | None, resume: bool,
-                     network: str | None = None) -> Plan | None:
+                     network: str | None = None, previous_stage: str | Path | None = None) -> Plan | None:
     """Every argument of ``train_fold`` checked before any work (planning, preprocessing, writing); returns the
     plan when it is read from a file, None when it has to be made."""
     from medseg.output_paths import prepare_output_dir
 
     if fold != "all":
         splits_path = model_dir / "splits.json"
+        if not splits_path.is_file() and previous_stage is not None:  # a cascade takes its first stage's folds
+            splits_path = Path(previous_stage) / "splits.json"
         count = len(read_json(splits_path)) if splits_path.is_file() else min(DEFAULT_FOLDS, len(data.cases))
         if not fold.isdigit() or not 0 <= int(fold) < count:
             raise MedsegError(f"fold {fold!r} does not exist ({count} folds for {len(data.cases)} cases)",
@@ -183,10 +206,13 @@ def _check_arguments(data, configuration: str, fold: str, *, model_dir: Path, pl
 
 
 def predict_validation(model_dir: Path, fold: str, data, val_cases: list[str], *,
-                       progress: bool | None = None) -> dict[str, float]:
+                       progress: bool | None = None, previous_stage: PreviousStage | None = None
+                       ) -> dict[str, float]:
     """Predict the fold's validation cases at full resolution (sliding window, mirroring) into
     ``fold_K/validation/`` (labels in the dataset's format + ``<case>.npz`` probabilities, which ``find-best`` and
-    the post-processing decision read) and return the mean Dice per foreground label over those cases."""
+    the post-processing decision read) and return the mean Dice per foreground label over those cases.
+    A cascade reads each case's first-stage cross-validation prediction from ``previous_stage`` (the first
+    stage's folds that trained on the case are not asked)."""
     import numpy as np
 
     from medseg.inference import Predictor
@@ -201,7 +227,8 @@ def predict_validation(model_dir: Path, fold: str, data, val_cases: list[str], *
     scores: dict[int, list[float]] = {value: [] for value in foreground}
     for case_id in track(val_cases, f"validate fold {fold}", enabled=progress):
         case = data.case(case_id)
-        labels, probabilities = predictor.predict_with_probabilities(data.read_image(case))
+        previous = previous_stage.read(case_id) if previous_stage is not None else None
+        labels, probabilities = predictor.predict_with_probabilities(data.read_image(case), previous)
         write_image(labels, folder / f"{case_id}{data.spec.file_ending}")
         save_probabilities(folder / f"{case_id}.npz", probabilities.array, predictor.label_values)
         reference = data.read_label(case).array[0]

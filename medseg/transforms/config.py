@@ -37,6 +37,9 @@ class AugmentationConfig:
     ``zero_outside_mask`` sets the image to 0 where the cached label is -1 (outside the crop mask), as nnU-Net
     does for datasets normalised inside a mask. ``label_interpolation``: ``"linear"`` resamples the one-hot
     label map linearly and takes the arg-max (nnU-Net's choice, smooth boundaries), ``"nearest"`` is faster.
+    Cascade: ``intensity_channels`` (None: all) is how many leading channels are image channels that take the
+    intensity chain; the others are a previous stage's one-hot prediction, warped and mirrored only, binarised,
+    and changed by random morphology with ``p_previous_stage_morphology`` (``medseg.transforms.cascade``).
     """
 
     p_rotation: float = 0.2
@@ -65,6 +68,9 @@ class AugmentationConfig:
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     zero_outside_mask: bool = False
     label_interpolation: str = "linear"
+    intensity_channels: int | None = None
+    p_previous_stage_morphology: float = 0.0
+    previous_stage_morphology_radius: tuple[int, int] = (1, 8)
     schema_version: int = field(default=SCHEMA_VERSION)
 
     def __post_init__(self) -> None:
@@ -81,6 +87,10 @@ class AugmentationConfig:
             _check(low <= high, name, (low, high), "a (low, high) pair with low <= high")
         _check(self.scaling_range[0] > 0, "scaling_range", self.scaling_range, "positive factors")
         _check(self.low_resolution_scale[0] > 0, "low_resolution_scale", self.low_resolution_scale, "factors in (0, 1]")
+        _check(self.intensity_channels is None or self.intensity_channels >= 0, "intensity_channels",
+               self.intensity_channels, "None or a channel count >= 0")
+        _check(1 <= self.previous_stage_morphology_radius[0] <= self.previous_stage_morphology_radius[1],
+               "previous_stage_morphology_radius", self.previous_stage_morphology_radius, "radii 1 <= low <= high")
         _check(self.label_interpolation in LABEL_MODES, "label_interpolation", self.label_interpolation,
                f"one of {LABEL_MODES}")
 

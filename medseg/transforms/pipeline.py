@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from medseg.transforms.cascade import random_previous_stage_morphology
 from medseg.transforms.config import AugmentationConfig
 from medseg.transforms.random import SpatialParams, augment_intensity, device_generator, sample_mirror
 from medseg.transforms.spatial import elastic_displacement, mirror, normalized_sampling_grid, warp
@@ -85,7 +86,12 @@ def augment(batch: SampledBatch, config: AugmentationConfig, generator: torch.Ge
     """
     warped = resample_regions(batch, config.label_interpolation, generator) if batch.warp_index else None
     image, label = assemble(batch, warped)
-    image = augment_intensity(image, config, generator, inplace=True)
+    split = image.shape[1] if config.intensity_channels is None else min(config.intensity_channels, image.shape[1])
+    if split < image.shape[1]:  # a cascade: the previous stage's channels take morphology, not intensity changes
+        image = torch.cat([augment_intensity(image[:, :split].contiguous(), config, generator, inplace=True),
+                           random_previous_stage_morphology(image[:, split:], config, generator)], 1)
+    else:
+        image = augment_intensity(image, config, generator, inplace=True)
     flips = sample_mirror(config, image.shape[0], image.ndim - 2, generator)
     if bool(flips.any()):
         image, label = mirror(image, flips, inplace=True), mirror(label, flips, inplace=True)

@@ -131,7 +131,12 @@ def test_lowres_and_cascade_when_the_patch_covers_little() -> None:
     assert {"2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"} == set(plan.configurations)
     lowres = plan.configurations["3d_lowres"]
     assert lowres.target_spacing[0] > 1.0
-    assert plan.configurations["3d_cascade_fullres"].previous_stage == "3d_lowres"
+    cascade = plan.configurations["3d_cascade_fullres"]
+    assert cascade.previous_stage == "3d_lowres"
+    foreground = len([v for v in BRAIN.labels.values() if isinstance(v, int)]) - 1
+    assert foreground >= 1  # the first stage's one-hot channels join the image's
+    assert cascade.network["in_channels"] == len(BRAIN.channel_names) + foreground
+    assert plan.configurations["3d_fullres"].network["in_channels"] == len(BRAIN.channel_names)
     barely = plan_dataset(BRAIN, Budget("cpu", 8 * 10**9, None, 1e10))  # patch covers ~22%: 1.06x would do
     assert "3d_lowres" not in barely.configurations
     assert any(d.field == "3d_lowres" and "too close" in d.reason
