@@ -9,7 +9,11 @@ shared data are never written):
   brats2013_mini   train on the first 3 cases, test on the 4th, scored on the BraTS regions (3d_fullres)
 
 medseg: ``medseg plan --budget`` and ``medseg train -f all --budget`` on the train folder, ``medseg predict`` on
-the test images (defaults: mirroring TTA, step 0.5). nnU-Net v2 (the ``bench`` extra): a ``DatasetNNN_Name`` raw
+the test images (defaults: mirroring TTA, step 0.5). ``medseg_cascade`` (3D datasets whose plan has
+``3d_cascade_fullres``): the same plan, every cross-validation fold of ``3d_lowres`` at ``budget / (2 * folds)``
+each, then ``3d_cascade_fullres`` fold ``all`` on their validation predictions at ``budget / 2`` (so the two
+stages together spend the one budget; the folds' validation predictions are outside it, as nnU-Net's are), and
+``medseg predict`` runs both stages (the first as the ensemble of its folds). nnU-Net v2 (the ``bench`` extra): a ``DatasetNNN_Name`` raw
 folder of the same train cases, ``nnUNetv2_plan_and_preprocess`` of the one configuration trained, then
 ``nnUNetTrainerBudget`` (``bench/nnunet_budget_trainer.py``: ``nnUNetTrainer`` with default settings that stops
 when the budget is spent), fold ``all``, on the CPU; its predictor with the ``nnUNetv2_predict`` defaults (TTA
@@ -47,7 +51,7 @@ DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results" / "pipeline.json"
 TRAINER = ROOT / "bench" / "nnunet_budget_trainer.py"
 BIN = Path(sys.executable).parent
-TOOLS = ("medseg", "nnunet")
+TOOLS = ("medseg", "medseg_cascade", "nnunet")
 
 
 def _split_isbi(ids: list[str]) -> tuple[list[str], list[str]]:
@@ -162,6 +166,57 @@ def run_medseg(name: str, folders: dict, budget: str, out: Path) -> dict:
     }
 
 
+def _training_log(model: Path, fold: str) -> dict:
+    log = json.loads((model / f"fold_{fold}" / "training_log.json").read_text())
+    return log["history"][-1] if log["history"] else {}
+
+
+def run_medseg_cascade(name: str, folders: dict, budget: str, out: Path) -> dict:
+    """The cascade at one budget: the 3d_lowres folds share half of it, 3d_cascade_fullres fold all the rest."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    medseg = BIN / "medseg"
+    plan_s = run([medseg, "plan", folders["train"], "--budget", budget, "-o", out / "plans.json"], out / "plan.log")
+    plan = json.loads((out / "plans.json").read_text())
+    if "3d_cascade_fullres" not in plan["configurations"]:
+        fullres = plan["configurations"].get("3d_fullres", {})
+        reasons = [d["reason"] for d in fullres.get("decisions", []) if d["field"] == "3d_lowres"]
+        return {"not_planned": reasons[0] if reasons else "no 3d configuration"}
+    folds = min(5, len(folders["train_cases"]))
+    seconds = parse_budget(budget)
+    lowres_budget, cascade_budget = seconds / (2 * folds), seconds / 2
+    lowres, cascade = out / "lowres", out / "cascade"
+    common = ["-p", out / "plans.json", "--preprocessed", out / "preprocessed"]
+    lowres_s = 0.0
+    for fold in range(folds):
+        lowres_s += run([medseg, "train", folders["train"], "-c", "3d_lowres", "-f", fold, "-o", lowres,
+                         "--budget", f"{lowres_budget:.0f}s", *common], out / f"train_lowres_{fold}.log")
+    cascade_s = run([medseg, "train", folders["train"], "-c", "3d_cascade_fullres", "-f", "all", "-o", cascade,
+                     "--budget", f"{cascade_budget:.0f}s", "--previous-stage", lowres, *common],
+                    out / "train_cascade.log")
+    stages = {f"lowres_fold_{fold}": _training_log(lowres, str(fold)) for fold in range(folds)}
+    stages["cascade_all"] = _training_log(cascade, "all")
+    loops = sum(entry.get("elapsed") or 0 for entry in stages.values())
+    predict_s = run([medseg, "predict", "-i", folders["test"] / "imagesTs", "-o", out / "pred", "-m", cascade],
+                    out / "predict.log")
+    configs = plan["configurations"]
+    return {
+        "configuration": "3d_lowres folds + 3d_cascade_fullres", "folds": folds,
+        "patch_size": {c: configs[c]["patch_size"] for c in ("3d_lowres", "3d_cascade_fullres")},
+        "batch_size": {c: configs[c]["batch_size"] for c in ("3d_lowres", "3d_cascade_fullres")},
+        "target_spacing": {c: configs[c]["target_spacing"] for c in ("3d_lowres", "3d_cascade_fullres")},
+        "stage_budget_seconds": {"lowres_fold": round(lowres_budget, 1), "cascade": round(cascade_budget, 1)},
+        "iterations": sum(entry.get("iteration", 0) for entry in stages.values()),
+        "stages": {k: {"iterations": v.get("iteration", 0), "train_seconds": v.get("elapsed")}
+                   for k, v in stages.items()},
+        "train_seconds": round(loops, 1),
+        "outside_budget_seconds": {"plan": round(plan_s, 1),
+                                   "train_commands_minus_loops": round(lowres_s + cascade_s - loops, 1)},
+        "predict_seconds_per_case": round(predict_s / len(folders["test_cases"]), 2),
+        "metrics": evaluate(out / "pred", folders, DATASETS[name]["regions"], out / "evaluation", out / "evaluate.log"),
+    }
+
+
 def run_nnunet(name: str, folders: dict, budget_seconds: float, work: Path, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -215,6 +270,9 @@ def table(results: dict) -> str:
             if "error" in entry:
                 lines.append(f"| {name} | {tool} | failed: {entry['error'][:80]} | | | | | |")
                 continue
+            if "not_planned" in entry:
+                lines.append(f"| {name} | {tool} | not planned: {entry['not_planned'][:100]} | | | | | |")
+                continue
             for cls, stats in entry["metrics"].items():
                 lines.append(f"| {name} | {tool} | {cls} | {_cell(stats['dice'], 3)} | {_cell(stats['hd95'], 1)} | "
                              f"{entry['iterations']} | {entry['train_seconds']} | "
@@ -238,13 +296,19 @@ def main() -> None:
     for name in args.datasets:
         folders = build_folders(name, work, args.test_cases)
         for tool in (args.only,) if args.only else TOOLS:
+            if tool == "medseg_cascade" and DATASETS[name]["configuration"] == "2d":
+                continue  # a cascade is a 3D pair of configurations
             load_start = os.getloadavg()
             started = datetime.now(timezone.utc)
             print(f"[{started:%H:%M:%S}] {name} {tool} (budget {args.budget}, load {load_start[0]:.1f})", flush=True)
             out = work / name / tool
             try:
-                entry = (run_medseg(name, folders, args.budget, out) if tool == "medseg"
-                         else run_nnunet(name, folders, budget_seconds, work, out))
+                if tool == "medseg":
+                    entry = run_medseg(name, folders, args.budget, out)
+                elif tool == "medseg_cascade":
+                    entry = run_medseg_cascade(name, folders, args.budget, out)
+                else:
+                    entry = run_nnunet(name, folders, budget_seconds, work, out)
             except RuntimeError as error:
                 entry = {"error": str(error)}
                 print(error, file=sys.stderr)
