@@ -45,17 +45,33 @@ def preprocess(
     plans: Path = typer.Option(Path("plans.json"), "-p", "--plans", help="plans.json from medseg plan."),
     output: Path = typer.Option(Path("preprocessed"), "-o", "--output", help="Cache folder."),
     workers: Optional[int] = typer.Option(None, help="Worker processes (default: one per core)."),
+    previous_stage: Optional[Path] = typer.Option(None, "--previous-stage", help="For 3d_cascade_fullres: the "
+                                                  "3d_lowres model folder whose validation predictions join the "
+                                                  "input."),
 ) -> None:
     """Crop, normalise and resample every case into a memory-mappable cache (resumes where it stopped)."""
     import resource
 
     from medseg.config import Plan, read_json
+    from medseg.data.layout import open_dataset
+    from medseg.errors import MedsegError
     from medseg.output_paths import prepare_output_dir
     from medseg.preprocess.pipeline import preprocess_dataset
+    from medseg.training.cascade import first_stage_predictions
 
+    plan = Plan.from_dict(read_json(plans), path=plans)
+    config = plan.configurations.get(configuration)
+    first_stage = None
+    if config is not None and config.previous_stage:
+        data = open_dataset(dataset)
+        first_stage = first_stage_predictions(previous_stage, config, [c.case_id for c in data.cases],
+                                              data.spec.predicted_label_values)
+    elif previous_stage is not None:
+        raise MedsegError(f"{configuration} has no previous stage", path=previous_stage,
+                          fix="--previous-stage is for a cascade configuration (3d_cascade_fullres)")
     prepare_output_dir(output, inputs=[dataset], overwrite=True)  # the cache resumes: existing cases are kept
-    counts = preprocess_dataset(dataset, Plan.from_dict(read_json(plans), path=plans), configuration, output, workers=workers,
-                                plans_path=plans)
+    counts = preprocess_dataset(dataset, plan, configuration, output, workers=workers, plans_path=plans,
+                                previous_stage=first_stage)
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     typer.echo(f"{counts['done']} case(s) preprocessed, {counts['skipped']} already there; peak RSS of one "
                f"process {peak / 1024:.0f} MB; cache {output / configuration}")

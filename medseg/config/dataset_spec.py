@@ -42,6 +42,12 @@ class DatasetSpec:
         return sorted(values)
 
     @property
+    def predicted_label_values(self) -> list[int]:
+        """The plain labels a segmentation model predicts, background included and 'ignore' not, sorted:
+        output channel ``i`` predicts value ``i`` of this list."""
+        return sorted(v for name, v in self.labels.items() if isinstance(v, int) and name != "ignore")
+
+    @property
     def foreground_labels(self) -> dict[str, int]:
         """Plain (non-region) labels other than background and ignore."""
         return {name: value for name, value in self.labels.items()

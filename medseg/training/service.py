@@ -67,7 +67,7 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
         raise MedsegError(f"no configuration {configuration!r} in the plan made for this dataset", path=dataset,
                           fix=f"use one of {', '.join(plan.configurations)}")
     config = plan.configurations[configuration]
-    label_values = sorted(v for k, v in data.spec.labels.items() if isinstance(v, int) and k != "ignore")
+    label_values = data.spec.predicted_label_values
     case_ids = [c.case_id for c in data.cases]
     first_stage = None
     if config.previous_stage:

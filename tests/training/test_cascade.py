@@ -132,3 +132,14 @@ def test_previous_stage_must_be_the_first_stage_of_a_cascade(tmp_path: Path) -> 
         train_fold(dataset, "3d_cascade_fullres", "0", model_dir=tmp_path / "c", plans=plans, train_config=SHORT,
                    previous_stage=tmp_path)
     assert not (tmp_path / "c").exists() and not (tmp_path / "f").exists()
+
+
+def test_preprocess_of_a_cascade_asks_for_the_first_stage(tmp_path: Path) -> None:
+    dataset, plans = cascade_plan(tmp_path)
+    result = CliRunner().invoke(app, ["preprocess", str(dataset), "-c", "3d_cascade_fullres", "-p", str(plans),
+                                      "-o", str(tmp_path / "cache")])
+    assert result.exit_code == 2 and "--previous-stage" in result.output, result.output
+    assert not (tmp_path / "cache").exists()
+    wrong = CliRunner().invoke(app, ["preprocess", str(dataset), "-c", "3d_fullres", "-p", str(plans),
+                                     "-o", str(tmp_path / "cache"), "--previous-stage", str(tmp_path)])
+    assert wrong.exit_code == 2 and "has no previous stage" in wrong.output, wrong.output
