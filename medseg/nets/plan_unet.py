@@ -48,7 +48,9 @@ class PlanUNet(nn.Module):
 
     ``strides[0]`` is usually 1 (the first stage keeps the input resolution). ``encoder="residual"`` uses
     ``n_conv_per_stage[s]`` residual blocks (two convs each) after a stem conv, as nnU-Net's ResEnc; the decoder is
-    plain in both variants.
+    plain in both variants. ``residual_skip``: the skip of a residual block that changes size or width, ``"conv"``
+    (a strided 1x1 conv + norm) or ``"pool"`` (average pooling by the stride, then a 1x1 conv + norm where the width
+    changes: ResNet-D, as nnU-Net ResEnc's ``BasicBlockD``; what ``medseg import nnunet`` builds).
     """
 
     def __init__(self, *, spatial_dims: int, in_channels: int, num_classes: int,
@@ -57,7 +59,8 @@ class PlanUNet(nn.Module):
                  strides: Sequence[int | Sequence[int]] = (1, 2, 2, 2, 2),
                  n_conv_per_stage: int | Sequence[int] = 2, n_conv_per_stage_decoder: int | Sequence[int] = 2,
                  encoder: str = "plain", norm: LayerSpec = _DEFAULT_NORM, act: LayerSpec = _DEFAULT_ACT,
-                 dropout: float | None = None, conv_bias: bool = True, deep_supervision: bool = False):
+                 dropout: float | None = None, conv_bias: bool = True, deep_supervision: bool = False,
+                 residual_skip: str = "conv"):
         super().__init__()
         n = len(features_per_stage)
         if len(kernel_sizes) != n or len(strides) != n:
@@ -65,11 +68,15 @@ class PlanUNet(nn.Module):
                               f"(got {n}, {len(kernel_sizes)}, {len(strides)})")
         if encoder not in ("plain", "residual"):
             raise MedsegError(f"unknown encoder {encoder!r}", fix='use "plain" or "residual"')
+        if residual_skip not in ("conv", "pool"):
+            raise MedsegError(f"unknown residual_skip {residual_skip!r}", fix='use "conv" or "pool"')
         self._config = _jsonable(dict(
             spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
             features_per_stage=list(features_per_stage), kernel_sizes=list(kernel_sizes), strides=list(strides),
             n_conv_per_stage=n_conv_per_stage, n_conv_per_stage_decoder=n_conv_per_stage_decoder, encoder=encoder,
             norm=norm, act=act, dropout=dropout, conv_bias=conv_bias, deep_supervision=deep_supervision))
+        if residual_skip != "conv":  # only when set: the configs (and model folders) of earlier networks stay as they were
+            self._config["residual_skip"] = residual_skip
         features = [int(f) for f in features_per_stage]
         kernels = [as_tuple(k, spatial_dims) for k in kernel_sizes]
         self.strides = [as_tuple(s, spatial_dims) for s in strides]
@@ -89,7 +96,8 @@ class PlanUNet(nn.Module):
             else:
                 stage = nn.Sequential(*[
                     ResidualBlock(spatial_dims, channels if b == 0 else features[s], features[s], 2,
-                                  kernel_size=kernels[s], stride=self.strides[s] if b == 0 else 1, **common)
+                                  kernel_size=kernels[s], stride=self.strides[s] if b == 0 else 1,
+                                  pool_skip=residual_skip == "pool", **common)
                     for b in range(n_enc[s])])
             self.encoder.append(stage)
             channels = features[s]

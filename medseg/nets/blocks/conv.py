@@ -43,20 +43,32 @@ class ResidualBlock(nn.Module):
     """Residual unit: ``n`` conv-norm(-act) on the main path, identity or 1x1 (strided) conv on the skip, act after add.
 
     ``(B, in, *S) -> (B, out, *S / stride)``. With ``kernel_size`` 5 and PReLU it is V-Net's residual stage.
+    ``pool_skip=True`` is ResNet-D's skip (nnU-Net ResEnc's ``BasicBlockD``): average pooling by ``stride`` when it
+    downsamples, then a 1x1 conv + norm only when the channels change.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, n: int = 2, *,
                  kernel_size: IntOrSeq = 3, stride: IntOrSeq = 1, norm: LayerSpec = "instance",
-                 act: LayerSpec = "relu", dropout: float | None = None, bias: bool = True):
+                 act: LayerSpec = "relu", dropout: float | None = None, bias: bool = True, pool_skip: bool = False):
         super().__init__()
         units = [ConvNormAct(spatial_dims, in_channels if i == 0 else out_channels, out_channels, kernel_size,
                              stride=stride if i == 0 else 1, norm=norm, act=act if i < n - 1 else None,
                              dropout=dropout, bias=bias) for i in range(n)]
         self.body = nn.Sequential(*units)
-        needs_projection = in_channels != out_channels or any(s != 1 for s in as_tuple(stride, spatial_dims))
-        self.skip = (nn.Sequential(conv_layer(spatial_dims, in_channels, out_channels, 1, stride=stride, bias=False),
-                                   norm_layer(norm, spatial_dims, out_channels))
-                     if needs_projection else nn.Identity())
+        strides = as_tuple(stride, spatial_dims)
+        downsamples = any(s != 1 for s in strides)
+        if pool_skip:
+            pool = ((nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)[spatial_dims - 1](strides, strides)
+                    if downsamples else None)
+            project = ([conv_layer(spatial_dims, in_channels, out_channels, 1, bias=False),
+                        norm_layer(norm, spatial_dims, out_channels)] if in_channels != out_channels else [])
+            layers = ([pool] if pool is not None else []) + project
+            self.skip = nn.Sequential(*layers) if layers else nn.Identity()
+        elif in_channels != out_channels or downsamples:
+            self.skip = nn.Sequential(conv_layer(spatial_dims, in_channels, out_channels, 1, stride=stride, bias=False),
+                                      norm_layer(norm, spatial_dims, out_channels))
+        else:
+            self.skip = nn.Identity()
         self.act = act_layer(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
