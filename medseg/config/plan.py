@@ -23,7 +23,8 @@ class Normalization:
     """Per-channel intensity normalisation.
 
     ``scheme``: ``"ct"`` (clip to ``clip`` then ``(x - mean) / std`` with dataset-wide foreground statistics),
-    ``"zscore"`` (per image; inside the content mask when ``use_mask``), ``"rgb"`` (``x / 255``), ``"none"``.
+    ``"zscore"`` (per image; inside the content mask when ``use_mask``), ``"rgb"`` (``x / 255``), ``"rescale01"``
+    (per image, ``(x - min) / (max - min)``), ``"none"``.
     """
 
     scheme: str

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from medseg.errors import MedsegError
 
-SCHEMES = ("ct", "zscore", "rgb", "none")
+SCHEMES = ("ct", "zscore", "rgb", "rescale01", "none")
 
 
 def check_plan_dict(data: Any, *, path: str | Path | None = None, schema_version: int = 1) -> None:

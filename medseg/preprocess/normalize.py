@@ -22,6 +22,9 @@ def normalize(image: np.ndarray, schemes: list[Normalization], content_mask: np.
                 out[c] = np.where(content_mask, (channel - inside.mean()) / max(inside.std(), 1e-8), 0)
             else:
                 out[c] = (channel - channel.mean()) / max(float(channel.std()), 1e-8)
+        elif scheme.scheme == "rescale01":  # per image, to [0, 1] (nnU-Net's RescaleTo01Normalization)
+            shifted = channel - channel.min()
+            out[c] = shifted / max(float(shifted.max()), 1e-8)
         elif scheme.scheme == "rgb":
             out[c] = channel / 255.0
         elif scheme.scheme == "none":
