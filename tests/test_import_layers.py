@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"planning"},
     {"preprocess"},
     {"inference"},
-    {"training", "evaluation"},
+    {"training", "evaluation", "importers"},
     {"interactive"},
     {"serve"},
     {"demo"},

@@ -34,10 +34,12 @@ COMMANDS: dict[str, str] = {
     "eval-interactive": "medseg.cli.interactive_commands:eval_interactive",
     "train-interactive": "medseg.cli.interactive_training:train_interactive",
     "model upgrade": "medseg.cli.model_commands:upgrade",
+    "import nnunet": "medseg.cli.import_commands:nnunet",
 }
 # group -> its help line
 GROUPS: dict[str, str] = {
     "model": "Model folders: convert old ones to the current format (medseg model upgrade FOLDER).",
+    "import": "Models of other tools as medseg model folders (medseg import nnunet RESULTS_FOLDER -o MODEL).",
 }
 
 
