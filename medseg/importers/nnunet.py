@@ -150,10 +150,10 @@ def _dataset_spec(dataset: dict[str, Any], name: str) -> DatasetSpec:
                        str(dataset.get("reference", "")), str(dataset.get("licence", dataset.get("license", ""))))
 
 
-def _model_spec(imported: ImportedConfiguration, values: list[int], dataset_name: str, folder: Path,
+def _model_spec(imported: ImportedConfiguration, values: list[int], dataset: DatasetSpec, folder: Path,
                 folds: list[_Fold], mirror_axes: list[int] | None, notes: list[str]) -> ModelSpec:
     first = folds[0].content
-    card = WeightsCard.now(training_data=[dataset_name], training_cases=0,
+    card = WeightsCard.now(training_data=[dataset.name], training_cases=dataset.num_training,
                            licence="the licences of the training data and of the nnU-Net model apply")
     extra = {"imported_from": {
         "tool": "nnU-Net v2", "folder": str(folder), "trainer": first.get("trainer_name"),
@@ -228,13 +228,13 @@ def import_nnunet(results_folder: str | Path, output: str | Path, *, folds: Sequ
         notes.append(f"nnU-Net mirrors only over axes {mirror_axes} at inference; medseg predict mirrors over all "
                      f"{dims} (pass --no-tta for none)")
     dataset_name = str(plans.get("dataset_name") or folder.parent.name)
-    spec = _model_spec(imported, values, dataset_name, folder, loaded, mirror_axes, notes)
+    spec_dataset = _dataset_spec(dataset, dataset_name)
+    spec = _model_spec(imported, values, spec_dataset, folder, loaded, mirror_axes, notes)
     states = {}
     for fold in loaded:
         states[fold.name] = map_state_dict(fold.content["network_weights"], imported.configuration.network,
                                            imported.transpose_forward, fold.checkpoint)
         _check_weights(spec, states[fold.name], fold.checkpoint)
-    spec_dataset = _dataset_spec(dataset, dataset_name)
     plan = Plan(dataset_name, spec_dataset.channel_names, dict(dataset["labels"]), "cpu", None, 0, {},
                 {configuration: imported.configuration},
                 overrides=[f"imported from nnU-Net v2: {folder}"])

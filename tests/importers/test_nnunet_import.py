@@ -159,9 +159,13 @@ def test_weights_of_another_network_are_refused(tmp_path, nnunet):
 def test_cli_imports_named_folds(tmp_path, nnunet):
     folder = nnunet.write_folder(tmp_path / "results", nnunet.plans_json([16, 16, 16], FEATURES), nnunet.nnunet_keys(_network()),
                           folds=(0, 1, 2))
-    result = _cli(folder, "-o", tmp_path / "model", "--folds", "0", "--folds", "2")
-    assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "model").glob("fold_*")) == ["fold_0", "fold_2"]
-    assert json.loads((tmp_path / "model" / "model.json").read_text())["extra"]["imported_from"]["folds"] == ["0", "2"]
-    result = _cli(folder, "-o", tmp_path / "model2", "--folds", "4")
+    for index, folds in enumerate([["--folds", "0", "2"], ["-f", "0", "-f", "2"], ["-f", "0,2"]]):
+        result = _cli(folder, "-o", tmp_path / f"model{index}", *folds)
+        assert result.exit_code == 0, result.output
+        assert sorted(p.name for p in (tmp_path / f"model{index}").glob("fold_*")) == ["fold_0", "fold_2"]
+        spec = json.loads((tmp_path / f"model{index}" / "model.json").read_text())
+        assert spec["extra"]["imported_from"]["folds"] == ["0", "2"]
+    result = _cli(folder, tmp_path / "other", "-o", tmp_path / "model")
+    assert result.exit_code == 2 and "unexpected argument" in result.stderr
+    result = _cli(folder, "-o", tmp_path / "model_f4", "--folds", "4")
     assert result.exit_code == 2 and "fold 4 has no checkpoint_final.pth" in result.stderr
