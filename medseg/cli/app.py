@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "predict": "medseg.cli.predict_commands:predict",
     "find-best": "medseg.cli.predict_commands:find_best",
     "interactive": "medseg.cli.interactive_commands:interactive",
+    "serve": "medseg.cli.serve_commands:serve",
     "eval-interactive": "medseg.cli.interactive_commands:eval_interactive",
     "train-interactive": "medseg.cli.interactive_training:train_interactive",
     "model upgrade": "medseg.cli.model_commands:upgrade",
