@@ -1,75 +1,23 @@
-"""Who may call the server and how much they may send: a bearer-token check on every request and a request body
-size limit, as two small ASGI middlewares (pure ASGI, so the limit also holds for chunked uploads)."""
+"""Who may call the interactive server and how much they may send: its token check (``auth.TokenAuth`` with one
+token and a cookie) and a request body size limit, as small ASGI middlewares (pure ASGI, so the limit also holds
+for chunked uploads)."""
 
 from __future__ import annotations
 
-import json
-import secrets
-from http.cookies import SimpleCookie
-from typing import Any, Awaitable, Callable
-from urllib.parse import parse_qs
+from medseg.serve.auth import ASGIApp, Receive, Scope, Send, TokenAuth, TokenSet, send_json
 
 COOKIE_NAME = "medseg_token"
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict]]
-Send = Callable[[dict], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-
-async def send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
-    await send({"type": "http.response.body", "body": body})
-
-
-class TokenGuard:
-    """Every HTTP request needs ``token``: ``Authorization: Bearer <token>`` or the ``medseg_token`` cookie; else
-    401. Opening any page with ``?token=<token>`` sets the cookie (HttpOnly, SameSite=Strict) and redirects to the
-    same path without the token, so that it leaves the address bar and the history."""
+class TokenGuard(TokenAuth):
+    """``TokenAuth`` with the interactive page's one token: ``Authorization: Bearer <token>`` or the
+    ``medseg_token`` cookie; else 401. Opening any page with ``?token=<token>`` sets the cookie and redirects to
+    the same path without the token. No rate limit (one user at a browser)."""
 
     def __init__(self, app: ASGIApp, *, token: str):
-        if not token:
-            raise ValueError("the server needs a non-empty token")
-        self.app = app
-        self.token = token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        if scope["method"] == "GET" and self._valid(query.get("token", [""])[0]):
-            cookie = (f"{COOKIE_NAME}={self.token}; Path=/; HttpOnly; SameSite=Strict").encode()
-            await send({"type": "http.response.start", "status": 303,
-                        "headers": [(b"location", scope["path"].encode()), (b"set-cookie", cookie),
-                                    (b"content-length", b"0")]})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        if not self._valid(self._presented(scope)):
-            await send_json(send, 401, "missing or wrong token: open the URL that `medseg interactive` printed "
-                            "(it ends in ?token=...) or send 'Authorization: Bearer <token>'",
-                            [(b"www-authenticate", b"Bearer")])
-            return
-        await self.app(scope, receive, send)
-
-    def _valid(self, presented: str) -> bool:
-        return bool(presented) and secrets.compare_digest(presented.encode(), self.token.encode())
-
-    @staticmethod
-    def _presented(scope: Scope) -> str:
-        headers = dict(scope.get("headers", []))
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
-        if authorization.lower().startswith("bearer "):
-            return authorization[7:].strip()
-        cookie = SimpleCookie()
-        try:
-            cookie.load(headers.get(b"cookie", b"").decode("latin-1"))
-        except Exception:  # a malformed cookie header is simply no token
-            return ""
-        return cookie[COOKIE_NAME].value if COOKIE_NAME in cookie else ""
+        super().__init__(app, tokens=TokenSet.single(token), cookie=COOKIE_NAME,
+                         hint="open the URL that `medseg interactive` printed (it ends in ?token=...) or send "
+                              "'Authorization: Bearer <token>'")
 
 
 class BodyTooLarge(Exception):

@@ -8,14 +8,16 @@ import os
 import stat
 import threading
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from medseg.errors import MedsegError
-from medseg.io import Image, read_header, read_image
+from medseg.io import Image, ImageHeader, read_header, read_image
 
 # 512^3 values: a 512 x 512 x 512 CT (a clinical CT of 300-500 slices fits), a 4D MRI of 4 x 240 x 240 x 155 nine
 # times over, or an 11585^2 grey photo. As float32 that is 512 MiB decoded, so that the images the server keeps
 # open (``SessionStore``'s byte budget) and one more being decoded stay within a few GiB.
 DEFAULT_MAX_IMAGE_VOXELS = 512 ** 3
+T = TypeVar("T")
 MAX_PATH_CHARACTERS = 4096
 
 
@@ -37,25 +39,33 @@ class ImageReader:
     def read(self, path: Path, *, name: str | None = None) -> Image:
         """``read_image(path)`` after the header check; errors name the file as ``name`` (an upload's own name
         instead of its temporary path)."""
-        shown = name or str(path)
         with self._decoding:
-            try:
-                header = read_header(path)
-                if header.values > self.max_voxels:
-                    shape = "x".join(str(s) for s in header.shape)
-                    raise ImageTooLarge(f"the header declares a {shape} (channels x spatial) image, "
-                                        f"{header.values:,} values, over the server's limit of {self.max_voxels:,}",
-                                        path=shown, fix=self.fix)
-                return read_image(path)
-            except ImageTooLarge:
-                raise
-            except MedsegError as error:
-                raise MedsegError(str(error).replace(str(path), shown)) from None
+            self.check(path, name=name)
+            return self._named(read_image, path, name)
+
+    def check(self, path: Path, *, name: str | None = None) -> ImageHeader:
+        """The header of ``path``; ``ImageTooLarge`` when it declares more than ``max_voxels`` values."""
+        header = self._named(read_header, path, name)
+        if header.values > self.max_voxels:
+            shape = "x".join(str(s) for s in header.shape)
+            raise ImageTooLarge(f"the header declares a {shape} (channels x spatial) image, {header.values:,} "
+                                f"values, over the server's limit of {self.max_voxels:,}", path=name or str(path),
+                                fix=self.fix)
+        return header
+
+    @staticmethod
+    def _named(function: Callable[[Path], T], path: Path, name: str | None) -> T:
+        """``function(path)``, its ``MedsegError`` naming the file as ``name``."""
+        try:
+            return function(path)
+        except MedsegError as error:
+            raise MedsegError(str(error).replace(str(path), name or str(path))) from None
 
     @property
     def fix(self) -> str:
         return (f"crop or downsample the image to at most {self.max_voxels:,} values (channels x voxels), or "
-                "restart `medseg interactive` with a larger --max-image-voxels if this machine has the memory")
+                "restart the server (medseg interactive or medseg serve) with a larger --max-image-voxels if this "
+                "machine has the memory")
 
 
 def parse_path(text: str) -> Path:
