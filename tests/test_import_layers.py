@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"planning"},
     {"preprocess"},
     {"inference"},
-    {"training", "evaluation", "importers"},
+    {"training", "evaluation", "importers", "export"},
     {"interactive"},
     {"serve"},
     {"demo"},

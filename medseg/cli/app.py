@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "models": "medseg.cli.models:models",
     "predict": "medseg.cli.predict_commands:predict",
     "find-best": "medseg.cli.predict_commands:find_best",
+    "export": "medseg.cli.export_commands:export",
     "interactive": "medseg.cli.interactive_commands:interactive",
     "serve": "medseg.cli.serve_commands:serve",
     "eval-interactive": "medseg.cli.interactive_commands:eval_interactive",

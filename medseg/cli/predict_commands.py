@@ -31,6 +31,8 @@ def predict(
                                      "volume is streamed in slabs."),
     precision: str = typer.Option("float32", "--precision", help="float32, or bfloat16 / float16 for the network "
                                   "(faster where the hardware has them; results differ slightly)."),
+    engine: str = typer.Option("torch", "--engine", help="torch, or onnxruntime for a folder that medseg export "
+                               "wrote (CPU, float32; the same preprocessing, sliding window, TTA and restore)."),
     postprocessing: Optional[Path] = typer.Option(None, "--postprocessing", help="A postprocessing.json to apply "
                                                   "(default: the model folder's; for ensembles, find-best's)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace label/probability files already in the "
@@ -40,7 +42,8 @@ def predict(
     from medseg.config import read_json
     from medseg.errors import MedsegError
     from medseg.inference.ensemble import EnsemblePredictor
-    from medseg.inference.predictor import Predictor
+    from medseg.config.onnx_folder import read_pipeline
+    from medseg.inference.onnx_engine import ENGINES, engine_predictor
     from medseg.inference.run import collect_cases, output_names, predict_cases
     from medseg.output_paths import prepare_output_dir
     from medseg.planning.budget import parse_memory
@@ -48,15 +51,19 @@ def predict(
     if not 0 < step <= 1:
         raise MedsegError(f"--step {step} is not in (0, 1]", fix="use e.g. 0.5")
     limit = parse_memory(memory_limit)
+    if engine not in ENGINES:
+        raise MedsegError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}", fix="use --engine torch")
     for folder in model:
-        if not (folder / "model.json").is_file():
+        if engine == "onnxruntime":
+            read_pipeline(folder)  # a model folder without pipeline.json: the error says how to export it
+        elif not (folder / "model.json").is_file():
             raise MedsegError("model folder not found (no model.json)", path=folder,
                               fix="pass the folder that medseg train wrote")
     cases = collect_cases(input)
     prepare_output_dir(output, inputs=[f for case in cases for f in case.files], overwrite=overwrite,
                        names=output_names(cases, save_probabilities=save_probabilities))  # before loading models
-    predictors = [Predictor.from_folder(m, folds=_folds(folds), device=device, tta=not no_tta, step=step,
-                                        memory_limit=limit, precision=precision) for m in model]
+    predictors = [engine_predictor(m, engine, folds=_folds(folds), device=device, tta=not no_tta, step=step,
+                                   memory_limit=limit, precision=precision) for m in model]
     labels = None
     if postprocessing is not None:
         labels = [int(v) for v in read_json(postprocessing).get("keep_largest_component", [])]
