@@ -18,12 +18,9 @@ KEPT_TAGS = {
 }
 
 
-def read_dicom_series(folder: Path, series_uid: str | None = None) -> Image:
-    """Read one DICOM series from ``folder`` as a 3D image.
-
-    Slices are ordered by their position along the slice normal (GDCM's sorter), and pixel values are mapped to
-    real units (e.g. HU) with RescaleSlope/RescaleIntercept. A folder with several series needs ``series_uid``.
-    """
+def series_files(folder: Path, series_uid: str | None = None) -> list[str]:
+    """The files of one DICOM series in ``folder``, in GDCM's slice order (by position along the slice normal);
+    a folder with several series needs ``series_uid``. ``MedsegError`` when there is no such series."""
     import SimpleITK as sitk
 
     warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
@@ -43,7 +40,18 @@ def read_dicom_series(folder: Path, series_uid: str | None = None) -> Image:
     elif series_uid not in series_ids:
         raise MedsegError(f"series {series_uid} not in this folder (has {', '.join(series_ids)})", path=folder,
                           fix="pass one of the listed series UIDs")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid)
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
+
+
+def read_dicom_series(folder: Path, series_uid: str | None = None) -> Image:
+    """Read one DICOM series from ``folder`` as a 3D image.
+
+    Slices are ordered by their position along the slice normal (GDCM's sorter), and pixel values are mapped to
+    real units (e.g. HU) with RescaleSlope/RescaleIntercept. A folder with several series needs ``series_uid``.
+    """
+    import SimpleITK as sitk
+
+    files = series_files(folder, series_uid)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
