@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The programs medseg's tests drive that pip cannot install: Debian's headless Chromium and its ChromeDriver
-# (the interactive page's browser test) and the Orthanc PACS with its DICOMweb plugin (the DICOMweb round trip).
+# (the interactive page's browser test), the Orthanc PACS with its DICOMweb plugin (the DICOMweb round trip) and
+# dicom3tools' dciodvfy (the DICOM standard's checker of the SEG and RTSTRUCT objects medseg writes).
 # Installs with apt-get what is missing (as root, or through sudo); does nothing when everything is there.
 set -euo pipefail
 ORTHANC_DICOMWEB_PLUGIN=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
@@ -10,6 +11,7 @@ REQUIRED=(
     "chromedriver|chromium-driver"
     "Orthanc|orthanc"
     "$ORTHANC_DICOMWEB_PLUGIN|orthanc-dicomweb"
+    "dciodvfy|dicom3tools"
 )
 present() {  # a program on PATH (also /usr/sbin, where Debian puts Orthanc) or a file path
     case "$1" in
