@@ -37,6 +37,10 @@ def predict(
                                                   "(default: the model folder's; for ensembles, find-best's)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace label/probability files already in the "
                                    "output folder (default: refuse)."),
+    output_format: Optional[str] = typer.Option(None, "--output-format", help="nifti (<case>.nii.gz), dicom-seg "
+                                                "(<case>.seg.dcm) or rtstruct (<case>.rtstruct.dcm); the DICOM "
+                                                "ones need a DICOM series input (default: the input's format, "
+                                                "NIfTI for a DICOM series)."),
 ) -> None:
     """Segment images with a trained model: sliding window, mirroring TTA, folds ensembled."""
     from medseg.config import read_json
@@ -61,7 +65,8 @@ def predict(
                               fix="pass the folder that medseg train wrote")
     cases = collect_cases(input)
     prepare_output_dir(output, inputs=[f for case in cases for f in case.files], overwrite=overwrite,
-                       names=output_names(cases, save_probabilities=save_probabilities))  # before loading models
+                       names=output_names(cases, save_probabilities=save_probabilities,
+                                          output_format=output_format))  # before loading models
     predictors = [engine_predictor(m, engine, folds=_folds(folds), device=device, tta=not no_tta, step=step,
                                    memory_limit=limit, precision=precision) for m in model]
     labels = None
@@ -71,7 +76,11 @@ def predict(
         predictor = predictors[0]
     else:
         predictor = EnsemblePredictor(predictors, postprocess_labels=labels or [])
-    written = predict_cases(predictor, cases, output, save_probabilities=save_probabilities, overwrite=overwrite)
+    from medseg.inference.label_outputs import model_label_names
+
+    written = predict_cases(predictor, cases, output, save_probabilities=save_probabilities, overwrite=overwrite,
+                            output_format=output_format,
+                            label_names=model_label_names(model[0], predictor.label_values))
     typer.echo(f"wrote {len(written)} label file(s) to {output}")
 
 

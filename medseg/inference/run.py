@@ -2,8 +2,9 @@
 
 Cases are found and every input file is read once (``check_inputs``: readable, finite, its channels on one grid,
 as many channels and spatial dimensions as the model takes) before anything is predicted, so a bad input stops the
-run before any file is written; each label file (``<case><suffix of the input>``) and probability file
-(``<case>.npz``) is written atomically, and an existing one is replaced only with ``overwrite``.
+run before any file is written; each label file (``<case><suffix of the input>``, or of ``output_format``: see
+``label_outputs``) and probability file (``<case>.npz``) is written atomically, and an existing one is replaced
+only with ``overwrite``. A folder that holds exactly one DICOM series is one case.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from medseg.errors import MedsegError
 from medseg.io import strip_suffix
 from medseg.io.sitk_io import detached_data_file
 from medseg.io.formats import require_image_suffix as _suffix  # the same error as read_image gives
+from medseg.inference.label_outputs import SERIES_SUFFIX, check_dicom_sources, output_suffix, write_labels
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -32,7 +34,8 @@ class InputCase:
 
 
 def collect_cases(source: str | Path) -> list[InputCase]:
-    """Cases of an image file, a dataset folder (``imagesTs``, else ``imagesTr``) or a folder of image files
+    """Cases of an image file, a DICOM series folder, a dataset folder (``imagesTs``, else ``imagesTr``) or a
+    folder of image files
     (``<case>_<CCCC><suffix>`` files are grouped into one multi-channel case; other files are cases alone; the
     data files that ``.mhd`` / ``.nhdr`` headers name are part of their header's case)."""
     source = Path(source)
@@ -48,6 +51,10 @@ def collect_cases(source: str | Path) -> list[InputCase]:
         dataset = open_dataset(source)
         cases = dataset.test_cases or dataset.cases
         return [InputCase(c.case_id, list(c.image_files), _suffix(c.image_files[0])) for c in cases if c.image_files]
+    from medseg.io.dicom_source import single_series_files
+
+    if single_series_files(source) is not None:
+        return [InputCase(source.name, [source], SERIES_SUFFIX)]
     groups: dict[str, dict[int, Path]] = {}
     entries = sorted(source.iterdir())
     data_files = {detached_data_file(path) for path in entries} - {None}  # x.raw of an x.mhd is not a case
@@ -66,9 +73,11 @@ def collect_cases(source: str | Path) -> list[InputCase]:
             for case, files in sorted(groups.items())]
 
 
-def output_names(cases: Sequence[InputCase], *, save_probabilities: bool = False) -> list[str]:
-    """The file names ``predict_cases`` writes: ``<case><suffix>`` and, with probabilities, ``<case>.npz``."""
-    names = [f"{case.case_id}{case.suffix}" for case in cases]
+def output_names(cases: Sequence[InputCase], *, save_probabilities: bool = False,
+                 output_format: str | None = None) -> list[str]:
+    """The file names ``predict_cases`` writes: ``<case><suffix>`` and, with probabilities, ``<case>.npz``;
+    ``MedsegError`` for a DICOM ``output_format`` and an input that is not a DICOM series."""
+    names = [f"{case.case_id}{output_suffix(case, output_format)}" for case in cases]
     return names + ([f"{case.case_id}.npz" for case in cases] if save_probabilities else [])
 
 
@@ -88,8 +97,12 @@ def check_inputs(cases: Sequence[InputCase], *, predictor=None, progress: bool |
 
 
 def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, save_probabilities: bool = False,
-                  overwrite: bool = False, progress: bool | None = None) -> list[Path]:
+                  overwrite: bool = False, progress: bool | None = None, output_format: str | None = None,
+                  label_names: dict[int, str] | None = None) -> list[Path]:
     """Predict every case with ``predictor`` (a ``Predictor`` or ``EnsemblePredictor``); returns the label files.
+
+    ``output_format``: None (the input's format), ``"nifti"``, ``"dicom-seg"`` or ``"rtstruct"`` (DICOM series
+    inputs only); ``label_names`` (value -> name) names the segments / ROIs (default ``"label <value>"``).
 
     The output folder is checked first (writable, not inside an input dataset or input folder, no existing
     output file unless ``overwrite``), then every input is read and checked against the model
@@ -97,16 +110,18 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
     """
     from medseg.data import read_channels
     from medseg.inference.ensemble import save_probabilities as save
-    from medseg.io import write_image
     from medseg.output_paths import prepare_output_dir
     from medseg.progress import track
 
     inputs = [f for case in cases for f in case.files]  # the output may not be the folder of any of them
-    prepare_output_dir(output, inputs=inputs, overwrite=overwrite,
-                       names=output_names(cases, save_probabilities=save_probabilities))
+    names = output_names(cases, save_probabilities=save_probabilities, output_format=output_format)
+    prepare_output_dir(output, inputs=inputs, overwrite=overwrite, names=names)
     check_inputs(cases, predictor=predictor, progress=progress)
-    remove_stale_temporaries(output, targets=output_names(cases, save_probabilities=save_probabilities))
+    check_dicom_sources(cases, output_format)
+    remove_stale_temporaries(output, targets=names)
     output = Path(output)
+    if label_names is None:
+        label_names = {int(v): f"label {int(v)}" for v in predictor.label_values if int(v) != 0}
     written = []
     for case in track(cases, "predict", enabled=progress):
         image = read_channels(case.files)
@@ -115,5 +130,6 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
             save(output / f"{case.case_id}.npz", probabilities.array, predictor.label_values)
         else:
             labels = predictor.predict(image)
-        written.append(write_image(labels, output / f"{case.case_id}{case.suffix}"))
+        written.append(write_labels(labels, case, output / f"{case.case_id}{output_suffix(case, output_format)}",
+                                    output_format, label_names))
     return written
