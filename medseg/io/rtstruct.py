@@ -21,6 +21,7 @@ from medseg.io.dicom_source import software_version, sort_slices
 from medseg.io.image import Image
 
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+CONTOUR_DATA = 0x30060050
 STUDY_COMPONENT = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management, the class RT referenced studies name
 COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
           "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
@@ -34,7 +35,15 @@ def slice_contours(mask: np.ndarray) -> list[np.ndarray]:
     from skimage.measure import find_contours
 
     padded = np.pad(mask.astype(np.float32), 1)  # a mask touching the border still gets closed contours
-    return [contour[:-1] - 1.0 for contour in find_contours(padded, 0.5) if len(contour) > 3]
+    return [_corners(contour[:-1]) - 1.0 for contour in find_contours(padded, 0.5) if len(contour) > 3]
+
+
+def _corners(points: np.ndarray) -> np.ndarray:
+    """The vertices of a closed polygon ``(N, 2)`` that are not on a straight run between their neighbours (most
+    of marching squares' vertices are): the same polygon, fewer points."""
+    before, after = points - np.roll(points, 1, axis=0), np.roll(points, -1, axis=0) - points
+    turn = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
+    return points[np.abs(turn) > 1e-9]
 
 
 def write_rtstruct(labels: Image, source: Sequence, label_names: dict[int, str], path: str | Path, *,
@@ -129,8 +138,33 @@ def _contour_item(points: np.ndarray, dataset, image_reference):
     item = Dataset()
     item.ContourImageSequence = DicomSequence([image_reference])
     item.ContourGeometricType, item.NumberOfContourPoints = "CLOSED_PLANAR", len(world)
-    item.ContourData = [f"{v:.4f}" for v in world.ravel()]
+    item[CONTOUR_DATA] = _raw_decimal_strings(world.ravel())
     return item
+
+
+def _raw_decimal_strings(values: np.ndarray):
+    """A DS element of ``values`` (mm, 4 decimals) as encoded bytes: pydicom validates each value of a list it is
+    given one by one, which takes minutes for the contours of a large CT."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    text = "\\".join(f"{v:.4f}" for v in values).encode("ascii")
+    if len(text) % 2:
+        text += b" "
+    return RawDataElement(Tag(CONTOUR_DATA), "DS", len(text), text, 0, False, True)
+
+
+def _contour_points(item) -> np.ndarray:
+    """``(N, 3)`` LPS points of a contour item, parsed from the encoded bytes when pydicom has not decoded them."""
+    element = item.get_item(CONTOUR_DATA)
+    if element is None:
+        return np.zeros((0, 3))
+    value = element.value
+    if isinstance(value, bytes):
+        values = np.array(value.decode("ascii").strip(" \x00").split("\\"), dtype=np.float64)
+    else:
+        values = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    return values.reshape(-1, 3)
 
 
 def read_rtstruct(path: str | Path, source: Sequence | Image, *, label_names: dict[int, str] | None = None) -> Image:
@@ -167,7 +201,9 @@ def read_rtstruct(path: str | Path, source: Sequence | Image, *, label_names: di
     for roi_contour in roi_contours:
         mask = np.zeros(shape, dtype=bool)
         for item in roi_contour.get("ContourSequence", []):
-            points = np.asarray(item.ContourData, dtype=np.float64).reshape(-1, 3)
+            points = _contour_points(item)
+            if len(points) < 3:
+                continue
             index = (world_to_index[:3, :3] @ points.T).T + world_to_index[:3, 3]  # (N, 3) as (z, y, x)
             z = int(np.rint(index[:, 0].mean()))
             if not 0 <= z < shape[0]:
