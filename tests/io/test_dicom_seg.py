@@ -117,3 +117,16 @@ def test_code_table_agrees_with_the_dicom_code_dictionary() -> None:
             assert meaning.lower() in by_value.get((scheme, value), set()), (name, scheme, value, meaning)
     assert segment_code("Non-Enhancing Tumour") == CODES["non_enhancing_tumour"]
     assert segment_code("left ventricle myocardium") == GENERIC
+
+
+def test_a_seg_of_one_slice_or_of_nothing_reads_back(brats_dicom, tmp_path: Path) -> None:
+    one = np.zeros(brats_dicom.labels.array.shape, dtype=np.uint8)
+    one[0, 7, 10:20, 10:30] = 2
+    path = write_dicom_seg(brats_dicom.labels.with_array(one), brats_dicom.headers(), brats_dicom.names,
+                           tmp_path / "one.dcm")
+    np.testing.assert_array_equal(read_dicom_seg(path, brats_dicom.image).array, one)  # placed by position
+    np.testing.assert_array_equal(read_dicom_seg(path, brats_dicom.headers()).array, one)
+    empty = np.zeros_like(one)  # a prediction without foreground is still a SEG of the series (all frames empty)
+    path = write_dicom_seg(brats_dicom.labels.with_array(empty), brats_dicom.headers(), brats_dicom.names,
+                           tmp_path / "empty.dcm")
+    np.testing.assert_array_equal(read_dicom_seg(path, brats_dicom.headers()).array, empty)
