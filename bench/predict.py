@@ -21,6 +21,12 @@ CT-like NIfTI with a 3D model folder, at the default memory limit, streamed (``-
 to finish in minutes on 2 cores: memory is set by the volume-sized arrays, not by the network's speed.
 
     python bench/predict.py              # writes bench/results/predict.json (10-15 minutes on 2 shared cores)
+    python bench/predict.py --only-imported    # only the imported-nnU-Net row, merged into predict.json
+
+Imported row (``bench/predict_imported.py``): a real nnU-Net v2 model trained for ``--imported-budget`` seconds on
+``hippocampus`` (3d_fullres, fold all), imported with ``medseg import nnunet``; nnU-Net's predictor and medseg's
+``medseg predict`` on the same held-out cases with the same settings: voxel agreement, Dice between the two
+predictions per label, seconds per case of both (``speedup.medseg_vs_nnunet_imported``).
 
 The defaults (BraTS volume scaled by 0.32 to 50x77x77, 48^3 patch, features 8-64) keep three rounds of four
 methods within minutes on 2 CPU cores; ``--zoom 1 --patch 64,64,64 --rounds 1`` is the full 155x240x240 volume.
@@ -248,10 +254,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory-shape", default="300,512,512", help="z,y,x of the memory run ('' to skip it)")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--only-imported", action="store_true", help="run only the imported-nnU-Net row and merge "
+                                                                         "it into --output")
+    parser.add_argument("--skip-imported", action="store_true", help="leave the imported-nnU-Net row out")
+    parser.add_argument("--imported-work", type=Path, default=Path(tempfile.gettempdir()) / "medseg_nnunet_import",
+                        help="nnU-Net folders of the imported row (a model trained there before is reused)")
+    parser.add_argument("--imported-budget", type=float, default=180.0, help="nnU-Net training budget, seconds")
+    parser.add_argument("--imported-retrain", action="store_true", help="train the nnU-Net model again")
     args = parser.parse_args()
     patch = [int(p) for p in args.patch.split(",")]
     if args.worker:
         print(json.dumps(worker(args.worker, args.folder, patch, args.threads)))
+        return
+    if args.only_imported:
+        result = json.loads(args.output.read_text()) if args.output.is_file() else {"speedup": {}}
+        _add_imported_row(result, args)
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
         return
     started = datetime.now(timezone.utc)
     load_before = os.getloadavg()
@@ -289,9 +307,29 @@ def main() -> None:
                     **{f"medseg-bf16_vs_{m}": best[m] / best["medseg-bf16"] for m in ("nnunet", "monai")}},
         "argmax_agreement": agreement, "memory_run": memory,
     }
+    if not args.skip_imported:
+        _add_imported_row(result, args)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"best_seconds": best, "speedup": result["speedup"], "agreement": agreement}, indent=2))
+
+
+def _add_imported_row(result: dict, args: argparse.Namespace) -> None:
+    """Run the imported-nnU-Net row and put it into ``result`` (``imported_nnunet`` and one speedup key)."""
+    from predict_imported import imported_row  # bench/predict_imported.py
+
+    started = datetime.now(timezone.utc)
+    load_before = os.getloadavg()
+    row = imported_row(args.imported_work, args.imported_budget, retrain=args.imported_retrain,
+                       rounds=args.rounds if not args.only_imported else 1)
+    row.update(command="python bench/predict.py " + " ".join(sys.argv[1:]), date=started.isoformat(timespec="minutes"),
+               machine={"cpu": platform.machine(), "cores": os.cpu_count(), "load_before": load_before,
+                        "load_after": os.getloadavg(), "python": platform.python_version()})
+    result["imported_nnunet"] = row
+    seconds = row["seconds_per_case"]
+    result.setdefault("speedup", {})["medseg_vs_nnunet_imported"] = seconds["nnunet"] / seconds["medseg"]
+    print(json.dumps({k: row[k] for k in ("voxel_agreement", "dice_medseg_vs_nnunet", "seconds_per_case")},
+                     indent=2), flush=True)
 
 
 if __name__ == "__main__":
