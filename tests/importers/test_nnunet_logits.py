@@ -108,3 +108,20 @@ def test_a_mis_mapped_decoder_would_be_caught():
     x = torch.randn(1, 1, 16, 16)
     with torch.no_grad():
         assert not torch.allclose(ours(x), reference(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_imported_folder_gives_nnunets_logits(tmp_path, nnunet, residual):
+    """Through the whole import (plans.json + checkpoint -> model folder -> load_network): nnU-Net's logits."""
+    from medseg.importers import import_nnunet
+    from medseg.nets.from_folder import load_network
+
+    plans = nnunet.plans_json([16, 16, 16], [4, 8, 16], residual=residual)
+    reference = _dna_network(plans["configurations"]["3d_fullres"]["architecture"], 1, 3)
+    folder = nnunet.write_folder(tmp_path / "results", plans, reference.state_dict())
+    report = import_nnunet(folder, tmp_path / "model")
+    assert report.network == ("plan_resenc_unet" if residual else "plan_unet")
+    ours = load_network(tmp_path / "model", 0)
+    x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.allclose(ours(x), reference(x), atol=1e-4, rtol=1e-4)
