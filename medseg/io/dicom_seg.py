@@ -55,7 +55,7 @@ def write_dicom_seg(labels: Image, source: Sequence, label_names: dict[int, str]
     for number, (value, _) in enumerate(segments, start=1):
         if value < lookup.size:
             lookup[value] = number
-    segment_map = lookup[labels.array[0]]  # (Z, Y, X) segment numbers, 0 outside every segment
+    segment_map = lookup[labels.array[0].astype(np.intp)]  # (Z, Y, X) segment numbers, 0 outside every segment
     algorithm = hd.AlgorithmIdentificationSequence(name="medseg", family=dicom_codes.cid7162.ArtificialIntelligence,
                                                    version=software_version().split(" ")[-1])
     descriptions = []

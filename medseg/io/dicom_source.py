@@ -92,9 +92,13 @@ def require_series_grid(labels: Image, datasets: Sequence, path: str | Path) -> 
 
 def foreground_labels(labels: Image, label_names: dict[int, str], path: str | Path) -> list[tuple[int, str]]:
     """``(value, name)`` of every non-zero label in ``label_names``, by value; ``MedsegError`` when ``labels``
-    holds a value that has no name."""
+    holds a value that has no name or is not a whole number >= 0."""
     named = {int(v): str(n) for v, n in label_names.items() if int(v) != 0}
-    present = {int(v) for v in np.unique(labels.array)} - {0}
+    values = np.unique(labels.array)
+    if values.size and (values.min() < 0 or not np.array_equal(values, np.round(values))):
+        raise MedsegError(f"a label map holds whole numbers >= 0, this one {values[:5].tolist()}...", path=path,
+                          fix="write the label map a model predicted, not probabilities or an image")
+    present = {int(v) for v in values} - {0}
     unnamed = sorted(present - set(named))
     if unnamed:
         raise MedsegError(f"label value(s) {unnamed} have no name in the label names {named}", path=path,

@@ -81,6 +81,8 @@ def test_bad_labels_are_one_error_and_nothing_is_written(brats_dicom, tmp_path: 
                     tuple(np.add(brats_dicom.labels.origin, 3.0)), brats_dicom.labels.direction)
     with pytest.raises(MedsegError, match="not on the source series' grid"):
         write_dicom_seg(shifted, brats_dicom.headers(), brats_dicom.names, target)
+    with pytest.raises(MedsegError, match="a label map holds whole numbers >= 0"):
+        write_dicom_seg(brats_dicom.image, brats_dicom.headers(), brats_dicom.names, target)  # the image itself
     with pytest.raises(MedsegError, match=r"label value\(s\) \[4\] have no name"):
         write_dicom_seg(brats_dicom.labels, brats_dicom.headers(), {1: "a", 2: "b", 3: "c"}, target)
     with pytest.raises(MedsegError, match="x.seg.dcm: the source slices are not evenly spaced"):
