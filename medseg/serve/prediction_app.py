@@ -11,7 +11,8 @@ roots with the served models (no model logic here; ``served_models`` runs them, 
 Every other request needs a bearer token (``auth.TokenAuth``: 401, and 429 + Retry-After over the token's rate).
 Upload bodies are limited while they stream (``guard.BodyLimit``: 413, nothing kept); paths are confined to the
 allowed roots before anything is read (``roots.confine``: 403/422); images are refused from their header over
-``max_image_voxels`` (413). User errors are 422 (a bad file, model or path), 404 (unknown job), 501 (DICOMweb).
+``max_image_voxels`` (413). User errors are 422 (a bad file, model or path; a DICOMweb reference, which this server is not configured
+for), 404 (unknown job).
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}}}}
 _ERRORS = {status: {"description": text} for status, text in (
     (401, "missing or wrong token"), (403, "path outside the allowed roots"), (413, "upload or image too large"),
-    (422, "not an image, an unknown model, a bad path"), (429, "queue full or rate limit (Retry-After)"),
-    (501, "DICOMweb not configured"))}
+    (422, "not an image, an unknown model, a bad path, DICOMweb not configured"),
+    (429, "queue full or rate limit (Retry-After)"))}
 
 
 def create_app(models: dict[str, ServedModel], *, tokens: TokenSet, state: Path,
@@ -125,6 +126,7 @@ def create_app(models: dict[str, ServedModel], *, tokens: TokenSet, state: Path,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        _remove_orphan_uploads(uploads, store)
         jobs.start()
         try:
             yield
@@ -163,7 +165,7 @@ def create_app(models: dict[str, ServedModel], *, tokens: TokenSet, state: Path,
         return name
 
     @api.post("/v1/jobs", status_code=202, response_model=JobInfo, openapi_extra=_UPLOAD_BODY,
-              responses={s: _ERRORS[s] for s in (403, 413, 422, 501)})
+              responses={s: _ERRORS[s] for s in (403, 413, 422)})
     async def submit(request: Request) -> JSONResponse:
         caller = request.state.token.name
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -228,7 +230,33 @@ def create_app(models: dict[str, ServedModel], *, tokens: TokenSet, state: Path,
         return JSONResponse(body, status_code=200 if ready else 503)
 
     app.include_router(api)
+    app.openapi = lambda: _openapi_with_job_request(app)
     return app
+
+
+def _openapi_with_job_request(app: FastAPI) -> dict:
+    """FastAPI's document plus the schemas of the JSON job body (declared by hand in ``_UPLOAD_BODY``, because
+    the route parses its body itself, so FastAPI does not collect them)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        document = get_openapi(title=app.title, version=app.version, description=app.description,
+                               routes=app.routes)
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        job_request = JobRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(job_request.pop("$defs", {}))
+        schemas["JobRequest"] = job_request
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
+def _remove_orphan_uploads(uploads: Path, store: JobStore) -> None:
+    """Uploads of no waiting job: what a server killed while it stored an upload (or before its job was
+    committed) left behind."""
+    waiting = {store.get(i).input_path for status in ("queued", "running") for i in store.ids(status)}
+    for path in uploads.iterdir():
+        if str(path) not in waiting:
+            path.unlink(missing_ok=True)
 
 
 def _json_request(body: bytes) -> JobRequest:
@@ -242,8 +270,9 @@ def _json_request(body: bytes) -> JobRequest:
 
 def _path_job(request: JobRequest, model: str, caller: str, roots: Sequence[Path], reader: ImageReader) -> Job:
     if request.dicomweb is not None:
-        raise HTTPException(501, "DICOMweb jobs are not configured on this server (fix: send the image as an "
-                                 "upload or a path)")
+        # a 4xx, not 501: the request cannot succeed on this server as configured, and no 5xx means a fault
+        raise MedsegError("DICOMweb jobs are not configured on this server",
+                          fix="send the image as an upload or as a path under an allowed root")
     if request.path is None:
         raise MedsegError("the job names no image", fix='send {"path": ...} or upload the file as "file"')
     path = confine(request.path, roots)

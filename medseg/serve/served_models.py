@@ -10,6 +10,7 @@ from typing import Sequence
 
 from medseg.errors import MedsegError
 from medseg.inference.predictor import Predictor
+from medseg.preprocess import pipeline as _preprocess  # noqa: F401  (imported before the workers need it)
 from medseg.io import strip_suffix, write_image
 from medseg.serve.jobs import Job, Progress
 from medseg.serve.limits import ImageReader

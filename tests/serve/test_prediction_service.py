@@ -210,7 +210,7 @@ def test_bad_requests_are_clear_user_errors(served, tmp_path, tokens_file, volum
         assert "fix:" in response.json()["detail"], what
     dicomweb = client.post("/v1/jobs", headers=auth(), json={"dicomweb": {"url": "http://127.0.0.1:1/x",
                                                                          "study": "1.2.3"}})
-    assert dicomweb.status_code == 501 and "not configured" in dicomweb.json()["detail"]
+    assert dicomweb.status_code == 422 and "not configured" in dicomweb.json()["detail"]
 
 
 def test_tokens_files_one_per_line_or_json(tmp_path):
