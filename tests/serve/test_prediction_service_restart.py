@@ -18,7 +18,7 @@ import pytest
 from medseg.inference.predictor import Predictor
 from medseg.io import read_image, write_image
 from medseg.serve.jobs import Job, JobStore
-from tests.serve.conftest import TOKEN, auth, small_volume
+from tests.serve.conftest import auth, small_volume
 
 
 def test_recovery_requeues_interrupted_jobs_then_fails_them_with_the_reason(tmp_path):
