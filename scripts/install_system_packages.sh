@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The programs medseg's tests drive that pip cannot install: Debian's headless Chromium and its ChromeDriver
-# (the interactive page's browser test), the Orthanc PACS with its DICOMweb plugin (the DICOMweb round trip) and
-# dicom3tools' dciodvfy (the DICOM standard's checker of the SEG and RTSTRUCT objects medseg writes).
+# (the interactive page's browser test), the Orthanc PACS with its DICOMweb plugin (the DICOMweb round trip),
+# dicom3tools' dciodvfy (the DICOM standard's checker of the SEG and RTSTRUCT objects medseg writes) and
+# plastimatch (an RT toolkit, the peer reader of medseg's RTSTRUCT).
 # Installs with apt-get what is missing (as root, or through sudo); does nothing when everything is there.
 set -euo pipefail
 ORTHANC_DICOMWEB_PLUGIN=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
@@ -12,6 +13,7 @@ REQUIRED=(
     "Orthanc|orthanc"
     "$ORTHANC_DICOMWEB_PLUGIN|orthanc-dicomweb"
     "dciodvfy|dicom3tools"
+    "plastimatch|plastimatch"
 )
 present() {  # a program on PATH (also /usr/sbin, where Debian puts Orthanc) or a file path
     case "$1" in

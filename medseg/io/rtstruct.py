@@ -1,9 +1,8 @@
 """RT Structure Sets (RTSTRUCT): a label map written as planar contours per label and slice, and read back.
 
-Contours are the iso-line at 0.5 of each slice's binary mask (marching squares, ``skimage.measure.find_contours``):
-they pass half-way between inside and outside pixel centres, so filling each contour's polygon (pixel centres
-inside, holes by even-odd rule) gives the mask back. Written with pydicom; one ROI per foreground label of
-``label_names``, empty ones included.
+Contours are ``medseg.io.contours.mask_polygons`` of each slice's binary mask: one closed polygon per connected
+piece with its holes keyholed in, so that filling them gives the mask back exactly, whether a reader ORs or XORs a
+ROI's contours. Written with pydicom; one ROI per foreground label of ``label_names``, empty ones included.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import numpy as np
 
 from medseg.atomic import atomic_write
 from medseg.errors import MedsegError
+from medseg.io.contours import fill_polygons, mask_polygons
 from medseg.io.dicom_source import foreground_labels, index_to_world, require_series_grid, series_grid
 from medseg.io.dicom_source import software_version, sort_slices
 from medseg.io.image import Image
@@ -27,23 +27,6 @@ COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyIn
           "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 128, 0),
            (128, 0, 255)]
-
-
-def slice_contours(mask: np.ndarray) -> list[np.ndarray]:
-    """Closed contours ``(N, 2)`` in (row, column) pixel coordinates of a 2D boolean mask ``(Y, X)``, outer
-    boundaries and holes alike (each contour once, without repeating its first point)."""
-    from skimage.measure import find_contours
-
-    padded = np.pad(mask.astype(np.float32), 1)  # a mask touching the border still gets closed contours
-    return [_corners(contour[:-1]) - 1.0 for contour in find_contours(padded, 0.5) if len(contour) > 3]
-
-
-def _corners(points: np.ndarray) -> np.ndarray:
-    """The vertices of a closed polygon ``(N, 2)`` that are not on a straight run between their neighbours (most
-    of marching squares' vertices are): the same polygon, fewer points."""
-    before, after = points - np.roll(points, 1, axis=0), np.roll(points, -1, axis=0) - points
-    turn = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
-    return points[np.abs(turn) > 1e-9]
 
 
 def write_rtstruct(labels: Image, source: Sequence, label_names: dict[int, str], path: str | Path, *,
@@ -111,7 +94,7 @@ def write_rtstruct(labels: Image, source: Sequence, label_names: dict[int, str],
         roi_contour.ReferencedROINumber = number
         items = [_contour_item(points, dataset, reference(dataset))
                  for z, dataset in enumerate(slices) if (labels.array[0, z] == value).any()
-                 for points in slice_contours(labels.array[0, z] == value)]
+                 for points in mask_polygons(labels.array[0, z] == value)]
         if items:
             roi_contour.ContourSequence = DicomSequence(items)
         contours.append(roi_contour)
@@ -176,7 +159,6 @@ def read_rtstruct(path: str | Path, source: Sequence | Image, *, label_names: di
     ROI's name; without, the ROI number. Where ROIs overlap, the later ROI wins.
     """
     import pydicom
-    from skimage.draw import polygon
 
     path = Path(path)
     grid = source if isinstance(source, Image) else series_grid(sort_slices(source, path))
@@ -199,16 +181,15 @@ def read_rtstruct(path: str | Path, source: Sequence | Image, *, label_names: di
     shape = grid.spatial_shape
     out = np.zeros(shape, dtype=np.uint16)
     for roi_contour in roi_contours:
-        mask = np.zeros(shape, dtype=bool)
+        planes: dict[int, list[np.ndarray]] = {}
         for item in roi_contour.get("ContourSequence", []):
             points = _contour_points(item)
             if len(points) < 3:
                 continue
             index = (world_to_index[:3, :3] @ points.T).T + world_to_index[:3, 3]  # (N, 3) as (z, y, x)
             z = int(np.rint(index[:, 0].mean()))
-            if not 0 <= z < shape[0]:
-                continue
-            rows, columns = polygon(index[:, 1], index[:, 2], shape[1:])
-            mask[z, rows, columns] ^= True
-        out[mask] = values[int(roi_contour.ReferencedROINumber)]
+            if 0 <= z < shape[0]:
+                planes.setdefault(z, []).append(index[:, 1:])
+        for z, polygons in planes.items():
+            out[z][fill_polygons(polygons, shape[1:])] = values[int(roi_contour.ReferencedROINumber)]
     return Image(out[None], grid.spacing, grid.origin, grid.direction.copy(), {"Modality": "RTSTRUCT"})

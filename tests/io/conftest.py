@@ -64,9 +64,7 @@ def run_dciodvfy(path: Path) -> list[str]:
     """The error lines of dciodvfy (dicom3tools, the DICOM standard's IOD checker) for ``path``."""
     import subprocess
 
-    program = shutil.which("dciodvfy")
-    assert program, ("dciodvfy not found: install dicom3tools (scripts/install_system_packages.sh does, "
-                     "or apt-get install dicom3tools)")
+    program = peer_program("dciodvfy", "install dicom3tools (scripts/install_system_packages.sh does)")
     result = subprocess.run([program, str(path)], capture_output=True, text=True)
     return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
 
@@ -74,3 +72,12 @@ def run_dciodvfy(path: Path) -> list[str]:
 @pytest.fixture
 def dciodvfy():
     return run_dciodvfy
+
+
+def peer_program(name: str, how: str) -> str:
+    """The path of a peer tool the DICOM output tests cross-check against; fails (not skips) when it is missing."""
+    import sys
+
+    program = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    assert program, f"{name} not found: {how}"
+    return program

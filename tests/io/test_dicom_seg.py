@@ -132,3 +132,21 @@ def test_a_seg_of_one_slice_or_of_nothing_reads_back(brats_dicom, tmp_path: Path
     path = write_dicom_seg(brats_dicom.labels.with_array(empty), brats_dicom.headers(), brats_dicom.names,
                            tmp_path / "empty.dcm")
     np.testing.assert_array_equal(read_dicom_seg(path, brats_dicom.headers()).array, empty)
+
+
+def test_dcmqi_reads_the_seg_as_the_label_map(brats_dicom, seg_file, tmp_path: Path) -> None:
+    """dcmqi's segimage2itkimage (the SEG converter behind 3D Slicer's DICOM SEG import) is the peer reader."""
+    import json
+    import subprocess
+
+    from medseg.io import read_image
+    from tests.io.conftest import peer_program
+
+    program = peer_program("segimage2itkimage", "pip install dcmqi (the dev extra installs it)")
+    subprocess.run([program, "--inputDICOM", str(seg_file), "--outputDirectory", str(tmp_path), "--outputType",
+                    "nrrd", "--mergeSegments"], check=True, capture_output=True)
+    merged = read_image(tmp_path / "1.nrrd")
+    assert merged.same_grid(brats_dicom.image, tolerance=1e-4)
+    np.testing.assert_array_equal(merged.array, brats_dicom.labels.array)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert [s["SegmentLabel"] for s in meta["segmentAttributes"][0]] == list(brats_dicom.names.values())
