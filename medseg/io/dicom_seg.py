@@ -18,7 +18,7 @@ from medseg.errors import MedsegError
 from medseg.io.dicom_source import foreground_labels, index_to_world, require_series_grid, series_grid
 from medseg.io.dicom_source import software_version, sort_slices
 from medseg.io.image import Image
-from medseg.io.segment_codes import SegmentCode, segment_code
+from medseg.io.segment_codes import SegmentCode, segment_code, segment_colour
 
 SEG_SERIES_NUMBER = 900  # a series number far from the scanner's own (1, 2, ...)
 
@@ -64,7 +64,8 @@ def write_dicom_seg(labels: Image, source: Sequence, label_names: dict[int, str]
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number, segment_label=name, segmented_property_category=_concept(code.category),
             segmented_property_type=_concept(code.property_type),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm))
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
+            display_color=hd.color.CIELabColor.from_rgb(*segment_colour(number))))
     seg = hd.seg.Segmentation(
         source_images=slices, pixel_array=segment_map, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=series_number,

@@ -19,14 +19,13 @@ from medseg.io.contours import fill_polygons, mask_polygons
 from medseg.io.dicom_source import foreground_labels, index_to_world, require_series_grid, series_grid
 from medseg.io.dicom_source import software_version, sort_slices
 from medseg.io.image import Image
+from medseg.io.segment_codes import segment_colour
 
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 CONTOUR_DATA = 0x30060050
 STUDY_COMPONENT = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management, the class RT referenced studies name
 COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
           "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
-COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 128, 0),
-           (128, 0, 255)]
 
 
 def write_rtstruct(labels: Image, source: Sequence, label_names: dict[int, str], path: str | Path, *,
@@ -90,7 +89,7 @@ def write_rtstruct(labels: Image, source: Sequence, label_names: dict[int, str],
         roi.ROIName, roi.ROIGenerationAlgorithm = name, "AUTOMATIC"
         structures.append(roi)
         roi_contour = Dataset()
-        roi_contour.ROIDisplayColor = list(COLOURS[(number - 1) % len(COLOURS)])
+        roi_contour.ROIDisplayColor = list(segment_colour(number))
         roi_contour.ReferencedROINumber = number
         items = [_contour_item(points, dataset, reference(dataset))
                  for z, dataset in enumerate(slices) if (labels.array[0, z] == value).any()

@@ -1,4 +1,5 @@
-"""Coded concepts for segments of a DICOM SEG: a label name -> SegmentedPropertyCategory / Type (SNOMED CT).
+"""Coded concepts for segments of a DICOM SEG: a label name -> SegmentedPropertyCategory / Type (SNOMED CT); and
+the display colour of segment / ROI number ``n``.
 
 The table covers structures of common segmentation datasets (brain tumour regions, hippocampus, lung, liver,
 kidney, vessels, polyps, nuclei ...). Names are matched after lower-casing and mapping spaces and dashes to ``_``;
@@ -89,3 +90,12 @@ def segment_code(name: str, codes: dict[str, SegmentCode] | None = None) -> Segm
         if key in table:
             return table[key]
     return GENERIC
+
+
+COLOURS = [(255, 0, 0), (0, 200, 0), (0, 90, 255), (255, 200, 0), (0, 220, 220), (230, 0, 230), (255, 128, 0),
+           (140, 70, 255)]
+
+
+def segment_colour(number: int) -> tuple[int, int, int]:
+    """The RGB (0-255) display colour of segment or ROI ``number`` (1-based; the palette repeats after 8)."""
+    return COLOURS[(number - 1) % len(COLOURS)]

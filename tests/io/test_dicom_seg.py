@@ -30,6 +30,8 @@ def test_seg_passes_highdicom_and_dciodvfy_and_describes_each_label(brats_dicom,
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["necrosis", "edema", "non_enhancing", "enhancing"]
     necrosis = seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0]
     assert (necrosis.CodingSchemeDesignator, necrosis.CodeValue) == ("SCT", "6574001")
+    colours = [tuple(s.RecommendedDisplayCIELabValue) for s in seg.SegmentSequence]
+    assert len(set(colours)) == 4  # each segment its own colour in a viewer
     source = brats_dicom.headers()
     assert seg.StudyInstanceUID == source[0].StudyInstanceUID
     assert seg.FrameOfReferenceUID == source[0].FrameOfReferenceUID
