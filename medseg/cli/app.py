@@ -37,11 +37,13 @@ COMMANDS: dict[str, str] = {
     "train-interactive": "medseg.cli.interactive_training:train_interactive",
     "model upgrade": "medseg.cli.model_commands:upgrade",
     "import nnunet": "medseg.cli.import_commands:nnunet",
+    "dicomweb watch": "medseg.cli.dicomweb_commands:watch",
 }
 # group -> its help line
 GROUPS: dict[str, str] = {
     "model": "Model folders: convert old ones to the current format (medseg model upgrade FOLDER).",
     "import": "Models of other tools as medseg model folders (medseg import nnunet RESULTS_FOLDER -o MODEL).",
+    "dicomweb": "A PACS over DICOMweb: segment new studies and store DICOM SEG back (medseg dicomweb watch).",
 }
 
 

@@ -15,10 +15,11 @@ def _folds(values: Optional[List[str]]) -> list[str] | None:
 
 
 def predict(
-    input: Path = typer.Option(..., "-i", "--input", help="An image file, a folder of images (<case>_<CCCC> files "
-                               "are the channels of one case) or a dataset folder (imagesTs, else imagesTr)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Folder for one label file per case, in the input's "
-                                "format."),
+    input: Optional[Path] = typer.Option(None, "-i", "--input", help="An image file, a folder of images "
+                                         "(<case>_<CCCC> files are the channels of one case) or a dataset folder "
+                                         "(imagesTs, else imagesTr)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Folder for one label file per case, in the "
+                                          "input's format."),
     model: List[Path] = typer.Option(..., "-m", "--model", help="Model folder; repeat to ensemble configurations."),
     folds: Optional[List[str]] = typer.Option(None, "-f", "--folds", help="Folds to ensemble, e.g. -f 0 -f 1 or "
                                               "-f 0,1 (default: every fold with weights)."),
@@ -41,6 +42,18 @@ def predict(
                                                 "(<case>.seg.dcm) or rtstruct (<case>.rtstruct.dcm); the DICOM "
                                                 "ones need a DICOM series input (default: the input's format, "
                                                 "NIfTI for a DICOM series)."),
+    dicomweb: Optional[str] = typer.Option(None, "--dicomweb", help="Instead of -i/-o: a DICOMweb root URL to pull "
+                                           "--study from and store the DICOM SEG into."),
+    study: Optional[str] = typer.Option(None, "--study", help="With --dicomweb: the StudyInstanceUID."),
+    series: Optional[List[str]] = typer.Option(None, "--series", help="With --dicomweb: a SeriesInstanceUID, one "
+                                               "per model channel in order (default: the study's only image "
+                                               "series)."),
+    username: Optional[str] = typer.Option(None, "--username", help="With --dicomweb: HTTP basic user (with "
+                                           "--password-file)."),
+    password_file: Optional[Path] = typer.Option(None, "--password-file", help="With --dicomweb: file holding "
+                                                 "the password."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="With --dicomweb: file holding a bearer "
+                                              "token."),
 ) -> None:
     """Segment images with a trained model: sliding window, mirroring TTA, folds ensembled."""
     from medseg.config import read_json
@@ -55,6 +68,9 @@ def predict(
     if not 0 < step <= 1:
         raise MedsegError(f"--step {step} is not in (0, 1]", fix="use e.g. 0.5")
     limit = parse_memory(memory_limit)
+    if dicomweb is not None and output_format not in (None, "dicom-seg"):
+        raise MedsegError(f"--dicomweb stores a DICOM SEG, not --output-format {output_format}",
+                          fix="leave --output-format out with --dicomweb")
     if engine not in ENGINES:
         raise MedsegError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}", fix="use --engine torch")
     for folder in model:
@@ -63,10 +79,20 @@ def predict(
         elif not (folder / "model.json").is_file():
             raise MedsegError("model folder not found (no model.json)", path=folder,
                               fix="pass the folder that medseg train wrote")
-    cases = collect_cases(input)
-    prepare_output_dir(output, inputs=[f for case in cases for f in case.files], overwrite=overwrite,
-                       names=output_names(cases, save_probabilities=save_probabilities,
-                                          output_format=output_format))  # before loading models
+    if dicomweb is not None:
+        from medseg.cli.pacs import connect
+
+        if input is not None or output is not None or save_probabilities or study is None:
+            raise MedsegError("--dicomweb takes --study (and --series), not -i/-o/--save-probabilities",
+                              fix="medseg predict --dicomweb URL --study UID -m MODEL")
+        pacs = connect(dicomweb, username, password_file, token_file)
+    elif input is None or output is None:
+        raise MedsegError("-i/--input and -o/--output are needed", fix="pass both, or --dicomweb URL --study UID")
+    else:
+        cases = collect_cases(input)
+        prepare_output_dir(output, inputs=[f for case in cases for f in case.files], overwrite=overwrite,
+                           names=output_names(cases, save_probabilities=save_probabilities,
+                                              output_format=output_format))  # before models
     predictors = [engine_predictor(m, engine, folds=_folds(folds), device=device, tta=not no_tta, step=step,
                                    memory_limit=limit, precision=precision) for m in model]
     labels = None
@@ -76,6 +102,10 @@ def predict(
         predictor = predictors[0]
     else:
         predictor = EnsemblePredictor(predictors, postprocess_labels=labels or [])
+    if dicomweb is not None:
+        from medseg.cli.pacs import predict_from_dicomweb
+
+        return predict_from_dicomweb(pacs, predictor, model[0], study, series)
     from medseg.inference.label_outputs import model_label_names
 
     written = predict_cases(predictor, cases, output, save_probabilities=save_probabilities, overwrite=overwrite,
