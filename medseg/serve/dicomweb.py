@@ -83,14 +83,14 @@ class PacsConnection:
         except requests.HTTPError as error:
             status = error.response.status_code if error.response is not None else None
             fix = {401: "check the username/password or token", 403: "this user may not do this on the server",
-                   404: "check the UIDs (medseg lists the study's series when --series is left out)"}
+                   404: "check the DICOMweb root in the URL (e.g. http://host:8042/dicom-web) and the UIDs"}
             # a 4xx is about this request (a study it cannot serve); 401 and 5xx are about the server
             kind = MedsegError if status is not None and 400 <= status < 500 and status != 401 else PacsUnavailable
             raise kind(f"{what} failed: HTTP {status}", path=self.url,
                        fix=fix.get(status, "see the server's log")) from None
         except (requests.ConnectionError, requests.Timeout) as error:
             raise PacsUnavailable(f"{what}: no answer from the server ({type(error).__name__})", path=self.url,
-                              fix="check the URL and that the PACS is running") from None
+                                  fix="check the URL and that the PACS is running") from None
 
     def studies(self, *, modality: str | None = None) -> list[str]:
         """UIDs of the studies that hold a series of ``modality`` (every study without one)."""

@@ -1,9 +1,9 @@
 """Watch a PACS: poll QIDO-RS for studies of a configured kind, predict each one once and store its DICOM SEG back.
 
 The state file (JSON, replaced atomically and fsynced at every change) records each study before its work starts
-(``in_progress``) and after it ends (``done`` with the SEG's UIDs, or ``failed`` with the reason). A restart
-therefore never repeats a study that is done or failed and retries one that was in progress when the watcher was
-killed. A study without a series of the kind (yet) is not recorded and is looked at again on the next poll. A
+(``in_progress``), the SEG's UIDs before the SEG is stored, and the end (``done``, or ``failed`` with the reason).
+A restart therefore never repeats a study that is done or failed and retries one that was in progress when the
+watcher was killed; a retry whose recorded SEG is already in the study marks it done without storing another. A study without a series of the kind (yet) is not recorded and is looked at again on the next poll. A
 server that does not answer ends a ``once`` pass with its error and is waited for otherwise; the study it
 interrupted stays ``in_progress`` and is retried.
 """

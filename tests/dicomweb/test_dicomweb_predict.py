@@ -4,6 +4,7 @@ prediction of the same files."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,16 @@ def test_wrong_password_is_one_line_and_stores_nothing(orthanc, model: Path, tmp
     assert "HTTP 401" in result.output and "check the username/password" in result.output
     assert "Traceback" not in result.output
     assert segmentations(orthanc, study_uid) == []
+
+
+def test_a_server_that_does_not_answer_or_a_wrong_root_is_one_line(orthanc, model: Path, tmp_path: Path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/dicom-web"
+    for url, message in ((closed, "no answer from the server"), (orthanc.url + "/not-dicom-web", "HTTP 404")):
+        result = CliRunner().invoke(app, ["predict", "--dicomweb", url, "--study", "1.2.3", "-m", str(model),
+                                          *credentials(orthanc, tmp_path)])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
 def test_a_study_with_two_image_series_needs_series(orthanc, model: Path, tmp_path: Path):
