@@ -76,3 +76,6 @@ def test_dicom_output_of_a_non_dicom_input_is_one_line_and_exit_2(tmp_path: Path
                                      "--output-format", "dicom"])
     assert bogus.exit_code == 2 and "is not one of nifti, dicom-seg, rtstruct" in bogus.output
     assert not out.exists()
+    rt_to_pacs = CliRunner().invoke(app, ["predict", "--dicomweb", "http://127.0.0.1:9/dicom-web", "--study", "1.2.3",
+                                          "-m", str(shapes_model), "--output-format", "rtstruct"])
+    assert rt_to_pacs.exit_code == 2 and "--dicomweb stores a DICOM SEG" in rt_to_pacs.output  # before connecting
