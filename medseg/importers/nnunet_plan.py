@@ -226,7 +226,7 @@ def resampling(raw: dict[str, Any], spacing: list[float], plans_path: Path, note
     else:
         separate = bool(force)
     return {"image_order": int(kwargs.get("order", 3)), "z_order": int(kwargs.get("order_z", 0)),
-            "label": "linear", "separate_z": separate}
+            "label": "one_hot_linear", "separate_z": separate}
 
 
 def import_configuration(plans: dict[str, Any], dataset: dict[str, Any], name: str, plans_path: Path,

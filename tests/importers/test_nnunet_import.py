@@ -51,7 +51,7 @@ def test_imported_model_loads_and_predicts(tmp_path, nnunet):
     assert spec.configuration == "3d_fullres" and spec.label_values == [0, 1, 2]
     assert config.normalization[0].scheme == "ct" and config.normalization[0].clip == [10.0, 800.0]
     assert (config.normalization[0].mean, config.normalization[0].std) == (300.0, 120.0)
-    assert config.resampling == {"image_order": 3, "z_order": 0, "label": "linear", "separate_z": False}
+    assert config.resampling == {"image_order": 3, "z_order": 0, "label": "one_hot_linear", "separate_z": False}
     assert config.patch_size == [16, 16, 16] and dataset.channel_names == ["MRI"]
     assert spec.extra["imported_from"]["trainer"] == "nnUNetTrainer"
     weights = read_fold_weights(tmp_path / "model", 0)

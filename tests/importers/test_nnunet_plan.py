@@ -50,7 +50,7 @@ def test_resampling_orders_and_separate_z():
     raw = {"resampling_fn_data": "resample_data_or_seg_to_shape",
            "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}}
     notes: list[str] = []
-    assert resampling(raw, [1.0, 1.0, 1.0], PLANS, notes) == {"image_order": 3, "z_order": 0, "label": "linear",
+    assert resampling(raw, [1.0, 1.0, 1.0], PLANS, notes) == {"image_order": 3, "z_order": 0, "label": "one_hot_linear",
                                                               "separate_z": False}
     assert notes == []
     assert resampling(raw, [5.0, 0.8, 0.8], PLANS, notes)["separate_z"] is True
