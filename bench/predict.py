@@ -22,6 +22,7 @@ to finish in minutes on 2 cores: memory is set by the volume-sized arrays, not b
 
     python bench/predict.py              # writes bench/results/predict.json (10-15 minutes on 2 shared cores)
     python bench/predict.py --only-imported    # only the imported-nnU-Net row, merged into predict.json
+    python bench/predict.py --only-onnxruntime # only the onnxruntime row (bench/predict_onnx.py), merged likewise
 
 Imported row (``bench/predict_imported.py``): a real nnU-Net v2 model trained for ``--imported-budget`` seconds on
 ``hippocampus`` (3d_fullres, fold all), imported with ``medseg import nnunet``; nnU-Net's predictor and medseg's
@@ -261,10 +262,18 @@ def main() -> None:
                         help="nnU-Net folders of the imported row (a model trained there before is reused)")
     parser.add_argument("--imported-budget", type=float, default=180.0, help="nnU-Net training budget, seconds")
     parser.add_argument("--imported-retrain", action="store_true", help="train the nnU-Net model again")
+    parser.add_argument("--only-onnxruntime", action="store_true", help="run only the onnxruntime row "
+                        "(bench/predict_onnx.py) and merge it into --output")
+    parser.add_argument("--skip-onnxruntime", action="store_true", help="leave the onnxruntime row out")
     args = parser.parse_args()
     patch = [int(p) for p in args.patch.split(",")]
     if args.worker:
         print(json.dumps(worker(args.worker, args.folder, patch, args.threads)))
+        return
+    if args.only_onnxruntime:
+        result = json.loads(args.output.read_text()) if args.output.is_file() else {}
+        _add_onnx_row(result, args, patch)
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
         return
     if args.only_imported:
         result = json.loads(args.output.read_text()) if args.output.is_file() else {"speedup": {}}
@@ -309,6 +318,8 @@ def main() -> None:
     }
     if not args.skip_imported:
         _add_imported_row(result, args)
+    if not args.skip_onnxruntime:
+        _add_onnx_row(result, args, patch)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"best_seconds": best, "speedup": result["speedup"], "agreement": agreement}, indent=2))
@@ -330,6 +341,16 @@ def _add_imported_row(result: dict, args: argparse.Namespace) -> None:
     result.setdefault("speedup", {})["medseg_vs_nnunet_imported"] = seconds["nnunet"] / seconds["medseg"]
     print(json.dumps({k: row[k] for k in ("voxel_agreement", "dice_medseg_vs_nnunet", "seconds_per_case")},
                      indent=2), flush=True)
+
+
+def _add_onnx_row(result: dict, args: argparse.Namespace, patch: list[int]) -> None:
+    """The onnxruntime row (``bench/predict_onnx.py``) into ``result``: ``onnxruntime``,
+    ``argmax_agreement.medseg_vs_onnxruntime`` and ``speedup.onnxruntime_vs_torch``."""
+    from predict_onnx import merge_row, onnx_row  # bench/predict_onnx.py
+
+    work = Path(tempfile.gettempdir()) / "medseg_bench_onnx"
+    merge_row(result, onnx_row(work, threads=args.threads, rounds=args.rounds, zoom=args.zoom,
+                               features=tuple(int(f) for f in args.features.split(",")), patch=tuple(patch)))
 
 
 if __name__ == "__main__":
