@@ -59,6 +59,7 @@ def preprocess(
     from medseg.preprocess.pipeline import preprocess_dataset
     from medseg.training.cascade import first_stage_predictions
 
+    prepare_output_dir(output, inputs=[dataset], overwrite=True)  # the cache resumes: existing cases are kept
     plan = Plan.from_dict(read_json(plans), path=plans)
     config = plan.configurations.get(configuration)
     first_stage = None
@@ -69,7 +70,6 @@ def preprocess(
     elif previous_stage is not None:
         raise MedsegError(f"{configuration} has no previous stage", path=previous_stage,
                           fix="--previous-stage is for a cascade configuration (3d_cascade_fullres)")
-    prepare_output_dir(output, inputs=[dataset], overwrite=True)  # the cache resumes: existing cases are kept
     counts = preprocess_dataset(dataset, plan, configuration, output, workers=workers, plans_path=plans,
                                 previous_stage=first_stage)
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
