@@ -72,6 +72,9 @@ class PacsConnection:
             session.headers["Authorization"] = f"Bearer {token}"
         self.url = url.rstrip("/")
         self._client = DICOMwebClient(self.url, session=session, timeout=timeout)
+        # dicomweb-client retries failed requests (refused connections, 429, 503 ...) 5 times over 30 s by default:
+        # 3 tries over 3 s still ride out a restarting server, and a wrong URL is an error in seconds
+        self._client.set_http_retry_params(max_attempts=3, wait_exponential_multiplier=500)
 
     @contextmanager
     def _request(self, what: str) -> Iterator[None]:

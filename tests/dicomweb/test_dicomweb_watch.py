@@ -5,6 +5,10 @@ kill after the SEG was stored does not store a second one."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +127,32 @@ def test_a_state_file_that_is_not_one_is_refused(orthanc, model: Path, tmp_path:
                                       "--state", str(state), "--once", *credentials(orthanc, tmp_path)])
     assert result.exit_code == 2 and "not a medseg dicomweb watch state file" in result.output
     assert state.read_text() == '{"studies": []}'
+
+
+def test_a_watcher_killed_mid_study_is_retried_after_restart(orthanc, model: Path, tmp_path: Path):
+    """A real kill -9 of ``medseg dicomweb watch`` while it predicts; the restarted watcher finishes the study."""
+    volume, spacing, origin = brats_crop(slices=24, size=64)  # retrieving + predicting takes far longer than a poll
+    study_uid = generate_uid()
+    upload(orthanc, write_mr_series(tmp_path / "big", volume, spacing, origin, study_uid=study_uid,
+                                    series_uid=generate_uid(), description="FLAIR"))
+    state = tmp_path / "state.json"
+    command = [sys.executable, "-m", "medseg", "dicomweb", "watch", "--url", orthanc.dicomweb_url, "-m", str(model),
+               "--state", str(state), "--series-description", "^FLAIR$", "--once", *credentials(orthanc, tmp_path)]
+    watcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while watcher.poll() is None and time.monotonic() < deadline:
+        if state.exists() and json.loads(state.read_text())["studies"].get(study_uid, {}).get("status"):
+            break
+        time.sleep(0.01)
+    assert watcher.poll() is None, watcher.stderr.read().decode()
+    watcher.send_signal(signal.SIGKILL)
+    watcher.wait(timeout=30)
+    assert json.loads(state.read_text())["studies"][study_uid]["status"] == "in_progress"
+    assert segmentations(orthanc, study_uid) == []
+
+    restarted = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert restarted.returncode == 0, restarted.stderr
+    entry = json.loads(state.read_text())["studies"][study_uid]
+    assert entry["status"] == "done" and entry["attempts"] == 2
+    (seg,) = segmentations(orthanc, study_uid)
+    assert seg.SeriesInstanceUID == entry["seg_series_uid"]
