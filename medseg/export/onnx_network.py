@@ -83,9 +83,19 @@ def export_network(network: nn.Module, input_shape: Sequence[int], path: str | P
     import onnx
 
     proto = onnx.load(str(path))
-    onnx.checker.check_model(proto, full_check=True)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as error:  # onnx.checker.ValidationError, onnx.shape_inference.InferenceError
+        raise MedsegError(f"the exported file fails onnx.checker ({str(error).strip().splitlines()[0][:200]})",
+                          path=path, fix="report the network; a different --opset may help") from None
     used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return ExportedNetwork(path, int(used), bool(dynamic and not note), note)
+    symbolic = [bool(d.dim_param) for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    if dynamic and not symbolic[0]:
+        raise MedsegError("the exporter fixed the batch size of a --dynamic export", path=path,
+                          fix="export without --dynamic (a fixed --batch)")
+    if dynamic and not note and not all(symbolic[2:]):  # Dim.AUTO: the exporter kept a spatial size fixed
+        note = "spatial axes fixed: the network's graph depends on the spatial size"
+    return ExportedNetwork(path, int(used), bool(dynamic and all(symbolic[2:])), note)
 
 
 def logits_difference(network: nn.Module, session, input_shape: Sequence[int], *, seed: int = 1) -> tuple[float, float]:
