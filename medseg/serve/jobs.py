@@ -9,6 +9,7 @@ failed with the reason, so that no job is ever lost or left running forever.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
@@ -67,70 +68,90 @@ class Job:
 
 
 class JobStore:
-    """Jobs in ``<state>/jobs.sqlite``; one connection shared by the threads behind a lock."""
+    """Jobs in ``<state>/jobs.sqlite`` (WAL), one connection per thread: readers (status requests on the event
+    loop) never wait for a worker's write. Submissions and status changes are synced to disk at commit
+    (``synchronous=FULL``); progress updates only reach the log (``NORMAL``: they survive a killed process, and
+    after a power cut the job is simply re-run)."""
 
     def __init__(self, state: Path):
         self.state = Path(state)
         self.state.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.state / "jobs.sqlite"), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(SCHEMA)
+        self.path = self.state / "jobs.sqlite"
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
+        db = self._db()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA synchronous=FULL")
+            self._local.db, self._local.durable = db, True
+            with self._opened_lock:
+                self._opened.append(db)
+        return db
+
+    def _write(self, durable: bool) -> sqlite3.Connection:
+        db = self._db()
+        if self._local.durable != durable:
+            db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._local.durable = durable
+        return db
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        with self._opened_lock:
+            for db in self._opened:
+                db.close()
+            self._opened = []
+        self._local = threading.local()
 
     def add(self, job: Job, *, max_queued: int) -> None:
         """Insert ``job`` unless ``max_queued`` jobs already wait (``QueueFull``), in one transaction."""
         row = asdict(job)
         row["timings"] = json.dumps(job.timings)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                waiting = self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
-                if waiting >= max_queued:
-                    raise QueueFull(waiting)
-                self._db.execute(f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                                 [row[c] for c in COLUMNS])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        db = self._write(durable=True)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            waiting = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+            if waiting >= max_queued:
+                raise QueueFull(waiting)
+            db.execute(f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                       [row[c] for c in COLUMNS])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def get(self, job_id: str) -> Job | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._db().execute(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _job(row)
 
     def ids(self, status: str) -> list[str]:
         """Ids of the jobs in ``status``, oldest first."""
-        with self._lock:
-            rows = self._db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY created, rowid", (status,))
-            return [r[0] for r in rows.fetchall()]
+        rows = self._db().execute("SELECT id FROM jobs WHERE status = ? ORDER BY created, rowid", (status,))
+        return [r[0] for r in rows.fetchall()]
 
     def count(self, status: str) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,)).fetchone()[0]
+        return self._db().execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,)).fetchone()[0]
 
     def mean_run_seconds(self, last: int = 20, default: float = 5.0) -> float:
         """Mean time from start to end of the ``last`` finished jobs (``default`` when none finished)."""
-        with self._lock:
-            row = self._db.execute("SELECT AVG(finished - started) FROM (SELECT finished, started FROM jobs WHERE "
-                                   "status = 'done' ORDER BY finished DESC LIMIT ?)", (last,)).fetchone()
+        row = self._db().execute("SELECT AVG(finished - started) FROM (SELECT finished, started FROM jobs WHERE "
+                                 "status = 'done' ORDER BY finished DESC LIMIT ?)", (last,)).fetchone()
         return float(row[0]) if row and row[0] is not None else default
 
-    def update(self, job_id: str, **values) -> None:
+    def update(self, job_id: str, *, durable: bool = True, **values) -> None:
+        """Set columns of a job; ``durable=False`` for what may be lost on a power cut (progress)."""
         if "timings" in values:
             values["timings"] = json.dumps(values["timings"])
         unknown = set(values) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown job columns {sorted(unknown)}")
         assignments = ", ".join(f"{name} = ?" for name in values)
-        with self._lock:
-            self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values.values(), job_id])
+        self._write(durable).execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values.values(), job_id])
 
     def recover(self, max_attempts: int) -> tuple[list[str], list[str]]:
         """After a restart: jobs left ``running`` go back to ``queued``, or to ``failed`` once they were tried
@@ -174,6 +195,8 @@ class JobQueue:
         self.workers, self.max_queued, self.max_attempts = workers, max_queued, max_attempts
         self._pending: queue.Queue[str | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
+        self.ended = 0  # jobs ended since start: a long poll re-reads its job when this changes
+        self._ended_lock = threading.Lock()
 
     def start(self) -> dict[str, list[str]]:
         """Recover what a previous server left running, queue every waiting job and start the workers."""
@@ -206,6 +229,22 @@ class JobQueue:
         self._pending.put(job.id)
         return job
 
+    async def wait(self, job_id: str, timeout: float, *, tick: float = 0.02) -> Job | None:
+        """The job once it is done or failed, or as it is after ``timeout`` seconds: a long poll that holds no
+        thread (it sleeps on the event loop, and reads the store when a job ended, or once a second)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        seen, read_at = -1, 0.0
+        while True:
+            if self.ended != seen or loop.time() - read_at >= 1.0:
+                seen, read_at = self.ended, loop.time()
+                job = self.store.get(job_id)
+                if job is None or job.status in ("done", "failed"):
+                    return job
+            if loop.time() >= deadline:
+                return job
+            await asyncio.sleep(tick)
+
     def _work(self) -> None:
         while True:
             job_id = self._pending.get()
@@ -221,7 +260,7 @@ class JobQueue:
         self.store.update(job.id, status="running", stage="starting", started=started, attempts=job.attempts + 1)
 
         def progress(stage: str, fraction: float) -> None:
-            self.store.update(job.id, stage=stage, progress=round(float(fraction), 4))
+            self.store.update(job.id, durable=False, stage=stage, progress=round(float(fraction), 4))
 
         try:
             result, timings = self.runner(job, progress)
@@ -235,10 +274,16 @@ class JobQueue:
             self.store.update(job.id, status="done", stage="done", progress=1.0, finished=finished,
                               result_path=str(result), timings={**timings, "run_s": finished - started})
             self._drop_upload(job)
+            self._count_end()
 
     def _fail(self, job: Job, reason: str) -> None:
         self.store.update(job.id, status="failed", stage="failed", finished=time.time(), error=reason)
         self._drop_upload(job)
+        self._count_end()
+
+    def _count_end(self) -> None:
+        with self._ended_lock:
+            self.ended += 1
 
     @staticmethod
     def _drop_upload(job: Job) -> None:

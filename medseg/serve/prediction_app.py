@@ -3,7 +3,8 @@ roots with the served models (no model logic here; ``served_models`` runs them, 
 
     POST /v1/jobs                 multipart (field "file", optional "model") or JSON {"path", "model"?}:
                                   202 with the job; 429 when the queue is full (Retry-After)
-    GET  /v1/jobs/{id}            status queued|running|done|failed, stage, progress, attempts, timings, error
+    GET  /v1/jobs/{id}[?wait=S]   status queued|running|done|failed, stage, progress, attempts, timings, error
+                                  (with wait: once the job ended, or after S <= 30 seconds)
     GET  /v1/jobs/{id}/result     the label file, in the input's format (409 until the job is done)
     GET  /v1/models               each model's task, configuration, labels and WeightsCard
     GET  /healthz                 alive (no token)        GET /readyz   models loaded and workers up (no token)
@@ -25,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPBearer
@@ -44,6 +45,7 @@ from medseg.serve.served_models import PredictionRunner, ServedModel, result_suf
 UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".nrrd", ".mha")
 DEFAULT_MAX_UPLOAD_BYTES = 1024 * 2**20
 OPEN_PATHS = ("/healthz", "/readyz")
+MAX_WAIT_SECONDS = 30.0
 
 
 class DicomwebReference(BaseModel):
@@ -185,7 +187,7 @@ def create_app(models: dict[str, ServedModel], *, tokens: TokenSet, state: Path,
             job = await run_in_threadpool(_path_job, job_request, chosen_model(job_request.model), caller,
                                           roots, reader)
         try:
-            jobs.submit(job)
+            await run_in_threadpool(jobs.submit, job)  # a synced commit: off the event loop
         except QueueFull:
             if job.source == "upload":
                 Path(job.input_path).unlink(missing_ok=True)
@@ -199,8 +201,12 @@ def create_app(models: dict[str, ServedModel], *, tokens: TokenSet, state: Path,
         return job
 
     @api.get("/v1/jobs/{job_id}", response_model=JobInfo, responses={404: {"description": "unknown job"}})
-    def job_status(job_id: str) -> dict:
-        return known_job(job_id).info()
+    async def job_status(job_id: str, wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="seconds "
+                         "to wait for the job to end before answering (a long poll)")) -> dict:
+        job = known_job(job_id)
+        if wait > 0 and job.status not in ("done", "failed"):
+            job = await jobs.wait(job_id, wait) or job
+        return job.info()
 
     @api.get("/v1/jobs/{job_id}/result", response_class=FileResponse,
              responses={200: {"content": {"application/octet-stream": {}}, "description": "the label file"},

@@ -69,8 +69,9 @@ def test_a_done_job_equals_predictor_predict_upload_and_path(served, random_mode
         first = client.post("/v1/jobs", headers=auth(), files={"file": ("upload_case.nii.gz", upload.read_bytes())})
         second = client.post("/v1/jobs", headers=auth(), json={"path": str(by_path), "model": "shapes_2d"})
         assert first.status_code == second.status_code == 202
+        assert client.get(f"/v1/jobs/{first.json()['id']}?wait=31", headers=auth()).status_code == 422
         for response, suffix in ((first, ".nii.gz"), (second, ".nrrd")):
-            info = wait_done(client, response.json()["id"])
+            info = client.get(f"/v1/jobs/{response.json()['id']}?wait=30", headers=auth()).json()  # a long poll
             assert info["status"] == "done" and info["progress"] == 1.0 and info["attempts"] == 1, info
             assert {"queued_s", "read_s", "predict_s", "write_s", "run_s"} <= set(info["timings"])
             result = client.get(f"/v1/jobs/{info['id']}/result", headers=auth())
