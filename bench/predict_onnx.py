@@ -150,7 +150,7 @@ def train_model(name: str, work: Path, threads: int) -> Path:
     for command in ([BIN / "medseg", "plan", dataset, "-o", work / name / "plans.json", "--budget", "60s",
                      "--overwrite"],
                     [BIN / "medseg", "train", dataset, "-c", configuration, "-f", "0", "-o", model, "-p",
-                     work / name / "plans.json", "--max-iterations", steps, "--iterations-per-epoch",
+                     work / name / "plans.json", "--budget", "30m", "--max-iterations", steps, "--iterations-per-epoch",
                      steps // 2, "--workers", "0"]):
         done = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=env, cwd=ROOT)
         if done.returncode != 0:
