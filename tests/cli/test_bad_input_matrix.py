@@ -450,6 +450,10 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
         "interactive": "the server: uploads are tested in tests/interactive/test_interactive_server.py",
         "find-best": "reads the model folders' validation predictions that train writes, not user files",
         "model upgrade": "model folders, old and damaged: tests/cli/test_model_upgrade.py",
+        "export": "reads a model folder, not a dataset: tests/export/test_export.py",
+        "import nnunet": "an nnU-Net results folder, damaged and hostile: tests/importers/test_nnunet_import.py",
+        "serve": "model folders and a tokens file: tests/serve/test_serve_cli.py; uploads: tests/serve/",
+        "dicomweb watch": "a PACS and its state file: tests/dicomweb/test_dicomweb_watch.py",
     }
     covered = set(COMMANDS) | {"evaluate"}
     assert set(CLI_COMMANDS) - set(elsewhere) - covered == set()
