@@ -9,7 +9,8 @@ roots with the served models (no model logic here; ``served_models`` runs them, 
     GET  /v1/models               each model's task, configuration, labels and WeightsCard
     GET  /healthz                 alive (no token)        GET /readyz   models loaded and workers up (no token)
 
-Every other request needs a bearer token (``auth.TokenAuth``: 401, and 429 + Retry-After over the token's rate).
+Every other request needs a bearer token (``auth.TokenAuth``: 401, and 429 + Retry-After over the token's rate);
+a job's status and result are answered only to the token that submitted it.
 Upload bodies are limited while they stream (``guard.BodyLimit``: 413, nothing kept); paths are confined to the
 allowed roots before anything is read (``roots.confine``: 403/422); images are refused from their header over
 ``max_image_voxels`` (413). User errors are 422 (a bad file, model or path; a DICOMweb reference, which this server is not configured
@@ -194,16 +195,18 @@ def create_app(models: dict[str, ServedModel], *, tokens: TokenSet, state: Path,
             raise
         return JSONResponse(job.info(), status_code=202, headers={"location": f"/v1/jobs/{job.id}"})
 
-    def known_job(job_id: str) -> Job:
+    def known_job(request: Request, job_id: str) -> Job:
+        """The job, when the caller's token submitted it (another token's job is as unknown as a wrong id)."""
         job = store.get(job_id)
-        if job is None:
-            raise HTTPException(404, f"no job '{job_id[:64]}' (fix: use the id that POST /v1/jobs returned)")
+        if job is None or job.caller != request.state.token.name:
+            raise HTTPException(404, f"no job '{job_id[:64]}' of this token (fix: use the id that POST /v1/jobs "
+                                     "returned to this token)")
         return job
 
     @api.get("/v1/jobs/{job_id}", response_model=JobInfo, responses={404: {"description": "unknown job"}})
-    async def job_status(job_id: str, wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="seconds "
+    async def job_status(request: Request, job_id: str, wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="seconds "
                          "to wait for the job to end before answering (a long poll)")) -> dict:
-        job = known_job(job_id)
+        job = known_job(request, job_id)
         if wait > 0 and job.status not in ("done", "failed"):
             job = await jobs.wait(job_id, wait) or job
         return job.info()
@@ -211,8 +214,8 @@ def create_app(models: dict[str, ServedModel], *, tokens: TokenSet, state: Path,
     @api.get("/v1/jobs/{job_id}/result", response_class=FileResponse,
              responses={200: {"content": {"application/octet-stream": {}}, "description": "the label file"},
                         404: {"description": "unknown job"}, 409: {"description": "the job is not done"}})
-    def job_result(job_id: str) -> FileResponse:
-        job = known_job(job_id)
+    def job_result(request: Request, job_id: str) -> FileResponse:
+        job = known_job(request, job_id)
         if job.status != "done" or not job.result_path or not Path(job.result_path).is_file():
             why = f": {job.error}" if job.error else " yet (fix: poll GET /v1/jobs/{id} until it is done)"
             raise HTTPException(409, f"job {job.id} is {job.status}, it has no result{why}")

@@ -84,6 +84,8 @@ def test_a_done_job_equals_predictor_predict_upload_and_path(served, random_mode
             np.testing.assert_array_equal(labels.array, reference.array)
             np.testing.assert_allclose(labels.spacing, image.spacing)
             np.testing.assert_allclose(labels.origin, image.origin)
+        for route in (f"/v1/jobs/{first.json()['id']}", f"/v1/jobs/{first.json()['id']}/result"):
+            assert client.get(route, headers=auth(OTHER_TOKEN)).status_code == 404  # not this token's job
         models = client.get("/v1/models", headers=auth()).json()
         assert [m["name"] for m in models] == ["shapes_2d"]
         assert models[0]["configuration"] == "2d" and models[0]["card"]["intended_use"]
