@@ -1,0 +1,1 @@
+"""Trust: uncertainty, calibration, dataset-shift checks, interpretability and active learning."""
