@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"inference"},
     {"training", "evaluation", "importers", "export"},
     {"interactive"},
+    {"benchmark"},
     {"serve"},
     {"demo"},
     {"cli"},

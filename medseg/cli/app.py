@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "model upgrade": "medseg.cli.model_commands:upgrade",
     "import nnunet": "medseg.cli.import_commands:nnunet",
     "dicomweb watch": "medseg.cli.dicomweb_commands:watch",
+    "benchmark": "medseg.cli.benchmark_commands:benchmark",
 }
 # group -> its help line
 GROUPS: dict[str, str] = {

@@ -244,6 +244,10 @@ def _args_train_interactive(ds: Path, out: Path, fx: dict) -> list[str]:
             "--features", "4,8", "--batch-size", "2"]
 
 
+def _args_benchmark(ds: Path, out: Path, fx: dict) -> list[str]:
+    return ["benchmark", str(ds), "--networks", "unet", "--budget", "2s", "-o", str(out / "bench")]
+
+
 COMMANDS: dict[str, tuple[tuple[str, ...], Callable[[Path, Path, dict], list[str]]]] = {
     "check": (("2d", "3d", "msd"), _args_check),
     "fingerprint": (("2d", "3d", "msd"), _args_fingerprint),
@@ -254,6 +258,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], Callable[[Path, Path, dict], list[str
     "predict": (("2d",), _args_predict),
     "eval-interactive": (("2d", "3d", "msd"), _args_eval_interactive),
     "train-interactive": (("2d", "3d", "msd"), _args_train_interactive),
+    "benchmark": (("2d", "3d"), _args_benchmark),
 }
 
 READS_NO_LABELS = "predict reads images only"
