@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"preprocess"},
     {"inference"},
     {"training", "evaluation", "importers", "export"},
-    {"interactive"},
+    {"interactive", "adapt"},
     {"benchmark"},
     {"serve"},
     {"demo"},

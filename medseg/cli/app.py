@@ -36,13 +36,16 @@ COMMANDS: dict[str, str] = {
     "eval-interactive": "medseg.cli.interactive_commands:eval_interactive",
     "train-interactive": "medseg.cli.interactive_training:train_interactive",
     "model upgrade": "medseg.cli.model_commands:upgrade",
+    "adapt": "medseg.cli.adapt_commands:adapt",
+    "model merge": "medseg.cli.adapt_commands:merge",
     "import nnunet": "medseg.cli.import_commands:nnunet",
     "dicomweb watch": "medseg.cli.dicomweb_commands:watch",
     "benchmark": "medseg.cli.benchmark_commands:benchmark",
 }
 # group -> its help line
 GROUPS: dict[str, str] = {
-    "model": "Model folders: convert old ones to the current format (medseg model upgrade FOLDER).",
+    "model": "Model folders: convert old ones to the current format (medseg model upgrade FOLDER); merge an "
+             "adapted folder's deltas into full weights (medseg model merge ADAPTED -o MODEL).",
     "import": "Models of other tools as medseg model folders (medseg import nnunet RESULTS_FOLDER -o MODEL).",
     "dicomweb": "A PACS over DICOMweb: segment new studies and store DICOM SEG back (medseg dicomweb watch).",
 }
