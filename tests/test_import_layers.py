@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"preprocess"},
     {"inference"},
     {"training", "evaluation", "importers", "export"},
+    {"trust"},
     {"interactive", "adapt"},
     {"benchmark"},
     {"serve"},

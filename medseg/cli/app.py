@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "model merge": "medseg.cli.adapt_commands:merge",
     "import nnunet": "medseg.cli.import_commands:nnunet",
     "dicomweb watch": "medseg.cli.dicomweb_commands:watch",
+    "shift": "medseg.cli.shift_commands:shift",
     "benchmark": "medseg.cli.benchmark_commands:benchmark",
 }
 # group -> its help line

@@ -93,6 +93,9 @@ def predict(
         prepare_output_dir(output, inputs=[f for case in cases for f in case.files], overwrite=overwrite,
                            names=output_names(cases, save_probabilities=save_probabilities,
                                               output_format=output_format))  # before models
+    from medseg.trust.shift import read_reference, write_prediction_ood
+
+    shift_reference = read_reference(model[0])  # medseg shift --fit's; a malformed one stops before any prediction
     predictors = [engine_predictor(m, engine, folds=_folds(folds), device=device, tta=not no_tta, step=step,
                                    memory_limit=limit, precision=precision) for m in model]
     labels = None
@@ -111,6 +114,9 @@ def predict(
     written = predict_cases(predictor, cases, output, save_probabilities=save_probabilities, overwrite=overwrite,
                             output_format=output_format,
                             label_names=model_label_names(model[0], predictor.label_values))
+    if shift_reference is not None:
+        ood = write_prediction_ood(model[0], shift_reference, cases, output)
+        typer.echo(f"wrote out-of-distribution scores to {ood}")
     typer.echo(f"wrote {len(written)} label file(s) to {output}")
 
 
