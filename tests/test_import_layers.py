@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"trust"},
     {"interactive", "adapt"},
     {"benchmark"},
+    {"report"},
     {"serve"},
     {"demo"},
     {"cli"},

@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "dicomweb watch": "medseg.cli.dicomweb_commands:watch",
     "shift": "medseg.cli.shift_commands:shift",
     "benchmark": "medseg.cli.benchmark_commands:benchmark",
+    "report": "medseg.cli.report_commands:report",
 }
 # group -> its help line
 GROUPS: dict[str, str] = {

@@ -74,26 +74,76 @@ def test_a_bad_request_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.slow
-def test_a_tiny_grid_trains_scores_compares_and_resumes(tmp_path):
-    datasets = [_write_discs(tmp_path / "discs_a", 8, 2), _write_discs(tmp_path / "discs_b", 8, 3)]
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """Two tiny datasets x two networks at 6 s each, run once for the tests of this module."""
+    root = tmp_path_factory.mktemp("grid")
+    datasets = [_write_discs(root / "discs_a", 8, 2), _write_discs(root / "discs_b", 8, 3)]
     request = BenchmarkRequest(datasets=datasets, networks=["unet", "attention_unet"], budget_seconds=6,
-                               output=tmp_path / "bench")
+                               output=root / "bench")
     seen = []
     summary = run_benchmark(request, on_cell=lambda d, n, r: seen.append((d, n, r is None)))
+    return request, summary, seen
+
+
+@pytest.mark.slow
+def test_a_tiny_grid_trains_scores_compares_and_resumes(grid):
+    request, summary, seen = grid
+    bench = request.output
     assert seen.count(("discs_a", "unet", True)) == 1 and len(seen) == 8
     for dataset in ("discs_a", "discs_b"):
         for network in ("unet", "attention_unet"):
-            cell = json.loads((tmp_path / "bench" / dataset / network / "result.json").read_text())
+            cell = json.loads((bench / dataset / network / "result.json").read_text())
             assert cell["steps"] > 0 and cell["params"] > 0 and 0.0 <= cell["dice"] <= 1.0
             assert sorted(cell["per_case"]["dice"]) == ["c06", "c07"]
             assert summary["results"][dataset][network]["dice"] == pytest.approx(cell["dice"])
         assert len(summary["comparisons_dice"][dataset]) == 1
     assert sorted(summary["ranks"]) == ["attention_unet", "unet"]
     assert sum(summary["ranks"].values()) == pytest.approx(3.0)  # ranks 1 and 2 on each dataset, averaged
-    assert (tmp_path / "bench" / "critical_difference.png").read_bytes()[:4] == b"\x89PNG"
-    on_disk = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    assert (bench / "critical_difference.png").read_bytes()[:4] == b"\x89PNG"
+    on_disk = json.loads((bench / "benchmark.json").read_text())
     assert on_disk["ranks"] == pytest.approx(summary["ranks"])
     again = []  # a rerun finds every cell done and trains nothing
     run_benchmark(request, on_cell=lambda d, n, r: again.append(r is None))
     assert again == [False] * 4
+
+
+@pytest.fixture
+def bench_folder(grid):
+    return grid[0].output
+
+
+@pytest.mark.slow
+def test_the_report_opens_in_chromium_with_every_picture_loaded(bench_folder, browser, tmp_path):
+    result = CliRunner().invoke(app, ["report", str(bench_folder), "-o", str(tmp_path / "report.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page  # self-contained: no CDN, no external file
+    browser.get((tmp_path / "report.html").as_uri())
+    images = browser.execute_script(
+        "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+    alts = [alt for alt, _ in images]
+    assert all(loaded for _, loaded in images), images
+    assert "Critical-difference diagram of the Dice ranks" in alts
+    assert sum("per-case Dice" in a for a in alts) == 2 and sum("training loss" in a for a in alts) == 4
+    assert sum("best case" in a for a in alts) == 2 and sum("worst case" in a for a in alts) == 2
+    headings = browser.execute_script("return Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+    assert headings[:3] == ["Results on the held-out block", "Ranks across datasets", "Paired comparisons"]
+    assert "The plan's decisions" in headings
+    again = CliRunner().invoke(app, ["report", str(bench_folder), "-o", str(tmp_path / "report.html")])
+    assert again.exit_code == 2 and "exists already" in again.output
+
+
+@pytest.mark.slow
+def test_a_model_folder_report(bench_folder, tmp_path):
+    result = CliRunner().invoke(app, ["report", str(bench_folder / "discs_a" / "unet" / "model"),
+                                      "-o", str(tmp_path / "model.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "model.html").read_text()
+    assert "Weights card" in page and "intended use" in page and "data:image/png;base64," in page
+
+
+def test_report_of_a_folder_that_is_neither_is_one_line_exit_2(tmp_path):
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r.html").exists()

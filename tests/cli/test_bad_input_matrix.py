@@ -459,6 +459,7 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
         "import nnunet": "an nnU-Net results folder, damaged and hostile: tests/importers/test_nnunet_import.py",
         "serve": "model folders and a tokens file: tests/serve/test_serve_cli.py; uploads: tests/serve/",
         "dicomweb watch": "a PACS and its state file: tests/dicomweb/test_dicomweb_watch.py",
+        "report": "folders that benchmark and train wrote: tests/benchmark/test_benchmark.py",
         "shift": "datasets, a model folder and its shift reference: tests/trust/test_shift.py",
         "adapt": "a base model folder, a target dataset and the method's options: tests/adapt/test_finetune.py",
         "model merge": "an adapted folder, missing or not one of deltas: tests/adapt/test_finetune.py",

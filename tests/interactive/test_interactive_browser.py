@@ -5,7 +5,6 @@ chromium or chromedriver is missing (CI's .ci/run installs them)."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -23,11 +22,7 @@ from medseg.serve.interactive_app import create_app
 pytestmark = pytest.mark.slow
 
 TOKEN = "browser-test-token"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CVC = Path(__file__).resolve().parents[3] / "shared" / "data" / "cvc_clinicdb"
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1200,900")
 
 
 @pytest.fixture
@@ -49,27 +44,6 @@ def server(tmp_path):
     uv.should_exit = True
     thread.join(timeout=10)
     sock.close()
-
-
-@pytest.fixture
-def browser(tmp_path):
-    for program in (CHROMIUM, CHROMEDRIVER):
-        if shutil.which(program) is None:
-            pytest.fail(f"{program} is missing: apt-get install -y chromium chromium-driver (.ci/run does this)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.add_experimental_option("prefs", {"download.default_directory": str(tmp_path / "downloads"),
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
 
 
 def polyp_image(tmp_path: Path) -> tuple[Path, tuple[int, int]]:
