@@ -461,6 +461,7 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
         "dicomweb watch": "a PACS and its state file: tests/dicomweb/test_dicomweb_watch.py",
         "report": "folders that benchmark and train wrote: tests/benchmark/test_benchmark.py",
         "shift": "datasets, a model folder and its shift reference: tests/trust/test_shift.py",
+        "explain": "a model folder, image files and a region mask: tests/trust/test_explain.py",
         "adapt": "a base model folder, a target dataset and the method's options: tests/adapt/test_finetune.py",
         "model merge": "an adapted folder, missing or not one of deltas: tests/adapt/test_finetune.py",
     }
