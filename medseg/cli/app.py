@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "models": "medseg.cli.models:models",
     "predict": "medseg.cli.predict_commands:predict",
     "find-best": "medseg.cli.predict_commands:find_best",
+    "calibrate": "medseg.cli.calibration_commands:calibrate",
     "export": "medseg.cli.export_commands:export",
     "interactive": "medseg.cli.interactive_commands:interactive",
     "serve": "medseg.cli.serve_commands:serve",

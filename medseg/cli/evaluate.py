@@ -32,6 +32,10 @@ def evaluate(
     plots: bool = typer.Option(True, help="Write a box plot per metric."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace metrics.csv, summary.json and plots/ "
                                    "already in the output folder (default: refuse)."),
+    probabilities: Optional[Path] = typer.Option(None, "--probabilities", help="Folder of <case>.npz (medseg "
+                                                 "predict --save-probabilities): also ECE, Brier score and a "
+                                                 "reliability diagram per class (calibration.json, "
+                                                 "plots/reliability_<class>.png)."),
 ) -> None:
     """Per-case, per-class metrics (CSV), a summary with 95% bootstrap CIs (JSON) and box plots (PNG)."""
     from medseg.errors import MedsegError
@@ -39,8 +43,14 @@ def evaluate(
     from medseg.metrics.compute import ALL_METRICS, DEFAULT_METRICS, MetricOptions
     from medseg.output_paths import prepare_output_dir
 
-    prepare_output_dir(output, inputs=[pred, ref] + ([roi] if roi is not None else []), overwrite=overwrite,
-                       names=["metrics.csv", "summary.json", "plots"])
+    prepare_output_dir(output, inputs=[pred, ref] + ([roi] if roi is not None else [])
+                       + ([probabilities] if probabilities is not None else []), overwrite=overwrite,
+                       names=["metrics.csv", "summary.json", "plots"]
+                       + (["calibration.json"] if probabilities is not None else []))
+    if probabilities is not None:
+        from medseg.evaluation.calibration_report import pair_probability_files
+
+        pair_probability_files(probabilities, ref, roi)  # a missing probability file fails before any work
 
     if metrics == "default":
         keys = DEFAULT_METRICS
@@ -58,3 +68,11 @@ def evaluate(
         line = ", ".join(f"{m} {values[m]['mean']:.4g}" for m in keys[:4])
         typer.echo(f"{name}: {line}")
     typer.echo(f"wrote {result.csv}, {result.summary} and {len(result.plots)} plots")
+    if probabilities is not None:
+        from medseg.evaluation.calibration_report import probability_calibration
+
+        calibration = probability_calibration(probabilities, ref, output, roi_dir=roi, plots=plots)
+        for name, values in calibration["classes"].items():
+            typer.echo(f"{name}: ECE {values['ece']:.4g}, Brier {values['brier']:.4g}")
+        typer.echo(f"top label: ECE {calibration['top_label']['ece']:.4g}, Brier "
+                   f"{calibration['top_label']['brier']:.4g}; wrote {output / 'calibration.json'}")

@@ -54,6 +54,11 @@ def predict(
                                                  "the password."),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="With --dicomweb: file holding a bearer "
                                               "token."),
+    uncertainty: Optional[str] = typer.Option(None, "--uncertainty", help="Also write per-voxel entropy, mutual "
+                                              "information and variance maps and per-structure summaries into "
+                                              "OUTPUT/uncertainty/, from the folds as an ensemble (ensemble), the "
+                                              "mirrored copies (tta) or MC dropout samples (mcdropout)."),
+    mc_samples: int = typer.Option(8, "--mc-samples", help="With --uncertainty mcdropout: forward passes."),
 ) -> None:
     """Segment images with a trained model: sliding window, mirroring TTA, folds ensembled."""
     from medseg.config import read_json
@@ -82,7 +87,7 @@ def predict(
     if dicomweb is not None:
         from medseg.cli.pacs import connect
 
-        if input is not None or output is not None or save_probabilities or study is None:
+        if input is not None or output is not None or save_probabilities or study is None or uncertainty:
             raise MedsegError("--dicomweb takes --study (and --series), not -i/-o/--save-probabilities",
                               fix="medseg predict --dicomweb URL --study UID -m MODEL")
         pacs = connect(dicomweb, username, password_file, token_file)
@@ -90,9 +95,16 @@ def predict(
         raise MedsegError("-i/--input and -o/--output are needed", fix="pass both, or --dicomweb URL --study UID")
     else:
         cases = collect_cases(input)
+        uncertainty_names = None
+        if uncertainty is not None:
+            from medseg.trust.uncertainty import check_uncertainty_request, uncertainty_file_names
+
+            check_uncertainty_request(uncertainty, models=len(model), engine=engine)
+            uncertainty_names = uncertainty_file_names
         prepare_output_dir(output, inputs=[f for case in cases for f in case.files], overwrite=overwrite,
                            names=output_names(cases, save_probabilities=save_probabilities,
-                                              output_format=output_format))  # before models
+                                              output_format=output_format,
+                                              extra_names=uncertainty_names))  # before models
     from medseg.trust.shift import read_reference, write_prediction_ood
 
     shift_reference = read_reference(model[0])  # medseg shift --fit's; a malformed one stops before any prediction
@@ -111,9 +123,16 @@ def predict(
         return predict_from_dicomweb(pacs, predictor, model[0], study, series)
     from medseg.inference.label_outputs import model_label_names
 
+    if uncertainty is not None:
+        from medseg.trust.uncertainty import UncertaintyPredictor
+
+        if labels is not None:  # --postprocessing: applied to the members' mean
+            predictors[0].postprocess_labels = labels
+        predictor = UncertaintyPredictor(predictors[0], uncertainty, samples=mc_samples)
     written = predict_cases(predictor, cases, output, save_probabilities=save_probabilities, overwrite=overwrite,
                             output_format=output_format,
-                            label_names=model_label_names(model[0], predictor.label_values))
+                            label_names=model_label_names(model[0], predictor.label_values),
+                            uncertainty=predictor if uncertainty is not None else None)
     if shift_reference is not None:
         ood = write_prediction_ood(model[0], shift_reference, cases, output)
         typer.echo(f"wrote out-of-distribution scores to {ood}")

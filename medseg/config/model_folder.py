@@ -12,6 +12,8 @@ Layout::
       splits.json           segmentation: the cross-validation folds [{"train": [...], "val": [...]}, ...]
                             (a cascade's are its first stage's, so that each case's first-stage prediction comes
                             from the fold that did not train on it)
+      calibration.json      optional: the probability calibration that medseg calibrate fitted on the folds'
+                            validation predictions (medseg.config.calibration); the Predictor applies it
       fold_K/               K in 0..4, or "all" (trained on every case; the only fold of an interactive model)
         weights.safetensors         the network's weights (safetensors: loading never unpickles)
         weights.json                {"schema_version": 1, "file": "weights.safetensors", "sha256": hex} written

@@ -24,10 +24,12 @@ import numpy as np
 import torch
 
 from medseg.config import Configuration
+from medseg.config.calibration import CalibrationSpec, read_calibration
 from medseg.errors import MedsegError
+from medseg.inference.calibrated import apply_calibration
 from medseg.inference.postprocess import keep_largest_component, read_postprocessing
 from medseg.inference.restore import SlabResampler, bytes_of, label_lookup, paste_labels
-from medseg.inference.sliding_window import sliding_window, sliding_window_slabs
+from medseg.inference.sliding_window import PredictFn, sliding_window, sliding_window_slabs
 from medseg.inference.tta import mirrored
 from medseg.io import Image
 from medseg.nets.memory import inference_activation_bytes
@@ -67,6 +69,8 @@ class Predictor:
         previous_stage: for a cascade configuration (``config.previous_stage``), the first stage's predictor: its
             label map of the image joins the input as one-hot channels of the foreground labels (or pass
             ``previous`` to ``predict``, e.g. a cross-validation prediction).
+        calibration: a ``CalibrationSpec`` applied to the fold-averaged probabilities of every window
+            (``from_folder`` reads the model folder's ``calibration.json``; ``calibration=None`` there skips it).
     """
 
     def __init__(self, networks: Sequence[torch.nn.Module], config: Configuration, label_values: Sequence[int], *,
@@ -74,7 +78,7 @@ class Predictor:
                  device: str = "cpu", memory_limit: int = DEFAULT_MEMORY_LIMIT,
                  forward_memory: int = DEFAULT_FORWARD_MEMORY, accumulate_dtype: torch.dtype = torch.float32,
                  postprocess_labels: Sequence[int] = (), precision: str = "float32",
-                 previous_stage: "Predictor | None" = None):
+                 previous_stage: "Predictor | None" = None, calibration: CalibrationSpec | None = None):
         if not networks:
             raise MedsegError("no networks to predict with", fix="pass at least one fold")
         self.networks = list(networks)
@@ -92,6 +96,7 @@ class Predictor:
         self.precision = precision
         self.in_channels = network_in_channels(self.networks[0])
         self.previous_stage = previous_stage
+        self.calibration = calibration
         self.previous_labels = self.label_values[1:] if config.previous_stage else []  # one channel each
         if previous_stage is not None and list(previous_stage.label_values) != self.label_values:
             raise MedsegError(f"the first stage predicts labels {previous_stage.label_values}, this model "
@@ -141,9 +146,10 @@ class Predictor:
         if config.previous_stage:
             from medseg.config.model_folder import previous_stage_folder
 
-            shared = {k: v for k, v in options.items() if k != "postprocess_labels"}
+            shared = {k: v for k, v in options.items() if k not in ("postprocess_labels", "calibration")}
             previous = cls.from_folder(previous_stage_folder(model, spec), device=device, tta=tta, **shared)
         options.setdefault("postprocess_labels", read_postprocessing(model))
+        options.setdefault("calibration", read_calibration(model, spec.label_values))
         return cls(networks, config, spec.label_values, tta=tta, device=device, previous_stage=previous, **options)
 
     @property
@@ -168,6 +174,8 @@ class Predictor:
             self._chunk_times[chunk] = time.perf_counter() - start
         self._calls += 1
         total /= len(self.networks)
+        if self.calibration is not None:
+            total = apply_calibration(total, self.calibration)
         return total[:, :, None] if squeeze else total
 
     def _window_patch(self, data_ndim: int) -> list[int]:
@@ -206,9 +214,13 @@ class Predictor:
                               fix="load the model with Predictor.from_folder, or pass previous_stage=")
         return self.previous_stage.predict(image).array
 
-    def _probability_slabs(self, image: Image, previous: np.ndarray | None = None
+    def _probability_slabs(self, image: Image, previous: np.ndarray | None = None, *,
+                           window_predict: PredictFn | None = None
                            ) -> tuple[Iterator[tuple[int, torch.Tensor]], list[list[int]]]:
-        """Probabilities on the cropped input grid, slab by slab along the first axis; and the crop box."""
+        """Probabilities on the cropped input grid, slab by slab along the first axis; and the crop box.
+        ``window_predict``: another per-window function than ``self.window_predict`` (its channels restored
+        the same way, e.g. ``medseg.trust.uncertainty``'s member statistics)."""
+        window = window_predict or self.window_predict
         from medseg.preprocess.pipeline import preprocess_arrays
 
         self.check_image(image)
@@ -225,9 +237,9 @@ class Predictor:
         if whole > self.memory_limit:
             logger.info("streaming: the accumulator would take %.2f GB (> limit %.2f GB)", whole / 1e9,
                         self.memory_limit / 1e9)
-            slabs = sliding_window_slabs(self.window_predict, data, patch, **options)
+            slabs = sliding_window_slabs(window, data, patch, **options)
         else:
-            slabs = iter([(0, sliding_window(self.window_predict, data, patch, **options))])
+            slabs = iter([(0, sliding_window(window, data, patch, **options))])
         nearest = bool(self.config.resampling.get("separate_z", False)) and \
             int(self.config.resampling.get("z_order", 0)) == 0
         resampler = SlabResampler(props["shape_after_resample"], props["shape_after_crop"],

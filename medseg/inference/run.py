@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from medseg.atomic import remove_stale_temporaries
 from medseg.errors import MedsegError
@@ -74,10 +74,13 @@ def collect_cases(source: str | Path) -> list[InputCase]:
 
 
 def output_names(cases: Sequence[InputCase], *, save_probabilities: bool = False,
-                 output_format: str | None = None) -> list[str]:
-    """The file names ``predict_cases`` writes: ``<case><suffix>`` and, with probabilities, ``<case>.npz``;
+                 output_format: str | None = None, extra_names: Callable[[str], list[str]] | None = None
+                 ) -> list[str]:
+    """The file names ``predict_cases`` writes: ``<case><suffix>`` and, with probabilities, ``<case>.npz``, and
+    ``extra_names(case_id)`` (e.g. an uncertainty predictor's ``file_names``);
     ``MedsegError`` for a DICOM ``output_format`` and an input that is not a DICOM series."""
     names = [f"{case.case_id}{output_suffix(case, output_format)}" for case in cases]
+    names += [name for case in cases for name in extra_names(case.case_id)] if extra_names else []
     return names + ([f"{case.case_id}.npz" for case in cases] if save_probabilities else [])
 
 
@@ -98,11 +101,13 @@ def check_inputs(cases: Sequence[InputCase], *, predictor=None, progress: bool |
 
 def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, save_probabilities: bool = False,
                   overwrite: bool = False, progress: bool | None = None, output_format: str | None = None,
-                  label_names: dict[int, str] | None = None) -> list[Path]:
+                  label_names: dict[int, str] | None = None, uncertainty=None) -> list[Path]:
     """Predict every case with ``predictor`` (a ``Predictor`` or ``EnsemblePredictor``); returns the label files.
 
     ``output_format``: None (the input's format), ``"nifti"``, ``"dicom-seg"`` or ``"rtstruct"`` (DICOM series
     inputs only); ``label_names`` (value -> name) names the segments / ROIs (default ``"label <value>"``).
+    ``uncertainty``: a ``medseg.trust.uncertainty.UncertaintyPredictor`` (``predictor`` itself, usually): each
+    case's labels come from its ``predict_and_write``, which writes the uncertainty maps and summary too.
 
     The output folder is checked first (writable, not inside an input dataset or input folder, no existing
     output file unless ``overwrite``), then every input is read and checked against the model
@@ -114,7 +119,8 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
     from medseg.progress import track
 
     inputs = [f for case in cases for f in case.files]  # the output may not be the folder of any of them
-    names = output_names(cases, save_probabilities=save_probabilities, output_format=output_format)
+    names = output_names(cases, save_probabilities=save_probabilities, output_format=output_format,
+                         extra_names=uncertainty.file_names if uncertainty is not None else None)
     prepare_output_dir(output, inputs=inputs, overwrite=overwrite, names=names)
     check_inputs(cases, predictor=predictor, progress=progress)
     check_dicom_sources(cases, output_format)
@@ -125,7 +131,11 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
     written = []
     for case in track(cases, "predict", enabled=progress):
         image = read_channels(case.files)
-        if save_probabilities:
+        if uncertainty is not None:
+            labels, probabilities = uncertainty.predict_and_write(image, output, case.case_id)
+            if save_probabilities:
+                save(output / f"{case.case_id}.npz", probabilities.array, predictor.label_values)
+        elif save_probabilities:
             labels, probabilities = predictor.predict_with_probabilities(image)
             save(output / f"{case.case_id}.npz", probabilities.array, predictor.label_values)
         else:

@@ -7,7 +7,7 @@ one large batch uses a CPU's cores far better than many batches of one.
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -20,27 +20,32 @@ def flip_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
+def mirrored_copies(predict: PredictFn, axes: Sequence[int], *, max_batch: int | None = None
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Wrap ``predict`` (``(B, C, *spatial)`` -> ``(B, K, *spatial)``) into ``(B, C, *spatial)`` ->
+    ``(M, B, K, *spatial)``: ``predict`` on each of the ``M = 2 ** len(axes)`` flipped copies, flipped back
+    (``flip_combinations`` order, the unflipped copy first)."""
+    combos = flip_combinations(axes)
+
+    def predict_copies(x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        stacked = torch.cat([x.flip([a + 2 for a in combo]) if combo else x for combo in combos])
+        limit = max_batch or stacked.shape[0]
+        outputs = torch.cat([predict(chunk) for chunk in stacked.split(limit)])
+        parts = [outputs[index * batch:(index + 1) * batch] for index in range(len(combos))]
+        return torch.stack([part.flip([a + 2 for a in combo]) if combo else part
+                            for part, combo in zip(parts, combos)])
+
+    return predict_copies
+
+
 def mirrored(predict: PredictFn, axes: Sequence[int], *, max_batch: int | None = None) -> PredictFn:
     """Wrap ``predict`` (``(B, C, *spatial)`` -> ``(B, K, *spatial)``) into its mirroring-TTA average.
 
     ``axes`` are spatial axes (0 is the first spatial axis, i.e. tensor dimension 2). The result for each input
     is ``mean over subsets A of axes of flip_A(predict(flip_A(x)))``; with ``axes=()`` it is ``predict`` itself.
     """
-    combos = flip_combinations(axes)
-    if len(combos) == 1:
+    if len(flip_combinations(axes)) == 1:
         return predict
-
-    def predict_mirrored(x: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[0]
-        stacked = torch.cat([x.flip([a + 2 for a in combo]) if combo else x for combo in combos])
-        limit = max_batch or stacked.shape[0]
-        outputs = torch.cat([predict(chunk) for chunk in stacked.split(limit)])
-        total = None
-        for index, combo in enumerate(combos):
-            part = outputs[index * batch:(index + 1) * batch]
-            part = part.flip([a + 2 for a in combo]) if combo else part
-            total = part.clone() if total is None else total.add_(part)
-        assert total is not None
-        return total.div_(len(combos))
-
-    return predict_mirrored
+    copies = mirrored_copies(predict, axes, max_batch=max_batch)
+    return lambda x: copies(x).mean(0)

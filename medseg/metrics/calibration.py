@@ -80,3 +80,17 @@ def brier_score(probs: np.ndarray, labels: np.ndarray, *, roi: np.ndarray | None
     if roi is not None:
         squared = squared[np.asarray(roi, dtype=bool)]
     return float(squared.mean()) if squared.size else math.nan
+
+
+def pool_reliability(parts: list[Reliability]) -> Reliability:
+    """The reliability data of the union of the voxels of ``parts`` (same bin edges), e.g. of several cases."""
+    if not parts:
+        raise ValueError("no reliability data to pool")
+    edges = parts[0].edges
+    if any(p.edges.shape != edges.shape or not np.allclose(p.edges, edges) for p in parts):
+        raise ValueError("reliability data with different bins cannot be pooled")
+    count = np.sum([p.count for p in parts], axis=0)
+    confidence = np.sum([np.nan_to_num(p.confidence) * p.count for p in parts], axis=0)
+    accuracy = np.sum([np.nan_to_num(p.accuracy) * p.count for p in parts], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return Reliability(edges, confidence / count, accuracy / count, count)

@@ -454,6 +454,7 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
         "demo": "writes its own data", "example-data": "writes its own data", "models": "reads no files",
         "interactive": "the server: uploads are tested in tests/interactive/test_interactive_server.py",
         "find-best": "reads the model folders' validation predictions that train writes, not user files",
+        "calibrate": "a model folder's cross-validation predictions and a dataset: tests/trust/test_calibration.py",
         "model upgrade": "model folders, old and damaged: tests/cli/test_model_upgrade.py",
         "export": "reads a model folder, not a dataset: tests/export/test_export.py",
         "import nnunet": "an nnU-Net results folder, damaged and hostile: tests/importers/test_nnunet_import.py",
