@@ -34,6 +34,10 @@ def predict(
                                   "(faster where the hardware has them; results differ slightly)."),
     engine: str = typer.Option("torch", "--engine", help="torch, or onnxruntime for a folder that medseg export "
                                "wrote (CPU, float32; the same preprocessing, sliding window, TTA and restore)."),
+    adapt: str = typer.Option("none", "--adapt", help="Test-time adaptation to the input images, no labels: bn "
+                              "(re-estimate batch-norm statistics) or tent (minimise prediction entropy over the "
+                              "norm layers' affine parameters); rolled back if the predictions degenerate; "
+                              "OUTPUT/adaptation.json says what happened."),
     postprocessing: Optional[Path] = typer.Option(None, "--postprocessing", help="A postprocessing.json to apply "
                                                   "(default: the model folder's; for ensembles, find-best's)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace label/probability files already in the "
@@ -61,7 +65,7 @@ def predict(
     mc_samples: int = typer.Option(8, "--mc-samples", help="With --uncertainty mcdropout: forward passes."),
 ) -> None:
     """Segment images with a trained model: sliding window, mirroring TTA, folds ensembled."""
-    from medseg.config import read_json
+    from medseg.config import read_json, write_json_atomic
     from medseg.errors import MedsegError
     from medseg.inference.ensemble import EnsemblePredictor
     from medseg.config.onnx_folder import read_pipeline
@@ -78,6 +82,11 @@ def predict(
                           fix="leave --output-format out with --dicomweb")
     if engine not in ENGINES:
         raise MedsegError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}", fix="use --engine torch")
+    if adapt != "none":
+        from medseg.adapt.test_time_cases import check_adaptation_request
+
+        check_adaptation_request(adapt, engine=engine, dicomweb=dicomweb is not None, output=output,
+                                 overwrite=overwrite)
     for folder in model:
         if engine == "onnxruntime":
             read_pipeline(folder)  # a model folder without pipeline.json: the error says how to export it
@@ -110,6 +119,10 @@ def predict(
     shift_reference = read_reference(model[0])  # medseg shift --fit's; a malformed one stops before any prediction
     predictors = [engine_predictor(m, engine, folds=_folds(folds), device=device, tta=not no_tta, step=step,
                                    memory_limit=limit, precision=precision) for m in model]
+    if adapt != "none":
+        from medseg.adapt.test_time_cases import adapt_cases
+
+        adaptation = adapt_cases(predictors, cases, adapt, models=model)
     labels = None
     if postprocessing is not None:
         labels = [int(v) for v in read_json(postprocessing).get("keep_largest_component", [])]
@@ -136,6 +149,12 @@ def predict(
     if shift_reference is not None:
         ood = write_prediction_ood(model[0], shift_reference, cases, output)
         typer.echo(f"wrote out-of-distribution scores to {ood}")
+    if adapt != "none":
+        from medseg.adapt.test_time_cases import ADAPTATION_JSON, adaptation_lines
+
+        write_json_atomic(adaptation, output / ADAPTATION_JSON)
+        for line in adaptation_lines(adaptation):
+            typer.echo(line)
     typer.echo(f"wrote {len(written)} label file(s) to {output}")
 
 

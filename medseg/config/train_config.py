@@ -8,7 +8,7 @@ from typing import Any
 from medseg.errors import MedsegError
 
 SCHEMA_VERSION = 1
-TASKS = ("segmentation", "interactive")
+TASKS = ("segmentation", "interactive", "tent")
 OPTIMIZERS = ("sgd", "adamw")
 
 
