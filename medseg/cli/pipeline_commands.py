@@ -78,6 +78,7 @@ def preprocess(
 
 
 def train(
+    context: typer.Context,
     dataset: Path = typer.Argument(..., help="Dataset folder (nnU-Net v2 or MSD layout)."),
     configuration: str = typer.Option(..., "-c", "--configuration", help="Configuration from the plan, e.g. 2d."),
     fold: str = typer.Option("0", "-f", "--fold", help="Fold 0..4, or all."),
@@ -105,8 +106,19 @@ def train(
     previous_stage: Optional[Path] = typer.Option(None, "--previous-stage", help="For 3d_cascade_fullres: the "
                                                   "3d_lowres model folder, all of whose folds are trained (their "
                                                   "validation predictions join the input)."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="Train data-parallel in N processes on this machine "
+                                        "(runs torchrun --standalone --nproc-per-node N -m medseg train ...; "
+                                        "each process draws its own batches of the plan's size)."),
 ) -> None:
-    """Train one fold within a wall-clock budget (checkpoints every epoch; --resume continues)."""
+    """Train one fold within a wall-clock budget (checkpoints every epoch; --resume continues).
+
+    Data-parallel on many processes or machines: ``torchrun --nproc-per-node N [--nnodes M --rdzv-backend c10d
+    --rdzv-endpoint HOST:PORT] -m medseg train ...``, or ``--nproc N`` on one machine; after a kill of any rank,
+    run the same command with --resume."""
+    if nproc is not None:
+        from medseg.cli.torchrun_launch import relaunch
+
+        raise typer.Exit(relaunch(context, nproc))
     from medseg.planning.budget import parse_duration
     from medseg.planning.overrides import parse_network_overrides
     from medseg.training.service import train_fold
@@ -119,6 +131,8 @@ def train(
                         network=network, network_options=parse_network_overrides(set_) or None,
                         validate=validation, previous_stage=previous_stage)
     last = result.state.history[-1] if result.state.history else {}
+    if result.rank != 0:
+        return  # data-parallel: rank 0 reports
     typer.echo(f"{'resumed and ' if result.resumed else ''}trained {result.state.iteration} steps in "
                f"{result.state.elapsed:.0f} s; last validation pseudo-Dice {last.get('val_dice')}; "
                f"model {result.fold_dir}")

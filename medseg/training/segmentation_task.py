@@ -18,6 +18,7 @@ from medseg.metrics import Confusion, confusion, dice
 
 
 CASCADE_MORPHOLOGY_P = 0.4  # nnU-Net's cascade: a random binary operator on each first-stage channel
+RANK_SEED_STRIDE = 2**40  # rank r's loader seeds sit r * this above rank 0's (no epoch or seed reaches it)
 
 
 @dataclass
@@ -70,6 +71,11 @@ class SegmentationTask:
         self.deep_criterion = DeepSupervisionLoss(self.criterion, zero_coarsest=True)
 
     def batches(self, epoch: int, count: int) -> Iterator[dict[str, Any]]:
+        return self.shard_batches(epoch, count, 0, 1)
+
+    def shard_batches(self, epoch: int, count: int, rank: int, world_size: int) -> Iterator[dict[str, Any]]:
+        """Rank ``rank``'s ``count`` batches of epoch ``epoch`` (each of the plan's batch size): its own patch
+        stream, seeded by the seed, the epoch and the rank; rank 0's is the one-process stream."""
         from medseg.data.loader import PatchLoader
         from medseg.transforms.config import AugmentationConfig
 
@@ -83,15 +89,17 @@ class SegmentationTask:
                                              else augmentation.p_previous_stage_morphology))
         yield from PatchLoader(self.cache_dir, self.configuration.patch_size, self.configuration.batch_size,
                                augmentation=augmentation, num_workers=self.num_workers,
-                               seed=self.seed * 1_000_003 + epoch, progress=False, num_batches=count,
+                               seed=self.seed * 1_000_003 + epoch + rank * RANK_SEED_STRIDE,
+                               progress=False, num_batches=count,
                                case_ids=self.train_cases)
 
     def loss(self, network: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """Deep-supervision loss when the network gives a list of outputs (fine -> coarse), else the plain loss."""
         image = batch["image"].to(self.device, non_blocking=True)
         target = self.label_lut[batch["label"].long()].to(self.device, non_blocking=True)
-        if hasattr(network, "deep_supervision"):
-            network.deep_supervision = True
+        core = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
+        if hasattr(core, "deep_supervision"):
+            core.deep_supervision = True
         outputs = network(image)
         if isinstance(outputs, (list, tuple)):
             return self.deep_criterion([o.float() for o in outputs], target)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dataclasses import fields
@@ -15,6 +15,7 @@ from medseg.config.model_folder import (PREVIOUS_STAGE, ModelSpec, WeightsCard, 
                                         write_segmentation_model)
 from medseg.config.train_config import TrainConfig
 from medseg.data.layout import open_dataset
+from medseg.distributed import process_group
 from medseg.errors import MedsegError
 from medseg.preprocess.previous_stage import PreviousStage
 from medseg.training.cascade import cascade_input_channels, first_stage_predictions, share_first_stage_splits
@@ -34,6 +35,24 @@ class TrainResult:
     state: TrainState
     resumed: bool
     validation_dice: dict[str, float] | None = None  # full-image Dice per foreground label on the fold's cases
+    rank: int = 0  # data-parallel under torchrun: this process's rank (only rank 0 writes and validates)
+
+
+@dataclass
+class PreparedFold:
+    """What training a fold needs once the plan, the model folder, the cache and the splits are there (made once,
+    on rank 0 under torchrun; the other ranks get it without ``data`` and ``first_stage``, which only rank 0's
+    validation reads)."""
+
+    config: Configuration
+    spec: ModelSpec
+    run_config: TrainConfig
+    cache_dir: Path
+    train_cases: list[str]
+    val_cases: list[str]
+    label_values: list[int]
+    data: Any = None
+    first_stage: PreviousStage | None = None
 
 
 def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, model_dir: str | Path,
@@ -49,13 +68,58 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
 
     A cascade configuration (``3d_cascade_fullres``) needs ``previous_stage``: the first stage's model folder,
     every case of which has a cross-validation prediction (``medseg.training.cascade``); the cascade takes its
-    folds."""
-    from medseg.planning.service import make_plan
-    from medseg.preprocess.pipeline import check_dataset_for_plan, preprocess_dataset
+    folds.
+
+    Under torchrun (``torchrun --nproc-per-node N -m medseg train ...``) every rank calls this: rank 0 checks the
+    arguments, plans, preprocesses and writes the model folder while the others wait; all train data-parallel
+    (``medseg.training.trainer``); rank 0 alone writes the fold and validates. After a kill of any rank, run the
+    same command again with ``resume``."""
+    import torch
+
+    from medseg.nets.from_folder import build_network
 
     model_dir = Path(model_dir)
     fold = str(fold)
     fold_dir = fold_folder(model_dir, fold)
+    with process_group(str((train_config or {}).get("device") or "cpu")) as ranks:
+        prepared = ranks.run_on_main(
+            lambda: _prepare_fold(dataset, configuration, fold, model_dir=model_dir, plans=plans,
+                                  preprocessed=preprocessed, budget_seconds=budget_seconds, resume=resume,
+                                  split_mode=split_mode, groups_file=groups_file, train_config=train_config,
+                                  network=network, network_options=network_options, progress=progress,
+                                  previous_stage=previous_stage),
+            shared=lambda result: replace(result, data=None, first_stage=None))
+        run_config = prepared.run_config
+        task = SegmentationTask(configuration=prepared.config, cache_dir=prepared.cache_dir,
+                                train_cases=prepared.train_cases, val_cases=prepared.val_cases,
+                                label_values=prepared.label_values,
+                                options=SegmentationOptions.from_dict(run_config.task_options), seed=run_config.seed,
+                                num_workers=run_config.num_workers, device=run_config.device)
+        torch.manual_seed(run_config.seed)
+        trainer = Trainer(build_network(prepared.spec), task, run_config, fold_dir)
+        resumed = trainer.resume() if resume else False
+        state = trainer.run(progress=progress)
+        if not ranks.is_main:
+            return TrainResult(model_dir, fold_dir, state, resumed, rank=ranks.rank)
+    write_json_atomic({"train": prepared.train_cases, "val": prepared.val_cases}, fold_dir / "cases.json")
+    validation = None
+    if validate and fold != "all":
+        validation = predict_validation(model_dir, fold, prepared.data, prepared.val_cases, progress=progress,
+                                        previous_stage=prepared.first_stage)
+    _record_fold(model_dir, fold, state, len(prepared.train_cases), validation)
+    return TrainResult(model_dir, fold_dir, state, resumed, validation)
+
+
+def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_dir: Path,
+                  plans: str | Path | None, preprocessed: str | Path | None, budget_seconds: float | None,
+                  resume: bool, split_mode: str, groups_file: str | Path | None, train_config: dict | None,
+                  network: str | None, network_options: dict[str, Any] | None, progress: bool | None,
+                  previous_stage: str | Path | None) -> PreparedFold:
+    """``train_fold``'s work before training: every argument checked, then the plan (made if missing), the
+    model folder, the preprocessed cache and the splits."""
+    from medseg.planning.service import make_plan
+    from medseg.preprocess.pipeline import check_dataset_for_plan, preprocess_dataset
+
     data = open_dataset(dataset).require_cases()
     plan_path = Path(plans) if plans is not None else model_dir / "plans.json"
     plan = _check_arguments(data, configuration, fold, model_dir=model_dir, plan_path=plan_path,
@@ -101,27 +165,10 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
         share_first_stage_splits(previous_stage, model_dir)
     splits = load_or_make_splits(model_dir / "splits.json", case_ids, mode=split_mode, groups=groups)
     train_cases, val_cases = fold_cases(splits, fold, case_ids)
-    task = SegmentationTask(configuration=config, cache_dir=cache_root / configuration, train_cases=train_cases,
-                            val_cases=val_cases, label_values=label_values,
-                            options=SegmentationOptions.from_dict(run_config.task_options), seed=run_config.seed,
-                            num_workers=run_config.num_workers, device=run_config.device)
-    import torch
-
-    from medseg.nets.from_folder import build_network
-
-    torch.manual_seed(run_config.seed)
-    trainer = Trainer(build_network(spec), task, run_config, fold_dir)
     if resume:
         remove_stale_temporaries(model_dir)  # model.json's, splits.json's; the trainer cleans fold_K/
-    resumed = trainer.resume() if resume else False
-    state = trainer.run(progress=progress)
-    write_json_atomic({"train": train_cases, "val": val_cases}, fold_dir / "cases.json")
-    validation = None
-    if validate and fold != "all":
-        validation = predict_validation(model_dir, fold, data, val_cases, progress=progress,
-                                        previous_stage=first_stage)
-    _record_fold(model_dir, fold, state, len(train_cases), validation)
-    return TrainResult(model_dir, fold_dir, state, resumed, validation)
+    return PreparedFold(config, spec, run_config, cache_root / configuration, train_cases, val_cases, label_values,
+                        data, first_stage)
 
 
 def segmentation_train_config(options: dict[str, Any], *, configuration: str, fold: str,
@@ -221,7 +268,7 @@ def predict_validation(model_dir: Path, fold: str, data, val_cases: list[str], *
     from medseg.metrics import confusion, dice
     from medseg.progress import track
 
-    predictor = Predictor.from_folder(model_dir, folds=[fold], calibration=None)  # what calibrate fits on
+    predictor = Predictor.from_folder(model_dir, folds=[fold])
     folder = fold_folder(model_dir, fold) / "validation"
     foreground = sorted(data.spec.foreground_labels.values())
     scores: dict[int, list[float]] = {value: [] for value in foreground}

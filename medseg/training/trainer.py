@@ -6,6 +6,12 @@ The schedule's clock is ``fraction = max(wall time used / budget, steps done / m
 model. Every ``iterations_per_epoch`` steps the task validates and the callbacks run (a checkpoint among them);
 wall time is counted across resumes (it is stored in the checkpoint), so ``resume()`` after a kill -9 continues
 the same schedule. A non-finite loss stops training with a clear error instead of saving a broken model.
+
+Data-parallel (several processes under torchrun, a process group running: ``medseg.distributed``): each rank
+trains a ``DistributedDataParallel`` copy on its own share of the batch stream (the task's ``shard_batches``),
+the schedule's fraction is the largest over the ranks at every step (so all ranks take the same learning rate and
+stop at the same step), the epoch's wall time and mean loss are agreed, and only rank 0 validates, writes
+``train_config.json``, shows progress and runs the callbacks (checkpoints, logs, weights).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from torch import nn
 from medseg.atomic import remove_stale_temporaries
 from medseg.config import write_json_atomic
 from medseg.config.train_config import TrainConfig
+from medseg.distributed import RankGroup, threads_per_process
 from medseg.errors import MedsegError
 from medseg.parallel import compute_threads
 from medseg.progress import FractionBar
@@ -39,6 +46,10 @@ class TrainingTask(Protocol):
     a resumed run draws what an uninterrupted one would have); ``loss(network, batch)`` runs the network in train
     mode and returns the scalar loss; ``validate(network)`` returns JSON-friendly figures for the history (a list
     value is one figure per class); ``default_iterations`` is the step count without a budget.
+
+    A task that trains data-parallel also has ``shard_batches(epoch, count, rank, world_size)``: rank ``rank``'s
+    own ``count`` batches of the epoch, seeded by the epoch and the rank (so a resumed run draws the same, and
+    rank 0 of 1 draws what ``batches`` does).
     """
 
     name: str
@@ -105,6 +116,11 @@ class Trainer:
         else:
             self.max_iterations = 10**9 if config.budget_seconds else int(task.default_iterations)
         self.state = TrainState()
+        self.ranks = RankGroup(self.device)
+        if self.ranks.parallel and not hasattr(task, "shard_batches"):
+            raise MedsegError(f"{task.name} cannot train data-parallel (its task draws no per-rank batches)",
+                              fix="run it in one process, without torchrun or --nproc")
+        self.train_network = network
 
     @property
     def checkpoint_path(self) -> Path:
@@ -113,7 +129,7 @@ class Trainer:
     def resume(self) -> bool:
         """Load the last checkpoint if there is one; True when training continues from it. Temporaries that a
         kill left in the folder are removed first (never a finished file)."""
-        if self.folder.is_dir():
+        if self.folder.is_dir() and self.ranks.is_main:
             remove_stale_temporaries(self.folder, recursive=True)
         if not self.checkpoint_path.is_file():
             return False
@@ -135,21 +151,25 @@ class Trainer:
 
     def run(self, *, progress: bool | None = None) -> TrainState:
         """Train until the budget (or step limit) is spent; then the callbacks' ``on_train_end``."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.config.to_dict(), self.folder / "train_config.json")
+        main = self.ranks.is_main
+        if main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.config.to_dict(), self.folder / "train_config.json")
         threads = torch.get_num_threads()
         if self.device.type == "cpu":
-            torch.set_num_threads(self.config.threads or compute_threads(self.config.num_workers))
+            torch.set_num_threads(self.config.threads or threads_per_process(compute_threads(self.config.num_workers)))
+        self.train_network = self.ranks.data_parallel(self.network)
         try:
-            with FractionBar(self.task.name, enabled=progress) as bar:
+            with FractionBar(self.task.name, enabled=progress if main else False) as bar:
                 while self.fraction() < 1.0:
                     self._epoch()
-                    for callback in self.callbacks:
+                    for callback in self.callbacks if main else ():
                         callback.on_epoch_end(self)
                     bar.update(self.fraction(), self._summary())
         finally:
             torch.set_num_threads(threads)
-        for callback in self.callbacks:
+            self.train_network = self.network
+        for callback in self.callbacks if main else ():
             callback.on_train_end(self)
         return self.state
 
@@ -157,28 +177,31 @@ class Trainer:
         started = time.perf_counter()
         losses = []
         self.network.train()
-        for batch in self.task.batches(self.state.epoch, self.config.iterations_per_epoch):
-            fraction = self.fraction(self.state.elapsed + time.perf_counter() - started)
+        for batch in self._batches():
+            fraction = self.ranks.agree_max(self.fraction(self.state.elapsed + time.perf_counter() - started))
             if fraction >= 1.0:
                 break
             for group in self.optimizer.param_groups:
                 group["lr"] = poly_learning_rate(self.config.initial_learning_rate, fraction)
             losses.append(self._step(batch))
             self.state.iteration += 1
-        with torch.no_grad():
-            figures = self.task.validate(self.network)
+        figures = {}
+        if self.ranks.is_main:
+            with torch.no_grad():
+                figures = self.task.validate(self.network)
         self.network.train()
-        self.state.elapsed += time.perf_counter() - started
+        self.state.elapsed = self.ranks.agree_max(self.state.elapsed + time.perf_counter() - started)
         self.state.epoch += 1
+        loss = self.ranks.mean(float(np.mean(losses))) if losses else None  # every rank stepped as often
         self.state.history.append({"epoch": self.state.epoch, "iteration": self.state.iteration,
                                    "elapsed": round(self.state.elapsed, 2),
-                                   "train_loss": round(float(np.mean(losses)), 5) if losses else None,
+                                   "train_loss": round(loss, 5) if loss is not None else None,
                                    "lr": self.optimizer.param_groups[0]["lr"], **figures})
 
     def _step(self, batch: Any) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss = self.task.loss(self.network, batch)
+            loss = self.task.loss(self.train_network, batch)
         if not torch.isfinite(loss):
             raise MedsegError(f"the loss became {loss.item()} at step {self.state.iteration}",
                               path=self.folder,
@@ -188,6 +211,12 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.gradient_clip)
         self.optimizer.step()
         return float(loss.detach())
+
+    def _batches(self) -> Iterable[Any]:
+        epoch, count = self.state.epoch, self.config.iterations_per_epoch
+        if self.ranks.parallel:
+            return self.task.shard_batches(epoch, count, self.ranks.rank, self.ranks.world_size)
+        return self.task.batches(epoch, count)
 
     def _summary(self) -> str:
         last = self.state.history[-1] if self.state.history else {}
