@@ -27,6 +27,9 @@ def predict(
     save_probabilities: bool = typer.Option(False, "--save-probabilities", help="Also write <case>.npz with the "
                                             "class probabilities on the input's grid."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: predict only cases i, i+n, ... of the input's "
+                                        "cases (n independent processes write each output once; under torchrun "
+                                        "each rank takes its share without it)."),
     step: float = typer.Option(0.5, "--step", help="Window stride as a fraction of the patch."),
     memory_limit: str = typer.Option("2GB", "--memory-limit", help="Above this whole-volume accumulator size the "
                                      "volume is streamed in slabs."),
@@ -103,7 +106,9 @@ def predict(
     elif input is None or output is None:
         raise MedsegError("-i/--input and -o/--output are needed", fix="pass both, or --dicomweb URL --study UID")
     else:
-        cases = collect_cases(input)
+        from medseg.distributed import prediction_shard, shard_items
+
+        cases = shard_items(collect_cases(input), *prediction_shard(shard))  # --shard i/n, or torchrun's rank
         uncertainty_names = None
         if uncertainty is not None:
             from medseg.trust.uncertainty import check_uncertainty_request, uncertainty_file_names
