@@ -1,8 +1,9 @@
 """Dataset shift: the Fréchet distance between two datasets' feature distributions, and a per-case
 out-of-distribution score (Mahalanobis distance to a model's training cases, stored in its model folder).
 
-Features (``medseg.trust.features``) are standardised by the reference dataset's mean and standard deviation;
-each set is summarised by its mean and a Ledoit-Wolf shrunk covariance (scikit-learn), so a dataset with fewer
+Features (``medseg.trust.features``) are standardised by the mean and standard deviation of the two datasets
+together (of the training cases, for the per-case score; a feature constant there is left out); each set is
+summarised by its mean and a Ledoit-Wolf shrunk covariance (scikit-learn), so a dataset with fewer
 cases than features still has a well-conditioned covariance. The Fréchet distance between N(m1, S1) and N(m2, S2)
 is ``|m1 - m2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))`` (the squared 2-Wasserstein distance, as FID and the Fréchet
 Radiomic Distance use it), with the matrix square root of ``scipy.linalg.sqrtm``.
@@ -30,12 +31,18 @@ OOD_PERCENTILE = 95.0
 
 
 def standardisation(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, F)`` -> centre and scale ``(F,)``: the mean and standard deviation per feature (a constant feature
-    gets the scale ``1e-3 |mean| + 1e-8``, so that another set's variation in it still counts, not infinitely)."""
+    """``(N, F)`` -> centre and scale ``(F,)``: the mean and standard deviation per feature; a feature constant over
+    the rows gets scale 0, and ``standardise`` gives it 0 for every case (no spread to measure a difference by)."""
     centre = values.mean(axis=0)
     scale = values.std(axis=0)
-    floor = 1e-3 * np.abs(centre) + 1e-8
-    return centre, np.maximum(scale, floor)
+    scale[scale <= 1e-12 * (1 + np.abs(centre))] = 0.0
+    return centre, scale
+
+
+def standardise(values: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``(N, F)`` rows in units of ``scale`` about ``centre``; 0 where ``scale`` is 0."""
+    safe = np.where(scale > 0, scale, 1.0)
+    return np.where(scale > 0, (np.atleast_2d(values) - centre) / safe, 0.0)
 
 
 def gaussian(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +68,8 @@ def frechet_distance(mean_a: np.ndarray, cov_a: np.ndarray, mean_b: np.ndarray, 
 
 @dataclass
 class ShiftResult:
-    """The distance of ``b`` from ``a`` and the features whose means differ most (in ``a``'s standard deviations)."""
+    """The distance between ``a`` and ``b`` and the features whose means differ most (in standard deviations of the
+    two sets together, ``b`` minus ``a``)."""
 
     distance: float
     feature_set: str
@@ -74,13 +82,13 @@ class ShiftResult:
 
 
 def dataset_distance(a: FeatureTable, b: FeatureTable, *, top: int = 5) -> ShiftResult:
-    """Fréchet distance between the feature distributions of ``a`` (the reference, whose mean and standard
-    deviation standardise both) and ``b``."""
+    """Fréchet distance between the feature distributions of ``a`` and ``b``, both standardised by the mean and
+    standard deviation of their union (symmetric: ``d(a, b) == d(b, a)``)."""
     if a.names != b.names:
         raise MedsegError(f"feature sets differ ({len(a.names)} vs {len(b.names)} features)",
                           fix="compute both with the same --features (and --model)")
-    centre, scale = standardisation(a.values)
-    za, zb = (a.values - centre) / scale, (b.values - centre) / scale
+    centre, scale = standardisation(np.concatenate([a.values, b.values]))
+    za, zb = standardise(a.values, centre, scale), standardise(b.values, centre, scale)
     distance = frechet_distance(*gaussian(za), *gaussian(zb))
     shift = zb.mean(axis=0) - za.mean(axis=0)
     order = np.argsort(-np.abs(shift))[:top]
@@ -138,7 +146,7 @@ class ShiftReference:
 def mahalanobis(values: np.ndarray, centre: np.ndarray, scale: np.ndarray, mean: np.ndarray,
                 covariance: np.ndarray) -> np.ndarray:
     """``(N, F)`` -> ``(N,)``: distances of the standardised rows from ``mean`` under ``covariance``."""
-    z = (np.atleast_2d(values) - centre) / scale - mean
+    z = standardise(values, centre, scale) - mean
     precision = np.linalg.pinv(covariance, hermitian=True)
     return np.sqrt(np.maximum(np.einsum("nf,fg,ng->n", z, precision, z), 0.0))
 
@@ -151,7 +159,7 @@ def fit_reference(table: FeatureTable) -> ShiftReference:
 
     def fit(rows: np.ndarray):
         centre, scale = standardisation(rows)
-        mean, covariance = gaussian((rows - centre) / scale)
+        mean, covariance = gaussian(standardise(rows, centre, scale))
         return centre, scale, mean, covariance
 
     loo = [float(mahalanobis(values[i], *fit(np.delete(values, i, axis=0)))[0]) for i in range(len(values))]
