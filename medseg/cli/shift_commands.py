@@ -62,7 +62,7 @@ def shift(
                f"{result.distance:.4g}")
     typer.echo(f"OOD: {flagged} of {len(scores)} cases of B beyond A's 95th percentile; AUROC of B's cases vs "
                f"A's (leave-one-out) {auroc:.3f}")
-    typer.echo("largest mean differences (in A's standard deviations): " + ", ".join(
+    typer.echo("largest mean differences, B - A (in standard deviations of both): " + ", ".join(
         f"{name} {value:+.2f}" for name, value in result.largest_differences.items()))
     if output is not None:
         write_json_atomic({"dataset_a": str(first), "dataset_b": str(second), **result.to_dict(),
