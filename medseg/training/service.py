@@ -143,6 +143,8 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
     run_config = segmentation_train_config(train_config or {}, configuration=configuration, fold=fold,
                                            budget_seconds=budget_seconds if budget_seconds is not None
                                            else plan.budget_seconds)
+    if network is None and network_options:  # --set net.KEY=VALUE alone: the planned network with these options
+        network = config.network_name
     if network is not None and (network != config.network_name or network_options):
         from medseg.planning.network_fit import fit_network
 

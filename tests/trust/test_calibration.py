@@ -228,3 +228,35 @@ def test_bad_probability_folders_exit_2(breakage, message, tmp_path, shapes):
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()) and "fix:" in result.output
     assert not (out / "calibration.json").exists()
+
+
+@pytest.mark.slow
+def test_train_with_dropout_calibrate_and_predict_with_mc_dropout(tmp_path):
+    """End to end on a model trained for seconds: --set net.dropout reaches the network, medseg calibrate fits on
+    what medseg train stored, medseg predict applies the calibration and samples MC dropout."""
+    from medseg.config.model_folder import read_model_spec
+    from tests.training.conftest import tiny_dataset_and_plan
+
+    dataset, plans = tiny_dataset_and_plan(tmp_path)
+    model = tmp_path / "model"
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(dataset), "-c", "2d", "-f", "0", "-o", str(model), "-p", str(plans),
+                                 "--max-iterations", "10", "--iterations-per-epoch", "5", "--workers", "0",
+                                 "--set", "net.dropout=0.2"])  # fold 0 predicts its validation case
+    assert result.exit_code == 0, result.output
+    assert read_model_spec(model).network.options["dropout"] == 0.2
+    result = runner.invoke(app, ["calibrate", str(model), "-d", str(dataset)])
+    assert result.exit_code == 0, result.output
+    spec = read_calibration(model)
+    assert spec.fitted_on["folds"] == ["0"] and spec.figures["after"]["nll"] <= spec.figures["before"]["nll"]
+    image = next((dataset / "imagesTr").iterdir())
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", "-i", str(image), "-o", str(out), "-m", str(model), "--uncertainty",
+                                 "mcdropout", "--mc-samples", "3", "--no-tta"])
+    assert result.exit_code == 0, result.output
+    case = image.name.removesuffix("_0000.nii.gz")
+    summary = json.loads((out / "uncertainty" / f"{case}.json").read_text())
+    assert summary["method"] == "mcdropout" and summary["members"] == 3
+    from medseg.io import read_image
+
+    assert read_image(out / "uncertainty" / f"{case}_mutual_information.nii.gz").array.max() > 0  # samples differ
