@@ -31,17 +31,18 @@ def draw_shots(dataset: Dataset, shots: int, seed: int) -> Dataset:
 
 
 def target_normalization(base: list[Normalization], channel_names: list[str]) -> tuple[list[Normalization], str]:
-    """The base's normalisation when the channel count is the same; for another count: ``rgb`` for RGB target
-    channels, else the base's one scheme (when all its channels share one that needs no dataset statistics)."""
+    """The base's normalisation when the channel count is the same; for another count the base's one scheme for
+    every target channel (when all its channels share one that needs no dataset statistics, i.e. not ``ct``),
+    else ``rgb`` for RGB target channels."""
     if len(base) == len(channel_names):
         return copy.deepcopy(base), "the base model's normalisation"
     names = [n.lower() for n in channel_names]
-    if len(names) in (3, 4) and set(names[:3]) <= RGB_NAMES:
-        return [Normalization("rgb") for _ in names], "RGB target channels: scale 0..255 to 0..1"
     schemes = {(n.scheme, n.use_mask) for n in base}
-    if len(schemes) == 1 and base[0].scheme not in ("ct", "rgb"):
+    if len(schemes) == 1 and base[0].scheme != "ct":
         return ([Normalization(base[0].scheme, use_mask=base[0].use_mask) for _ in names],
                 f"the base model's {base[0].scheme} normalisation for each of the {len(names)} target channels")
+    if len(names) in (3, 4) and set(names[:3]) <= RGB_NAMES:
+        return [Normalization("rgb") for _ in names], "RGB target channels: scale 0..255 to 0..1"
     raise MedsegError(f"the target has {len(names)} channel(s) ({', '.join(channel_names)}), the base model "
                       f"{len(base)} normalised as {sorted(s for s, _ in schemes)}",
                       fix="adapt to a dataset with the base model's channels")

@@ -28,7 +28,7 @@ from medseg.weights_file import sha256_file
 from tests.inference.conftest import make_model_folder, plan_for
 
 FEATURES = [8, 16, 16, 16, 16]
-QUICK = {"max_iterations": 2, "iterations_per_epoch": 2, "validation_batches": 1}
+QUICK = {"max_iterations": 2, "iterations_per_epoch": 2, "validation_batches": 1, "threads": 1}
 RANK, REDUCTION = 2, 4
 
 
@@ -40,8 +40,13 @@ def source(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory, source) -> Path:
-    folder = make_model_folder(tmp_path_factory.mktemp("base") / "base", source, "2d", plan=plan_for(source),
+def source_plan(source):
+    return plan_for(source)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, source, source_plan) -> Path:
+    folder = make_model_folder(tmp_path_factory.mktemp("base") / "base", source, "2d", plan=source_plan,
                                features=FEATURES)
     record_weights(folder / "fold_0", sha256_file(folder / "fold_0" / "weights.safetensors"))
     return folder
@@ -248,3 +253,43 @@ def test_bad_model_folders_are_one_line_and_exit_2(base, target, tmp_path):
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert result.exit_code == 2 and len(lines) == 1 and named in lines[0], (arguments, result.output)
     assert list(tmp_path.iterdir()) == []
+
+
+def transformer_base(folder: Path, source: Path, source_plan) -> Path:
+    """A 2D UNETR model folder on the shapes (32x32 patch, seeded random weights)."""
+    import copy
+
+    from medseg.config.model_folder import (
+        ModelSpec,
+        NetworkSpec,
+        write_fold_weights,
+        write_segmentation_model,
+    )
+    from medseg.data import open_dataset
+    from medseg.nets import model_info
+
+    plan = copy.deepcopy(source_plan)
+    config = plan.configurations["2d"]
+    config.patch_size, config.network_name = [32, 32], "unetr"
+    options = dict(model_info("unetr").tiny)
+    config.network = {"spatial_dims": 2, "in_channels": 1, "num_classes": 3, **options}
+    write_segmentation_model(folder, ModelSpec("segmentation", NetworkSpec("unetr", 2, 1, 3, options), [0, 1, 2],
+                                               "2d"), plan, open_dataset(source).spec)
+    torch.manual_seed(0)
+    write_fold_weights(folder / "fold_0", create("unetr", 2, 1, 3, **options).state_dict())
+    return folder
+
+
+@pytest.mark.parametrize("method, key", [("lora", "attn.qkv.parametrizations.weight.0.lora_a"),
+                                         ("adapter", "attn.proj.adapter.down.weight")])
+def test_lora_and_adapters_reach_the_attention_of_a_transformer_unet(method, key, source, source_plan, target,
+                                                                     tmp_path):
+    from safetensors.torch import load_file
+
+    base = transformer_base(tmp_path / "unetr", source, source_plan)
+    result = adapt(base, target, method, tmp_path / method)
+    deltas = load_file(str(fold_folder(tmp_path / method, "all") / "weights.safetensors"))
+    assert any(k.endswith(key) for k in deltas)
+    assert sum(t.numel() for t in deltas.values()) == result.counts.trainable < result.counts.frozen
+    merged = merge_adapted(tmp_path / method, tmp_path / "merged")
+    assert (logits(load_network(tmp_path / method, "all")) - logits(load_network(merged, "all"))).abs().max() < 1e-5
