@@ -8,6 +8,27 @@ from typing import List, Optional
 import typer
 
 
+def checked_training_inputs(datasets: List[Path], output: Path, features: str, *, resume: bool,
+                            existing: tuple[str, ...], what: str) -> list[int]:
+    """Checks before a model-folder training run reads anything: ``--features`` as integers (returned), every
+    dataset folder present, the output folder usable and, unless ``resume``, holding none of ``existing``."""
+    from medseg.errors import MedsegError
+    from medseg.output_paths import prepare_output_dir
+
+    try:
+        widths = [int(x) for x in features.split(",")]
+    except ValueError:
+        raise MedsegError(f"--features must be integers separated by commas, not {features!r}") from None
+    for dataset in datasets:
+        if not dataset.is_dir():
+            raise MedsegError("dataset folder not found", path=dataset, fix="pass a folder with dataset.json")
+    prepare_output_dir(output, inputs=datasets, overwrite=True)
+    if not resume and any((output / name).exists() for name in existing):
+        raise MedsegError(f"the folder already holds {what} model or training run", path=output,
+                          fix="pass --resume to continue it, or choose another folder with -o")
+    return widths
+
+
 def train_interactive(
     datasets: List[Path] = typer.Argument(..., help="Dataset folders (nnU-Net v2 or MSD layout), 2D or 3D."),
     output: Path = typer.Option(Path("interactive_model"), "-o", "--output", help="Model folder to write."),
@@ -28,23 +49,12 @@ def train_interactive(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT/fold_all/checkpoint.pt."),
 ) -> None:
     """Train a promptable (clicks, boxes, scribbles) model with simulated interactions under a time budget."""
-    from medseg.errors import MedsegError
     from medseg.interactive.training import interactive_train_config, train_interactive as run
     from medseg.nets.promptable_unet import PromptableConfig
-    from medseg.output_paths import prepare_output_dir
     from medseg.planning.budget import parse_duration
 
-    try:
-        widths = [int(x) for x in features.split(",")]
-    except ValueError:
-        raise MedsegError(f"--features must be integers separated by commas, not {features!r}") from None
-    for dataset in datasets:
-        if not dataset.is_dir():
-            raise MedsegError("dataset folder not found", path=dataset, fix="pass a folder with dataset.json")
-    prepare_output_dir(output, inputs=datasets, overwrite=True)
-    if not resume and any((output / name).exists() for name in ("model.json", "fold_all", "interactive.json")):
-        raise MedsegError("the folder already holds an interactive model or training run", path=output,
-                          fix="pass --resume to continue it, or choose another folder with -o")
+    widths = checked_training_inputs(datasets, output, features, resume=resume,
+                                     existing=("model.json", "fold_all", "interactive.json"), what="an interactive")
     config = interactive_train_config(budget_seconds=parse_duration(budget), batch_size=batch_size,
                                       learning_rate=learning_rate, seed=seed, device=device, threads=threads)
     network = PromptableConfig(features=widths, fusion=fusion, norm=norm, grid=[grid, grid])

@@ -8,8 +8,10 @@ from typing import Any
 from medseg.errors import MedsegError
 
 SCHEMA_VERSION = 1
-TASKS = ("segmentation", "interactive", "tent")
+TASKS = ("segmentation", "interactive", "tent", "incontext")
 OPTIMIZERS = ("sgd", "adamw")
+# the run options of memory_task_config (the rest of a task's config function's keywords are the task's own)
+RUN_OPTIONS = ("budget_seconds", "max_iterations", "weight_decay", "validate_every", "threads", "seed", "device")
 
 
 def record_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
@@ -75,3 +77,15 @@ class TrainConfig:
             raise MedsegError(f"train_config schema_version {config.schema_version} is newer than this medseg's "
                               f"({SCHEMA_VERSION})", fix="upgrade medseg")
         return config
+
+
+def memory_task_config(task: str, task_options: dict[str, Any], *, budget_seconds: float | None = 600.0,
+                       max_iterations: int | None = None, learning_rate: float = 1e-3, weight_decay: float = 1e-4,
+                       validate_every: int = 100, threads: int | None = None, seed: int = 0,
+                       device: str = "cpu") -> TrainConfig:
+    """The ``TrainConfig`` of a task that holds its training data in memory (interactive, in-context): AdamW,
+    validation and a checkpoint every ``validate_every`` steps, no loader workers."""
+    return TrainConfig(task=task, budget_seconds=budget_seconds, max_iterations=max_iterations,
+                       iterations_per_epoch=validate_every, optimizer="adamw", learning_rate=learning_rate,
+                       weight_decay=weight_decay, num_workers=0, threads=threads, seed=seed, device=device,
+                       task_options=task_options)

@@ -37,6 +37,16 @@ def split_case_ids(case_ids: Sequence[str], train_fraction: float) -> tuple[list
     return ids[:cut], ids[cut:]
 
 
+def dataset_block(root: str | Path, part: str, train_fraction: float, max_cases: int | None = None):
+    """``(dataset, folder name, case ids)`` of the ``part`` block ("train" or "holdout") of the dataset at
+    ``root``: at most ``max_cases`` ids of the block, in sorted order."""
+    if part not in ("train", "holdout"):
+        raise MedsegError(f"part must be 'train' or 'holdout', not {part!r}")
+    dataset = open_dataset(root).require_cases()
+    train_ids, holdout_ids = split_case_ids([c.case_id for c in dataset.cases], train_fraction)
+    return dataset, Path(root).resolve().name, (train_ids if part == "train" else holdout_ids)[:max_cases]
+
+
 def dataset_objects(spec) -> dict[str, list[int]]:
     """Object name -> the label values it unites: the dataset's regions, else each foreground label."""
     if spec.regions:
@@ -74,15 +84,10 @@ def load_slices(roots: Sequence[str | Path], *, part: str = "train", train_fract
                 grid: Sequence[int] = (128, 128), channels: int = 3, min_area: int = 16, slice_step: int = 2,
                 max_cases: int | None = None) -> SliceBank:
     """Read the ``part`` ("train" or "holdout") of every dataset in ``roots`` into a ``SliceBank``."""
-    if part not in ("train", "holdout"):
-        raise MedsegError(f"part must be 'train' or 'holdout', not {part!r}")
     images, targets, dataset_index, sources, names, used = [], [], [], [], [], {}
     for index, root in enumerate(roots):
-        dataset = open_dataset(root).require_cases()
-        name = Path(root).resolve().name
+        dataset, name, ids = dataset_block(root, part, train_fraction, max_cases)
         names.append(name)
-        train_ids, holdout_ids = split_case_ids([c.case_id for c in dataset.cases], train_fraction)
-        ids = (train_ids if part == "train" else holdout_ids)[:max_cases]
         used[name] = ids
         objects = dataset_objects(dataset.spec)
         for case_id in ids:

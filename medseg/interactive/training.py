@@ -22,7 +22,7 @@ import torch
 
 from medseg.atomic import remove_stale_temporaries
 from medseg.config.model_folder import WeightsCard, write_model_spec
-from medseg.config.train_config import TrainConfig, record_from_dict
+from medseg.config.train_config import RUN_OPTIONS, TrainConfig, memory_task_config, record_from_dict
 from medseg.errors import MedsegError
 from medseg.interactive.predictor import FOLD, interactive_spec
 from medseg.interactive.prompts import PromptSet, encode_prompts
@@ -55,16 +55,13 @@ class InteractiveOptions:
         return record_from_dict(cls, data, "interactive option")
 
 
-def interactive_train_config(*, budget_seconds: float | None = 600.0, max_iterations: int | None = None,
-                             learning_rate: float = 2e-3, weight_decay: float = 1e-4, validate_every: int = 100,
-                             threads: int | None = None, seed: int = 0, device: str = "cpu",
-                             **options: Any) -> TrainConfig:
-    """The ``TrainConfig`` of an interactive run: AdamW, validation and a checkpoint every ``validate_every`` steps,
-    no loader workers (slices are held in memory), ``options`` as :class:`InteractiveOptions`."""
-    return TrainConfig(task="interactive", budget_seconds=budget_seconds, max_iterations=max_iterations,
-                       iterations_per_epoch=validate_every, optimizer="adamw", learning_rate=learning_rate,
-                       weight_decay=weight_decay, num_workers=0, threads=threads, seed=seed, device=device,
-                       task_options=InteractiveOptions(**options).to_dict())
+def interactive_train_config(*, learning_rate: float = 2e-3, **options: Any) -> TrainConfig:
+    """The ``TrainConfig`` of an interactive run (``memory_task_config``'s run options: budget_seconds,
+    max_iterations, weight_decay, validate_every, threads, seed, device); the other ``options`` as
+    :class:`InteractiveOptions`."""
+    run = {name: options.pop(name) for name in RUN_OPTIONS if name in options}
+    return memory_task_config("interactive", InteractiveOptions(**options).to_dict(), learning_rate=learning_rate,
+                              **run)
 
 
 def augment(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator
