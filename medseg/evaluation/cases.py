@@ -20,6 +20,10 @@ def list_cases(folder: Path, role: str) -> dict[str, Path]:
         if path.name.startswith(".") or not path.is_file() or image_suffix(path) is None:
             continue
         case = strip_suffix(path)
+        if case in cases and ".npz" in (image_suffix(path), image_suffix(cases[case])):
+            # <case>.npz beside <case>.<label suffix>: the probabilities of medseg predict --save-probabilities
+            cases[case] = cases[case] if image_suffix(path) == ".npz" else path
+            continue
         if case in cases:
             raise MedsegError(f"two files for case '{case}' ({cases[case].name} and {path.name})", path=path,
                               fix="keep one file per case")

@@ -192,11 +192,9 @@ def test_evaluate_probabilities_reports_pooled_ece_brier_and_diagrams(tmp_path, 
 
     prob_dir, ref_dir, p, y = _probability_folders(tmp_path, shapes)
     out = tmp_path / "eval"
-    labels_dir = tmp_path / "pred"
-    for path in ref_dir.iterdir():  # the label metrics need a prediction folder: the references themselves
-        labels_dir.mkdir(exist_ok=True)
-        (labels_dir / path.name).write_bytes(path.read_bytes())
-    result = CliRunner().invoke(app, ["evaluate", str(labels_dir), str(ref_dir), "-o", str(out), "--probabilities",
+    for path in ref_dir.iterdir():  # labels beside the probabilities, as medseg predict --save-probabilities writes
+        (prob_dir / path.name).write_bytes(path.read_bytes())
+    result = CliRunner().invoke(app, ["evaluate", str(prob_dir), str(ref_dir), "-o", str(out), "--probabilities",
                                       str(prob_dir), "--labels", "1,2", "--workers", "1"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "calibration.json").read_text())
@@ -208,6 +206,8 @@ def test_evaluate_probabilities_reports_pooled_ece_brier_and_diagrams(tmp_path, 
         assert (out / "plots" / f"reliability_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["top_label"]["ece"] == pytest.approx(expected_calibration_error(p, y), rel=1e-6)
     assert report["top_label"]["ece"] > 0.05  # overconfident: visible
+    metrics = (out / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 1 + 2 * 2 and all(",1.0," in row for row in metrics[1:])  # labels vs themselves
 
 
 @pytest.mark.parametrize("breakage, message", [("empty", "no <case>.npz"), ("missing", "has no probability file"),
