@@ -17,7 +17,8 @@ mean over draws.
 Channel counts that differ (EM grey -> RGB, FLAIR + T1c -> T1) get a first convolution initialised from the
 base's by channel means and trained with the head (``medseg.nets.adapted.channel_mean_stem``).
 
-    python bench/adapt.py --work /tmp/medseg_adapt                     # the protocol (hours on 2 cores)
+    python bench/adapt.py --work /tmp/medseg_adapt      # the protocol: per pair 3 x 5 x 9 = 135 runs of --budget
+                                                         # (1m) + their held-out predictions: about 4-5 h a pair on 2 cores
     python bench/adapt.py --pairs "isbi2012_em->monuseg" --shots 1 --draws 1 --budget 5s --base-budget 40s \\
         --test-cases 2 --work /tmp/adapt_smoke --output /tmp/adapt_smoke/adapt.json        # smoke run
 
@@ -201,7 +202,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--no-scratch", dest="scratch", action="store_false", help="leave out training from scratch")
-    parser.add_argument("--budget", default="5m", help="training budget of each adaptation (and scratch run)")
+    parser.add_argument("--budget", default="1m", help="training budget of each adaptation (and scratch run)")
     parser.add_argument("--base-budget", default="20m", help="training budget of each source model")
     parser.add_argument("--max-iterations", type=int, help="cap the steps of each adaptation (smoke runs only)")
     parser.add_argument("--test-cases", type=int, help="score only the first N held-out cases (smoke runs only)")
