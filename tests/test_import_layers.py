@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
     {"training", "evaluation", "importers", "export"},
     {"trust"},
     {"interactive", "adapt"},
+    {"incontext"},
     {"benchmark"},
     {"report"},
     {"serve"},

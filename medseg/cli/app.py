@@ -36,6 +36,8 @@ COMMANDS: dict[str, str] = {
     "serve": "medseg.cli.serve_commands:serve",
     "eval-interactive": "medseg.cli.interactive_commands:eval_interactive",
     "train-interactive": "medseg.cli.interactive_training:train_interactive",
+    "incontext": "medseg.cli.incontext_commands:incontext",
+    "train-incontext": "medseg.cli.incontext_commands:train_incontext",
     "model upgrade": "medseg.cli.model_commands:upgrade",
     "adapt": "medseg.cli.adapt_commands:adapt",
     "model merge": "medseg.cli.adapt_commands:merge",

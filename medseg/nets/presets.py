@@ -200,3 +200,29 @@ def promptable_unet(*, spatial_dims: int, in_channels: int, num_classes: int, **
     if unknown:
         raise MedsegError(f"PromptableUNet has no option {', '.join(unknown)}", fix=f"options are: {', '.join(sorted(known))}")
     return PromptableUNet(PromptableConfig(image_channels=in_channels, **cfg))
+
+
+# --------------------------------------------------------------- in-context U-Nets (incontext_unet.py)
+def _incontext(in_channels: int, num_classes: int, cfg: dict[str, Any], stochastic: bool) -> nn.Module:
+    from medseg.errors import MedsegError
+    from medseg.nets.incontext_unet import InContextConfig, InContextUNet
+
+    if num_classes != 1:
+        raise MedsegError(f"an in-context network predicts one object (num_classes=1), not {num_classes}")
+    known = set(InContextConfig.__dataclass_fields__) - {"image_channels", "stochastic"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise MedsegError(f"InContextUNet has no option {', '.join(unknown)}", fix=f"options are: {', '.join(sorted(known))}")
+    return InContextUNet(InContextConfig(image_channels=in_channels, stochastic=stochastic, **cfg))
+
+
+@register_model(family="incontext", dims=(2,), prompted=True, exportable=False, tiny={"features": [4, 8], "grid": [32, 32]})
+def incontext_unet(*, spatial_dims: int, in_channels: int, num_classes: int, **cfg: Any) -> nn.Module:
+    """UniverSeg-style in-context 2D U-Net: ``forward(target, support_images, support_masks)``, CrossBlocks at every level."""
+    return _incontext(in_channels, num_classes, cfg, stochastic=False)
+
+
+@register_model(family="incontext", dims=(2,), prompted=True, exportable=False, tiny={"features": [4, 8], "grid": [32, 32]})
+def tyche_unet(*, spatial_dims: int, in_channels: int, num_classes: int, **cfg: Any) -> nn.Module:
+    """Tyche-style stochastic in-context 2D U-Net: K candidates from per-candidate noise, candidates interact."""
+    return _incontext(in_channels, num_classes, cfg, stochastic=True)

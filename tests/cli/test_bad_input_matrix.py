@@ -460,6 +460,8 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
         "import nnunet": "an nnU-Net results folder, damaged and hostile: tests/importers/test_nnunet_import.py",
         "serve": "model folders and a tokens file: tests/serve/test_serve_cli.py; uploads: tests/serve/",
         "dicomweb watch": "a PACS and its state file: tests/dicomweb/test_dicomweb_watch.py",
+        "incontext": "a support folder and a target image: tests/incontext/test_incontext_cli.py",
+        "train-incontext": "dataset folders and --exclude: tests/incontext/test_incontext_cli.py",
         "report": "folders that benchmark and train wrote: tests/benchmark/test_benchmark.py",
         "shift": "datasets, a model folder and its shift reference: tests/trust/test_shift.py",
         "explain": "a model folder, image files and a region mask: tests/trust/test_explain.py",

@@ -1,0 +1,91 @@
+"""Train the weights that ship with medseg, reproducibly: ``--incontext`` meta-trains the default in-context model
+on every shared dataset's training block plus synthetic tasks and installs it as package data in
+``medseg/incontext/weights/`` (``model.json`` with its WeightsCard, ``fold_all/weights.safetensors`` and its
+sha256 record; no checkpoint), refusing weights over the 10 MB package limit.
+
+    python bench/train_shipped.py --incontext --budget 2h            # the shipped model (CPU, 2 cores)
+    python bench/train_shipped.py --incontext --budget 20s --grid 32 --features 4,8 --max-cases 2 \\
+        --datasets hippocampus --output /tmp/shipped_smoke            # a smoke run
+
+The training log and curves of the run stay in ``--work`` (default: a folder under /tmp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+DATASETS = ["isbi2012_em", "drive", "cvc_clinicdb", "brats2013_mini", "monuseg", "hippocampus", "cxr_lungs"]
+MAX_BYTES = 10 * 2**20
+SHIPPED_FILES = ["model.json", "fold_all/weights.safetensors", "fold_all/weights.json"]
+
+
+def install(model: Path, destination: Path) -> Path:
+    """Copy the files a shipped model needs from ``model`` into ``destination`` (replaced whole, atomically)."""
+    from medseg.atomic import atomic_folder
+
+    weights = model / "fold_all" / "weights.safetensors"
+    if weights.stat().st_size > MAX_BYTES:
+        raise SystemExit(f"{weights} is {weights.stat().st_size / 2**20:.1f} MB, over the 10 MB package limit")
+    staged = destination.with_name(destination.name + ".new")
+    if staged.exists():
+        shutil.rmtree(staged)
+    with atomic_folder(staged) as partial:
+        for name in SHIPPED_FILES:
+            (partial / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(model / name, partial / name)
+    if destination.exists():
+        shutil.rmtree(destination)
+    staged.rename(destination)
+    return destination
+
+
+def train_incontext_weights(args: argparse.Namespace) -> Path:
+    from medseg.incontext.model import SHIPPED
+    from medseg.incontext.session import InContextSession
+    from medseg.incontext.training import incontext_train_config, train_incontext
+    from medseg.nets.incontext_unet import InContextConfig
+    from medseg.planning.budget import parse_duration
+
+    datasets = [DATA / name if not Path(name).is_dir() else Path(name) for name in args.datasets]
+    work = Path(args.work or tempfile.mkdtemp(prefix="medseg_shipped_incontext_"))
+    config = incontext_train_config(budget_seconds=parse_duration(args.budget), seed=args.seed,
+                                    threads=args.threads, validate_every=args.validate_every)
+    network = InContextConfig(features=[int(f) for f in args.features.split(",")], stochastic=args.stochastic,
+                              grid=[args.grid, args.grid])
+    train_incontext(datasets, work / "model", config=config, network_config=network, max_cases=args.max_cases,
+                    resume=(work / "model" / "fold_all" / "checkpoint.pt").is_file())
+    destination = install(work / "model", Path(args.output) if args.output else SHIPPED)
+    InContextSession(destination)  # the installed folder loads (sha256 verified)
+    print(f"installed {destination} (run folder {work})")
+    return destination
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--incontext", action="store_true", help="train the shipped in-context model")
+    parser.add_argument("--datasets", nargs="+", default=DATASETS, help="shared dataset names or folders")
+    parser.add_argument("--budget", default="2h")
+    parser.add_argument("--grid", type=int, default=128)
+    parser.add_argument("--features", default="16,32,64,128")
+    parser.add_argument("--stochastic", action="store_true", help="the Tyche network (several candidates)")
+    parser.add_argument("--max-cases", type=int, default=None, help="cases per dataset block (smoke runs)")
+    parser.add_argument("--validate-every", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default=None, help="run folder (resumed when it holds a checkpoint)")
+    parser.add_argument("--output", default=None, help="install here instead of medseg/incontext/weights/")
+    args = parser.parse_args(argv)
+    if not args.incontext:
+        parser.error("choose what to train: --incontext")
+    train_incontext_weights(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
