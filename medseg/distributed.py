@@ -165,10 +165,9 @@ def process_group(device: str | torch.device = "cpu") -> Iterator[RankGroup]:
         dist.destroy_process_group()
 
 
-def threads_per_process(threads: int) -> int:
-    """The share of ``threads`` (what one process would use on this machine) for each of the processes torchrun
-    started on it (at least one)."""
-    return max(1, threads // torchrun_role().local_world_size)
+def processes_on_this_machine() -> int:
+    """How many processes torchrun started on this machine (1 without torchrun): they share its cores."""
+    return torchrun_role().local_world_size
 
 
 def parse_shard(text: str) -> tuple[int, int]:

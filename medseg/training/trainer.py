@@ -29,7 +29,7 @@ from torch import nn
 from medseg.atomic import remove_stale_temporaries
 from medseg.config import write_json_atomic
 from medseg.config.train_config import TrainConfig
-from medseg.distributed import RankGroup, threads_per_process
+from medseg.distributed import RankGroup, processes_on_this_machine
 from medseg.errors import MedsegError
 from medseg.parallel import compute_threads
 from medseg.progress import FractionBar
@@ -156,8 +156,10 @@ class Trainer:
             self.folder.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.config.to_dict(), self.folder / "train_config.json")
         threads = torch.get_num_threads()
-        if self.device.type == "cpu":
-            torch.set_num_threads(self.config.threads or threads_per_process(compute_threads(self.config.num_workers)))
+        if self.device.type == "cpu":  # the cores all loader workers on this machine leave free, shared out
+            local = processes_on_this_machine()
+            shared = max(1, compute_threads(self.config.num_workers * local) // local)
+            torch.set_num_threads(self.config.threads or shared)
         self.train_network = self.ranks.data_parallel(self.network)
         try:
             with FractionBar(self.task.name, enabled=progress if main else False) as bar:

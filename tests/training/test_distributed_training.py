@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from medseg.distributed import RankGroup, threads_per_process, torchrun_role
+from medseg.distributed import RankGroup, processes_on_this_machine, torchrun_role
 from medseg.errors import MedsegError
 from medseg.training.checkpoint import load_checkpoint
 from tests.training.conftest import tiny_dataset_and_plan
@@ -44,7 +44,7 @@ def test_a_lone_process_is_rank_0_of_1_and_its_collectives_return_their_input() 
     network = torch.nn.Linear(2, 2)
     assert group.data_parallel(network) is network
     assert group.run_on_main(lambda: 7) == 7
-    assert threads_per_process(2) == 2  # not under torchrun: this process has them all
+    assert processes_on_this_machine() == 1  # not under torchrun: this process has the cores alone
 
 
 def test_nproc_reruns_the_train_command_with_the_same_options() -> None:
