@@ -1,7 +1,7 @@
 """Test-time (source-free) adaptation of a loaded ``Predictor`` to unlabelled target images: no source data, no labels.
 
 ``bn`` re-estimates every batch-norm layer's running statistics on patches of the target images (AdaBN, Li et al.
-2016; the cumulative average that ``torch.optim.swa_utils.update_bn`` computes). Networks without batch norm --
+2016), layer by layer as the eval-mode network sees them (``reestimate_batch_norm``). Networks without batch norm --
 medseg's planned U-Net uses instance norm, which already normalises each window with its own statistics -- have
 nothing to re-estimate: ``bn`` leaves them unchanged and says so in the report.
 
@@ -9,8 +9,8 @@ nothing to re-estimate: ``bn`` leaves them unchanged and says so in the report.
 target patches, updating only the affine parameters (weight, bias) of the normalisation layers (batch, instance,
 group, layer norm); every other parameter stays frozen. It runs on the one trainer (``EntropyTask`` is a
 ``TrainingTask``; AdamW without weight decay, the poly schedule over ``steps``). Batch-norm layers are first
-re-estimated as ``bn`` does and then kept in eval mode, so the statistics the affine parameters are fitted under
-are the ones prediction uses.
+re-estimated as ``bn`` does (kept only if the safeguard passes them) and then kept in eval mode, so the
+statistics the affine parameters are fitted under are the ones prediction uses.
 
 Both are watched by the safeguard (``test_time_safeguard``): the figures of the adapted network on fixed target
 tiles against the unadapted network's; a degenerate state (entropy collapse with a changed mask, a foreground
@@ -56,8 +56,9 @@ class TestTimeOptions:
 
     ``steps``: tent's optimisation steps of ``batch_size`` random patches (None: the configuration's batch size);
     ``learning_rate`` (AdamW); ``check_every``: steps between safeguard checks; ``budget_seconds``: an optional
-    wall-clock limit of tent. ``bn_batches``: batches of random patches the batch-norm statistics are averaged
-    over. ``tiles``: fixed sliding-window tiles the safeguard scores; ``max_images``: target images used (evenly
+    wall-clock limit of tent. ``bn_batches``: batches of random patches (the batch size, at least 4) the
+    batch-norm statistics are estimated on. ``tiles``: fixed sliding-window tiles the safeguard scores;
+    ``max_images``: target images used (evenly
     spaced when there are more). ``seed`` draws the patches.
     """
 
@@ -68,7 +69,7 @@ class TestTimeOptions:
     learning_rate: float = 1e-3
     check_every: int = 5
     budget_seconds: float | None = None
-    bn_batches: int = 16
+    bn_batches: int = 4
     tiles: int = 32
     max_images: int = 64
     seed: int = 0
@@ -85,7 +86,8 @@ class TestTimeOptions:
 @dataclass
 class AdaptationReport:
     """What one adaptation did. ``outcome``: ``adapted`` (the adapted parameters are in use), ``rolled back``
-    (the safeguard restored an earlier state: ``rollback`` says when and why) or ``unchanged`` (nothing to adapt:
+    (the safeguard restored an earlier state: ``rollback`` says when and why; for tent ``adapted`` with a
+    ``rollback`` at step 0: the batch-norm re-estimation was undone, tent kept) or ``unchanged`` (nothing to adapt:
     ``reason``). ``before`` / ``after``: the safeguard's tile figures of the unadapted and the final network."""
 
     method: str
@@ -115,7 +117,8 @@ class AdaptationReport:
                     f"{self.rollback['step']}: {self.rollback['reason']}{figures}")
         if self.outcome == "unchanged":
             return f"{self.method}: unchanged ({self.reason})"
-        return f"{self.method}: adapted ({self.steps} steps, {self.adapted_parameters} parameters){figures}"
+        kept = f"; the batch-norm re-estimation was rolled back: {self.rollback['reason']}" if self.rollback else ""
+        return f"{self.method}: adapted ({self.steps} steps, {self.adapted_parameters} parameters){figures}{kept}"
 
 
 class FoldAverage(nn.Module):
@@ -155,25 +158,52 @@ def batch_norm_layers(network: nn.Module) -> list[nn.modules.batchnorm._BatchNor
     return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def _forward_order(network: nn.Module, layers: list[nn.Module], batch: torch.Tensor) -> list[nn.Module]:
+    """``layers`` in the order one forward pass of ``batch`` calls them."""
+    called: list[nn.Module] = []
+    hooks = [layer.register_forward_pre_hook(lambda module, _: called.append(module)) for layer in layers]
+    try:
+        network(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return list(dict.fromkeys(called)) + [layer for layer in layers if layer not in called]
+
+
 @torch.no_grad()
 def reestimate_batch_norm(network: nn.Module, batches: Sequence[torch.Tensor]) -> int:
-    """Replace every batch-norm layer's running mean and variance by their cumulative average over ``batches``
-    (``(B, C, *patch)`` each; momentum None, as ``torch.optim.swa_utils.update_bn``); other layers run in eval
-    mode (dropout off). Returns the number of layers re-estimated; the network is left in eval mode."""
+    """Replace every batch-norm layer's running mean and (unbiased) variance by the statistics of its input over
+    all of ``batches`` (``(B, C, *patch)`` each) as the network in eval mode sees them: layer by layer in forward
+    order, each estimated with the layers before it already on their new statistics, so the statistics are the
+    ones prediction will normalise with (one pass over ``batches`` per layer). Train-mode averaging (torch's
+    ``update_bn``) normalises with each small batch's own statistics instead, which biases the deeper layers'
+    estimates when batches are a few patches. Returns the number of layers; the network is left in eval mode."""
     layers = batch_norm_layers(network)
-    momenta = [layer.momentum for layer in layers]
     network.eval()
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None
-        layer.train()
-    try:
-        for batch in batches:
-            network(batch)
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-        network.eval()
+    if not layers or not batches:
+        return len(layers)
+    for layer in _forward_order(network, layers, batches[0]):
+        total = {"n": 0, "sum": 0.0, "squares": 0.0}
+
+        def accumulate(module, inputs, total=total):
+            x = inputs[0].detach().transpose(0, 1).flatten(1).double()  # (C, B * prod(S))
+            total["n"] += x.shape[1]
+            total["sum"] = total["sum"] + x.sum(1)
+            total["squares"] = total["squares"] + (x * x).sum(1)
+
+        hook = layer.register_forward_pre_hook(accumulate)
+        try:
+            for batch in batches:
+                network(batch)
+        finally:
+            hook.remove()
+        n = total["n"]
+        mean = total["sum"] / n
+        variance = (total["squares"] - n * mean * mean) / max(n - 1, 1)
+        layer.running_mean.copy_(mean.to(layer.running_mean.dtype))
+        layer.running_var.copy_(variance.clamp_min(0).to(layer.running_var.dtype))
+        if layer.num_batches_tracked is not None:
+            layer.num_batches_tracked.add_(len(batches))
     return len(layers)
 
 
@@ -281,15 +311,15 @@ def adapt_predictor(predictor, images: Sequence[Image], method: str,
         buffers = {f"{i}.{k}": v for i, layer in enumerate(bn_layers)
                    for k, v in (("mean", layer.running_mean), ("var", layer.running_var))}
         saved = snapshot(buffers)
-        reestimate_batch_norm(model, [patches.random_batch(max(batch_size, 2), rng).to(predictor.device)
+        reestimate_batch_norm(model, [patches.random_batch(max(batch_size, 4), rng).to(predictor.device)
                                       for _ in range(options.bn_batches)])
         figures, _ = tile_figures(model, tiles, predictor.num_classes, reference)
         reason = degeneracy(before, figures, options.limits)
         report.history.append({"step": 0, "stage": "bn", **figures, "degenerate": reason})
-        if reason is not None:
+        if reason is not None:  # the source statistics stay (tent then adapts under them)
             restore(buffers, saved)
             report.outcome, report.rollback = "rolled back", {"step": 0, "reason": reason, "restored_step": 0}
-    if method == "tent" and report.outcome == "adapted":  # not on top of a degenerate re-estimation
+    if method == "tent":
         task = EntropyTask(patches, tiles, reference, predictor.num_classes, steps=options.steps,
                            batch_size=batch_size, seed=options.seed)
         safeguard, history, steps = _tent(model, task, parameters, before, options, predictor.device)
@@ -298,8 +328,8 @@ def adapt_predictor(predictor, images: Sequence[Image], method: str,
             for h in history]
         report.steps = steps
         report.adapted_parameters = sum(p.numel() for p in parameters.values())
-        if safeguard.rollback is not None:
-            report.outcome, report.rollback = "rolled back", safeguard.rollback
+        report.outcome = "adapted" if safeguard.rollback is None else "rolled back"
+        report.rollback = safeguard.rollback or report.rollback
     report.after, _ = tile_figures(model, tiles, predictor.num_classes, reference)
     report.seconds = round(time.perf_counter() - started, 2)
     (logger.warning if report.outcome == "rolled back" else logger.info)("test-time adaptation %s", report.summary())

@@ -6,9 +6,13 @@ Degenerate (any one):
   * a foreground class's predicted fraction of the tiles' voxels collapses below ``f0 / max_fraction_ratio -
     fraction_slack`` or explodes above ``f0 * max_fraction_ratio + fraction_slack`` (``f0``: the unadapted
     network's fraction; the slack keeps a class that is rare in the tiles from tripping the rule by a few voxels);
-  * the entropy fell below ``entropy_floor`` times the unadapted entropy while the mask changed a lot (mean Dice
-    over foreground classes between the adapted and the unadapted masks below ``min_mask_dice``): the network has
-    become confident in a different answer, the way entropy minimisation fails.
+  * the mask left the trust region: the mean Dice over foreground classes between the adapted and the unadapted
+    masks fell below ``min_mask_agreement`` (adaptation without labels may correct a prediction, not replace it;
+    on cxr_lungs a batch-norm re-estimation that changed the mask to Dice 0.85 with the unadapted one cost 0.1
+    Dice against the labels, and no label-free figure told it from one that changed it to 0.80 and gained 0.06);
+  * the entropy fell below ``entropy_floor`` times the unadapted entropy while the mask changed a lot (that Dice
+    below ``min_mask_dice``): the network has become confident in a different answer, the way entropy
+    minimisation fails (what remains of the trust region when ``min_mask_agreement`` is lowered to 0).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class SafeguardLimits:
 
     max_fraction_ratio: float = 2.0
     fraction_slack: float = 0.005
+    min_mask_agreement: float = 0.9
     entropy_floor: float = 0.05
     min_mask_dice: float = 0.7
 
@@ -84,6 +89,9 @@ def degeneracy(before: dict[str, Any], now: dict[str, Any], limits: SafeguardLim
         if f > f0 * ratio + slack:
             return f"class {c}'s predicted fraction exploded from {f0:.4f} to {f:.4f} (above {ratio:g}x)"
     agreement = now.get("mask_dice_vs_unadapted", 1.0)
+    if agreement < limits.min_mask_agreement:
+        return (f"the mask left the trust region (Dice {agreement:.3f} with the unadapted mask, below "
+                f"{limits.min_mask_agreement:g})")
     if now["entropy"] < limits.entropy_floor * before["entropy"] and agreement < limits.min_mask_dice:
         return (f"the entropy fell from {before['entropy']:.4f} to {now['entropy']:.4f} while the mask changed "
                 f"(Dice {agreement:.3f} with the unadapted mask, below {limits.min_mask_dice:g})")

@@ -1,6 +1,6 @@
 """Test-time adaptation (medseg.adapt.test_time): TENT changes only the norm layers' affine parameters and lowers
 the entropy on shifted real images; the safeguard rolls a degenerate adaptation back; batch-norm re-estimation
-gives the target statistics (and agrees with torch's update_bn); the CLI's bad input is exit code 2.
+gives the target statistics that prediction sees (and agrees with torch's update_bn on one batch); the CLI's bad input is exit code 2.
 
 The model: a small 2d PlanUNet trained for a few seconds (medseg's trainer) on 8 Montgomery chest X-rays of
 cxr_lungs at 8 mm; the targets: Shenzhen X-rays (the other hospital) and gamma-shifted Montgomery images."""
@@ -149,16 +149,19 @@ def test_the_safeguard_rolls_back_a_collapsing_adaptation(model: Path, targets) 
     assert report.after["mask_dice_vs_unadapted"] == 1.0
 
 
-@pytest.mark.parametrize("now, expected", [
-    ({"entropy": 0.2, "foreground_fraction": [0.1]}, "collapsed"),
-    ({"entropy": 0.2, "foreground_fraction": [0.7]}, "exploded"),
-    ({"entropy": 0.001, "foreground_fraction": [0.3], "mask_dice_vs_unadapted": 0.4}, "entropy fell"),
-    ({"entropy": float("nan"), "foreground_fraction": [0.3]}, "not finite"),
-    ({"entropy": 0.001, "foreground_fraction": [0.3], "mask_dice_vs_unadapted": 0.95}, None),
-    ({"entropy": 0.25, "foreground_fraction": [0.45], "mask_dice_vs_unadapted": 0.8}, None),
+@pytest.mark.parametrize("now, expected, agreement", [
+    ({"entropy": 0.2, "foreground_fraction": [0.1]}, "collapsed", 0.9),
+    ({"entropy": 0.2, "foreground_fraction": [0.7]}, "exploded", 0.9),
+    ({"entropy": 0.25, "foreground_fraction": [0.35], "mask_dice_vs_unadapted": 0.85}, "trust region", 0.9),
+    ({"entropy": 0.001, "foreground_fraction": [0.3], "mask_dice_vs_unadapted": 0.4}, "trust region", 0.9),
+    ({"entropy": 0.001, "foreground_fraction": [0.3], "mask_dice_vs_unadapted": 0.4}, "entropy fell", 0.0),
+    ({"entropy": float("nan"), "foreground_fraction": [0.3]}, "not finite", 0.9),
+    ({"entropy": 0.001, "foreground_fraction": [0.3], "mask_dice_vs_unadapted": 0.95}, None, 0.9),
+    ({"entropy": 0.25, "foreground_fraction": [0.45], "mask_dice_vs_unadapted": 0.8}, None, 0.0),
 ])
-def test_degeneracy_rule(now: dict, expected: str | None) -> None:
-    reason = degeneracy({"entropy": 0.3, "foreground_fraction": [0.3]}, now, SafeguardLimits())
+def test_degeneracy_rule(now: dict, expected: str | None, agreement: float) -> None:
+    reason = degeneracy({"entropy": 0.3, "foreground_fraction": [0.3]}, now,
+                        SafeguardLimits(min_mask_agreement=agreement))
     assert (reason is None) if expected is None else (expected in reason), reason
 
 
@@ -179,38 +182,55 @@ def _bn_predictor(montgomery: Path) -> Predictor:
     return Predictor([network], config, [0, 1], tta=False)
 
 
-def test_bn_reestimation_gives_the_target_batch_statistics(montgomery: Path, targets) -> None:
+def _bn_inputs(network: torch.nn.Module, batches: list[torch.Tensor]) -> dict[torch.nn.Module, torch.Tensor]:
+    """Every batch-norm layer's input over ``batches`` in eval mode, ``(C, N)`` per layer."""
+    seen: dict = {}
+    hooks = [layer.register_forward_pre_hook(
+        lambda module, inputs: seen.setdefault(module, []).append(inputs[0].transpose(0, 1).flatten(1)))
+        for layer in batch_norm_layers(network)]
+    network.eval()
+    with torch.no_grad():
+        for batch in batches:
+            network(batch)
+    for hook in hooks:
+        hook.remove()
+    return {layer: torch.cat(values, 1) for layer, values in seen.items()}
+
+
+def test_bn_reestimation_gives_the_target_statistics_that_prediction_sees(montgomery: Path, targets) -> None:
     from medseg.adapt.test_time_patches import TargetPatches
 
     predictor = _bn_predictor(montgomery)
     network = predictor.networks[0]
-    batch = TargetPatches(predictor, targets).random_batch(8, np.random.default_rng(0))
-    first = batch_norm_layers(network)[0]
-    seen = []
-    hook = first.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
-    try:
-        assert reestimate_batch_norm(network, [batch]) == len(batch_norm_layers(network))
-    finally:
-        hook.remove()
-    features = seen[0].transpose(0, 1).flatten(1)  # (channels, B * Y * X)
-    torch.testing.assert_close(first.running_mean, features.mean(1))
-    torch.testing.assert_close(first.running_var, features.var(1, unbiased=True))
-    assert not network.training and first.momentum == 0.1  # eval mode and the momentum are restored
+    rng = np.random.default_rng(0)
+    patches = TargetPatches(predictor, targets)
+    batches = [patches.random_batch(4, rng) for _ in range(3)]
+    assert reestimate_batch_norm(network, batches) == len(batch_norm_layers(network)) == 14
+    assert not network.training and all(layer.momentum == 0.1 for layer in batch_norm_layers(network))
+    # in eval mode, on the re-estimated statistics, each layer's input has exactly those statistics
+    inputs = _bn_inputs(network, batches)
+    assert len(inputs) == 14
+    for layer, features in inputs.items():
+        torch.testing.assert_close(layer.running_mean, features.mean(1), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer.running_var, features.var(1, unbiased=True), rtol=1e-4, atol=1e-5)
 
 
-def test_bn_reestimation_agrees_with_torch_update_bn(montgomery: Path, targets) -> None:
+def test_bn_reestimation_agrees_with_torch_update_bn_on_one_batch(montgomery: Path, targets) -> None:
+    """With every target patch in one batch, train-mode normalisation (torch's update_bn) uses the same
+    statistics as the re-estimated eval-mode network, up to the biased variance train mode divides by."""
     from medseg.adapt.test_time_patches import TargetPatches
 
     predictor = _bn_predictor(montgomery)
-    rng = np.random.default_rng(1)
-    patches = TargetPatches(predictor, targets)
-    batches = [patches.random_batch(4, rng) for _ in range(3)]
+    batch = TargetPatches(predictor, targets).random_batch(8, np.random.default_rng(1))
     peer = copy.deepcopy(predictor.networks[0])
-    reestimate_batch_norm(predictor.networks[0], batches)
-    torch.optim.swa_utils.update_bn(batches, peer)
-    for mine, theirs in zip(batch_norm_layers(predictor.networks[0]), batch_norm_layers(peer)):
-        torch.testing.assert_close(mine.running_mean, theirs.running_mean)
-        torch.testing.assert_close(mine.running_var, theirs.running_var)
+    reestimate_batch_norm(predictor.networks[0], [batch])
+    torch.optim.swa_utils.update_bn([batch], peer)
+    for index, (mine, theirs) in enumerate(zip(batch_norm_layers(predictor.networks[0]), batch_norm_layers(peer))):
+        exact = index == 0  # the first layer's input does not depend on any normalisation
+        torch.testing.assert_close(mine.running_mean, theirs.running_mean, rtol=1e-4 if exact else 2e-2,
+                                   atol=1e-5 if exact else 2e-3)
+        torch.testing.assert_close(mine.running_var, theirs.running_var, rtol=1e-4 if exact else 2e-2,
+                                   atol=1e-5 if exact else 2e-3)
 
 
 def test_bn_through_adapt_predictor_moves_the_statistics_to_the_target(montgomery: Path, targets) -> None:
