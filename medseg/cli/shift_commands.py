@@ -66,5 +66,5 @@ def shift(
         f"{name} {value:+.2f}" for name, value in result.largest_differences.items()))
     if output is not None:
         write_json_atomic({"dataset_a": str(first), "dataset_b": str(second), **result.to_dict(),
-                           "ood_auroc": auroc, "ood_threshold": reference.threshold, "cases_b": scores}, output)
+                           "ood_auroc": auroc, "ood_threshold": reference.threshold, "case_scores_b": scores}, output)
         typer.echo(f"wrote {output}")

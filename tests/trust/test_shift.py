@@ -91,8 +91,8 @@ def test_the_cli_compares_two_datasets_and_fits_a_model_reference_that_predict_u
     result = runner.invoke(app, ["shift", str(dataset), str(dataset), "-o", str(out)])
     assert result.exit_code == 0, result.output
     written = json.loads(out.read_text())
-    assert written["distance"] == pytest.approx(0.0, abs=1e-6) and set(written["cases_b"]) == {
-        "shapes_000", "shapes_001", "shapes_002", "shapes_003"}
+    assert written["distance"] == pytest.approx(0.0, abs=1e-6) and written["cases_b"] == 4
+    assert set(written["case_scores_b"]) == {"shapes_000", "shapes_001", "shapes_002", "shapes_003"}
     fitted = tmp_path / "model"
     import shutil
 
