@@ -255,8 +255,10 @@ def test_bad_model_folders_are_one_line_and_exit_2(base, target, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def transformer_base(folder: Path, source: Path, source_plan) -> Path:
-    """A 2D UNETR model folder on the shapes (32x32 patch, seeded random weights)."""
+def zoo_base(folder: Path, source: Path, source_plan, name: str, options: dict, configuration: str = "2d",
+             patch: list[int] | None = None) -> Path:
+    """A model folder of network ``name`` (``options``) for ``configuration`` of the shapes plan (its patch, or
+    ``patch``), seeded random weights."""
     import copy
 
     from medseg.config.model_folder import (
@@ -266,17 +268,16 @@ def transformer_base(folder: Path, source: Path, source_plan) -> Path:
         write_segmentation_model,
     )
     from medseg.data import open_dataset
-    from medseg.nets import model_info
 
     plan = copy.deepcopy(source_plan)
-    config = plan.configurations["2d"]
-    config.patch_size, config.network_name = [32, 32], "unetr"
-    options = dict(model_info("unetr").tiny)
-    config.network = {"spatial_dims": 2, "in_channels": 1, "num_classes": 3, **options}
-    write_segmentation_model(folder, ModelSpec("segmentation", NetworkSpec("unetr", 2, 1, 3, options), [0, 1, 2],
-                                               "2d"), plan, open_dataset(source).spec)
+    config = plan.configurations[configuration]
+    config.patch_size, config.network_name = patch or config.patch_size, name
+    dims = config.spatial_dims
+    config.network = {"spatial_dims": dims, "in_channels": 1, "num_classes": 3, **options}
+    write_segmentation_model(folder, ModelSpec("segmentation", NetworkSpec(name, dims, 1, 3, options), [0, 1, 2],
+                                               configuration), plan, open_dataset(source).spec)
     torch.manual_seed(0)
-    write_fold_weights(folder / "fold_0", create("unetr", 2, 1, 3, **options).state_dict())
+    write_fold_weights(folder / "fold_0", create(name, dims, 1, 3, **options).state_dict())
     return folder
 
 
@@ -286,10 +287,50 @@ def test_lora_and_adapters_reach_the_attention_of_a_transformer_unet(method, key
                                                                      tmp_path):
     from safetensors.torch import load_file
 
-    base = transformer_base(tmp_path / "unetr", source, source_plan)
+    from medseg.nets import model_info
+
+    base = zoo_base(tmp_path / "unetr", source, source_plan, "unetr", dict(model_info("unetr").tiny), patch=[32, 32])
     result = adapt(base, target, method, tmp_path / method)
     deltas = load_file(str(fold_folder(tmp_path / method, "all") / "weights.safetensors"))
     assert any(k.endswith(key) for k in deltas)
     assert sum(t.numel() for t in deltas.values()) == result.counts.trainable < result.counts.frozen
     merged = merge_adapted(tmp_path / method, tmp_path / "merged")
     assert (logits(load_network(tmp_path / method, "all")) - logits(load_network(merged, "all"))).abs().max() < 1e-5
+
+
+def test_batch_norm_statistics_travel_with_the_deltas(source, source_plan, target, tmp_path):
+    from safetensors.torch import load_file
+
+    options = {**plan_unet_options(source_plan), "norm": ["batch", {}]}
+    base = zoo_base(tmp_path / "bn", source, source_plan, "plan_unet", options)
+    result = adapt(base, target, "bitfit", tmp_path / "bitfit")
+    deltas = load_file(str(fold_folder(tmp_path / "bitfit", "all") / "weights.safetensors"))
+    statistics = [k for k in deltas if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert statistics and sum(deltas[k].numel() for k in deltas if k not in statistics) == result.counts.trainable
+    trained = load_network(tmp_path / "bitfit", "all").state_dict()
+    untouched = load_network(base, "0").state_dict()
+    assert not torch.equal(trained[statistics[0]], untouched[statistics[0]])  # re-estimated on the shots
+    merged = merge_adapted(tmp_path / "bitfit", tmp_path / "merged")
+    assert (logits(load_network(tmp_path / "bitfit", "all")) - logits(load_network(merged, "all"))).abs().max() < 1e-5
+
+
+def plan_unet_options(plan, configuration: str = "2d") -> dict:
+    """The shapes plan's U-Net arguments at test width (no spatial_dims/channels/classes)."""
+    network = {k: v for k, v in plan.configurations[configuration].network.items()
+               if k not in ("spatial_dims", "in_channels", "num_classes")}
+    return {**network, "features_per_stage": FEATURES[: len(network["features_per_stage"])], "deep_supervision": False}
+
+
+@pytest.mark.slow
+def test_a_3d_model_adapts_with_lora_on_its_3d_convolutions(source, source_plan, target, tmp_path):
+    from medseg.inference import Predictor
+
+    options = plan_unet_options(source_plan, "3d_fullres")
+    base = zoo_base(tmp_path / "base3d", source, source_plan, "plan_unet", options, "3d_fullres")
+    result = adapt(base, target, "lora", tmp_path / "lora3d")
+    assert result.new_stem and result.new_head and 0 < result.counts.trainable < result.counts.frozen
+    image = read_image(target / "imagesTr" / "t1_0000.nii.gz")
+    two = Image(np.concatenate([image.array, -image.array]), spacing=image.spacing, origin=image.origin,
+                direction=image.direction)
+    labels = Predictor.from_folder(tmp_path / "lora3d", tta=False).predict(two)
+    assert labels.array.shape == image.array.shape and set(np.unique(labels.array)) <= {0, 1}
