@@ -19,7 +19,8 @@ a fresh one per method, adapted with ``adapt_predictor`` (what ``medseg predict 
 ``medseg.metrics``, mean over cases. For the instance-norm model ``bn`` is a no-op (its report says so; the
 networks are untouched), so its Dice is the unadapted one.
 
-    nice -n 19 python bench/tta.py --work /tmp/tta/bench          # about 6-8 min on 2 loaded cores
+    nice -n 19 python bench/tta.py --work /tmp/tta/bench          # 19 min on 2 cores at load 20-24 (3 min plan +
+                                                                  # training, the rest prediction and adaptation)
     nice -n 19 python bench/tta.py --work /tmp/tta/bench --skip-training   # reuse the trained models
 
 Writes ``bench/results/tta.json``: ``{"results": {shift: {"none", "bn", "tent": Dice}}}`` for the instance-norm
