@@ -113,10 +113,12 @@ def test_ranks_stop_at_the_same_step_under_a_budget_and_only_rank_0_writes(two_r
         assert not (two_rank_runs / f"{run}_callbacks_rank1.txt").exists()
 
 
-def _rank_process(parent: int, rank: int, timeout: float = 60) -> int:
-    """The pid of torchrun's worker of ``rank`` under the agent process ``parent``."""
+def _rank_process(agent: subprocess.Popen, rank: int, timeout: float = 300) -> int:
+    """The pid of torchrun's worker of ``rank`` under the ``agent`` process (a loaded machine may take minutes
+    to start it)."""
+    parent = agent.pid
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while time.time() < deadline and agent.poll() is None:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -128,7 +130,7 @@ def _rank_process(parent: int, rank: int, timeout: float = 60) -> int:
             if ppid == parent and f"RANK={rank}".encode() in environ:
                 return int(entry.name)
         time.sleep(0.1)
-    raise AssertionError(f"no rank {rank} under process {parent}")
+    raise AssertionError(f"no rank {rank} under process {parent} (exit code {agent.poll()})")
 
 
 @pytest.mark.slow
@@ -140,17 +142,19 @@ def test_kill_9_of_one_rank_then_resume_continues_from_the_last_checkpoint(tmp_p
                "--iterations-per-epoch", "3", "--workers", "0", "--budget", "600", "--no-validation",
                "--nproc", "2"]
     checkpoint = model / "fold_0" / "checkpoint.pt"
-    agent = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rank1 = _rank_process(agent.pid, 1)
-    deadline = time.time() + 120
+    log = tmp_path / "killed_run.log"  # a file, not a pipe nobody reads while the run goes on
+    with log.open("w") as output:
+        agent = subprocess.Popen(command, env=_env(), stdout=output, stderr=subprocess.STDOUT)
+    rank1 = _rank_process(agent, 1)
+    deadline = time.time() + 300
     while not checkpoint.exists() and agent.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert agent.poll() is None, agent.communicate()[1][-3000:]
+    assert agent.poll() is None, log.read_text()[-3000:]
     os.kill(rank1, signal.SIGKILL)
-    _, stderr = agent.communicate(timeout=120)
+    agent.wait(timeout=120)
     assert agent.returncode != 0  # torchrun saw the rank die and stopped the group
     killed_at = load_checkpoint(checkpoint)["state"]["iteration"]
-    assert 3 <= killed_at < 12, stderr[-3000:]
+    assert 3 <= killed_at < 12, log.read_text()[-3000:]
 
     finished = subprocess.run([*command, "--resume"], env=_env(), capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
