@@ -227,7 +227,7 @@ class EntropyTask:
 
     def loss(self, network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         network.eval()
-        return mean_entropy(network(batch))
+        return mean_entropy(network(batch.to(self.tiles.device)))  # patches are drawn on the CPU
 
     def validate(self, network: nn.Module) -> dict[str, Any]:
         figures, _ = tile_figures(network, self.tiles, self.num_classes, self.reference)
