@@ -270,7 +270,7 @@ def predict_validation(model_dir: Path, fold: str, data, val_cases: list[str], *
     from medseg.metrics import confusion, dice
     from medseg.progress import track
 
-    predictor = Predictor.from_folder(model_dir, folds=[fold])
+    predictor = Predictor.from_folder(model_dir, folds=[fold], calibration=None)  # what calibrate fits on
     folder = fold_folder(model_dir, fold) / "validation"
     foreground = sorted(data.spec.foreground_labels.values())
     scores: dict[int, list[float]] = {value: [] for value in foreground}
