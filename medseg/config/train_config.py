@@ -10,8 +10,6 @@ from medseg.errors import MedsegError
 SCHEMA_VERSION = 1
 TASKS = ("segmentation", "interactive", "tent", "incontext")
 OPTIMIZERS = ("sgd", "adamw")
-# the run options of memory_task_config (the rest of a task's config function's keywords are the task's own)
-RUN_OPTIONS = ("budget_seconds", "max_iterations", "weight_decay", "validate_every", "threads", "seed", "device")
 
 
 def record_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
@@ -79,13 +77,15 @@ class TrainConfig:
         return config
 
 
-def memory_task_config(task: str, task_options: dict[str, Any], *, budget_seconds: float | None = 600.0,
+def memory_task_config(task: str, options_type: type, *, budget_seconds: float | None = 600.0,
                        max_iterations: int | None = None, learning_rate: float = 1e-3, weight_decay: float = 1e-4,
-                       validate_every: int = 100, threads: int | None = None, seed: int = 0,
-                       device: str = "cpu") -> TrainConfig:
+                       validate_every: int = 100, threads: int | None = None, seed: int = 0, device: str = "cpu",
+                       **task_options: Any) -> TrainConfig:
     """The ``TrainConfig`` of a task that holds its training data in memory (interactive, in-context): AdamW,
-    validation and a checkpoint every ``validate_every`` steps, no loader workers."""
+    validation and a checkpoint every ``validate_every`` steps, no loader workers. The named keywords configure
+    the run; the other keywords build ``options_type`` (the task's options dataclass), stored as
+    ``task_options``."""
     return TrainConfig(task=task, budget_seconds=budget_seconds, max_iterations=max_iterations,
                        iterations_per_epoch=validate_every, optimizer="adamw", learning_rate=learning_rate,
                        weight_decay=weight_decay, num_workers=0, threads=threads, seed=seed, device=device,
-                       task_options=task_options)
+                       task_options=options_type(**task_options).to_dict())

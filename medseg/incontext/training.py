@@ -25,7 +25,7 @@ import torch
 
 from medseg.atomic import remove_stale_temporaries
 from medseg.config.model_folder import WeightsCard, write_model_spec
-from medseg.config.train_config import RUN_OPTIONS, TrainConfig, memory_task_config, record_from_dict
+from medseg.config.train_config import TrainConfig, memory_task_config, record_from_dict
 from medseg.errors import MedsegError
 from medseg.incontext.augment import in_task_augment, task_augment
 from medseg.incontext.model import FOLD, incontext_spec
@@ -64,9 +64,7 @@ def incontext_train_config(*, learning_rate: float = 1e-3, **options: Any) -> Tr
     """The ``TrainConfig`` of an in-context run (``memory_task_config``'s run options: budget_seconds,
     max_iterations, weight_decay, validate_every, threads, seed, device); the other ``options`` as
     :class:`InContextOptions`."""
-    run = {name: options.pop(name) for name in RUN_OPTIONS if name in options}
-    return memory_task_config("incontext", InContextOptions(**options).to_dict(), learning_rate=learning_rate,
-                              **run)
+    return memory_task_config("incontext", InContextOptions, learning_rate=learning_rate, **options)
 
 
 class TaskBatch(NamedTuple):

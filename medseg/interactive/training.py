@@ -22,7 +22,7 @@ import torch
 
 from medseg.atomic import remove_stale_temporaries
 from medseg.config.model_folder import WeightsCard, write_model_spec
-from medseg.config.train_config import RUN_OPTIONS, TrainConfig, memory_task_config, record_from_dict
+from medseg.config.train_config import TrainConfig, memory_task_config, record_from_dict
 from medseg.errors import MedsegError
 from medseg.interactive.predictor import FOLD, interactive_spec
 from medseg.interactive.prompts import PromptSet, encode_prompts
@@ -59,9 +59,7 @@ def interactive_train_config(*, learning_rate: float = 2e-3, **options: Any) -> 
     """The ``TrainConfig`` of an interactive run (``memory_task_config``'s run options: budget_seconds,
     max_iterations, weight_decay, validate_every, threads, seed, device); the other ``options`` as
     :class:`InteractiveOptions`."""
-    run = {name: options.pop(name) for name in RUN_OPTIONS if name in options}
-    return memory_task_config("interactive", InteractiveOptions(**options).to_dict(), learning_rate=learning_rate,
-                              **run)
+    return memory_task_config("interactive", InteractiveOptions, learning_rate=learning_rate, **options)
 
 
 def augment(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator
