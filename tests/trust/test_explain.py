@@ -17,7 +17,7 @@ from medseg.cli.app import app
 from medseg.io import Image, read_image, write_image
 from medseg.trust import explain as explain_module
 from medseg.trust.explain import METHODS, RegionScore, attribute, gradcam_plus_plus, randomisation_check
-from tests.trust.tiny_model import tiny_model_fixture  # noqa: F401  (the session fixture tiny_model)
+from tests.trust.tiny_model import one_line_exit_2, tiny_model_fixture  # noqa: F401  (the session fixture tiny_model)
 
 
 def test_region_score_sums_the_class_logits_inside_the_region():
@@ -120,12 +120,6 @@ def test_the_cli_writes_overlays_of_a_volume_and_of_a_2d_image(tiny_model, tmp_p
     assert read_image(out / "slice_smoothgrad_label2.png").num_channels == 3
 
 
-def _one_line_exit_2(result, needle: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.output, result.output
-
-
 def test_bad_input_is_one_line_and_exit_2(tiny_model, tmp_path):
     model, dataset = tiny_model
     runner = CliRunner()
@@ -135,27 +129,27 @@ def test_bad_input_is_one_line_and_exit_2(tiny_model, tmp_path):
     def run(*extra, model_folder=model, images=(image,), output=out):
         return runner.invoke(app, ["explain", str(model_folder), *map(str, images), "-o", str(output), *extra])
 
-    _one_line_exit_2(run("--class", "1", "--method", "lime"), "--method")
-    _one_line_exit_2(run("--class", "7"), "label 7")
-    _one_line_exit_2(run("--class", "0"), "label 0")
-    _one_line_exit_2(run("--class", "1", model_folder=dataset), "model.json")
-    _one_line_exit_2(run("--class", "1", images=(tmp_path / "nope.nii.gz",)), "nope.nii.gz")
-    _one_line_exit_2(run("--class", "1", images=(image, image)), "channel")
+    one_line_exit_2(run("--class", "1", "--method", "lime"), "--method")
+    one_line_exit_2(run("--class", "7"), "label 7")
+    one_line_exit_2(run("--class", "0"), "label 0")
+    one_line_exit_2(run("--class", "1", model_folder=dataset), "model.json")
+    one_line_exit_2(run("--class", "1", images=(tmp_path / "nope.nii.gz",)), "nope.nii.gz")
+    one_line_exit_2(run("--class", "1", images=(image, image)), "channel")
     small = tmp_path / "small_mask.nii.gz"
     write_image(Image.from_array(np.ones((4, 4, 4), np.uint8)), small)
-    _one_line_exit_2(run("--class", "1", "--region", str(small)), "small_mask.nii.gz")
+    one_line_exit_2(run("--class", "1", "--region", str(small)), "small_mask.nii.gz")
     empty = tmp_path / "empty_mask.nii.gz"
     write_image(read_image(dataset / "labelsTr" / "shapes_000.nii.gz").with_array(
         np.zeros((1, 24, 64, 64), np.uint8)), empty)
-    _one_line_exit_2(run("--class", "1", "--region", str(empty)), "empty")
+    one_line_exit_2(run("--class", "1", "--region", str(empty)), "empty")
     out.mkdir()
     (out / "shapes_000_gradcam_label1.png").write_bytes(b"")
-    _one_line_exit_2(run("--class", "1"), "--overwrite")
+    one_line_exit_2(run("--class", "1"), "--overwrite")
     assert sorted(p.name for p in out.iterdir()) == ["shapes_000_gradcam_label1.png"]  # nothing else written
     broken = tmp_path / "broken"
     shutil.copytree(model, broken, ignore=shutil.ignore_patterns("preprocessed"))
     spec = json.loads((broken / "model.json").read_text())
     spec["network"]["in_channels"] = "two"
     (broken / "model.json").write_text(json.dumps(spec))
-    _one_line_exit_2(run("--class", "1", model_folder=broken, output=tmp_path / "fresh"), "model.json")
+    one_line_exit_2(run("--class", "1", model_folder=broken, output=tmp_path / "fresh"), "model.json")
     assert not (tmp_path / "fresh").exists()

@@ -15,7 +15,7 @@ from medseg.cli.app import app
 from medseg.trust.features import TEXTURE_FEATURE_NAMES, FeatureTable, dataset_features, texture_features
 from medseg.trust.shift import (REFERENCE_FILE, dataset_distance, fit_reference, frechet_distance, gaussian,
                                 ood_auroc)
-from tests.trust.tiny_model import tiny_model_fixture  # noqa: F401  (the session fixture tiny_model)
+from tests.trust.tiny_model import one_line_exit_2, tiny_model_fixture  # noqa: F401  (the session fixture tiny_model)
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "isbi2012_em").is_dir(), reason=f"no shared data at {DATA}")
@@ -130,23 +130,17 @@ def test_encoder_features_ignore_what_the_model_normalises_away_and_see_noise(ti
     assert np.abs(a - b).max() > 100 * np.abs(plain.values[0] - shifted.values[0]).max()
 
 
-def _one_line_exit_2(result, needle: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.output, result.output
-
-
 def test_bad_input_is_one_line_and_exit_2(tiny_model, tmp_path):
     model, dataset = tiny_model
     runner = CliRunner()
-    _one_line_exit_2(runner.invoke(app, ["shift", str(tmp_path / "missing"), str(dataset)]), "missing")
-    _one_line_exit_2(runner.invoke(app, ["shift", str(dataset), str(dataset), "--features", "wavelets"]),
+    one_line_exit_2(runner.invoke(app, ["shift", str(tmp_path / "missing"), str(dataset)]), "missing")
+    one_line_exit_2(runner.invoke(app, ["shift", str(dataset), str(dataset), "--features", "wavelets"]),
                      "--features")
-    _one_line_exit_2(runner.invoke(app, ["shift", str(dataset), str(dataset), "--features", "encoder"]), "--model")
-    _one_line_exit_2(runner.invoke(app, ["shift", "--fit", str(dataset), str(dataset)]), "model.json")
+    one_line_exit_2(runner.invoke(app, ["shift", str(dataset), str(dataset), "--features", "encoder"]), "--model")
+    one_line_exit_2(runner.invoke(app, ["shift", "--fit", str(dataset), str(dataset)]), "model.json")
     out = tmp_path / "exists.json"
     out.write_text("{}")
-    _one_line_exit_2(runner.invoke(app, ["shift", str(dataset), str(dataset), "-o", str(out)]), "exists.json")
+    one_line_exit_2(runner.invoke(app, ["shift", str(dataset), str(dataset), "-o", str(out)]), "exists.json")
     broken = tmp_path / "broken_model"
     import shutil
 
@@ -155,7 +149,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_model, tmp_path):
     prediction = tmp_path / "prediction"
     result = runner.invoke(app, ["predict", "-i", str(dataset / "imagesTr"), "-o", str(prediction), "-m",
                                  str(broken), "--no-tta"])
-    _one_line_exit_2(result, REFERENCE_FILE)
+    one_line_exit_2(result, REFERENCE_FILE)
     assert not prediction.exists() or not any(prediction.iterdir())  # refused before any label file
 
 

@@ -1,5 +1,6 @@
-"""A tiny trained 2d model for the shift and explain tests: ``medseg example-data`` (4 volumes of shapes, labels
-1 and 2), planned for a 32x32 patch and trained for 60 steps (a few seconds), once per test session."""
+"""What the shift and explain tests share: a one-line-exit-2 check, and a tiny trained 2d model (``medseg
+example-data``: 4 volumes of shapes, labels 1 and 2, planned for a 32x32 patch and trained for 60 steps, a few
+seconds), once per test session."""
 
 from __future__ import annotations
 
@@ -23,3 +24,10 @@ def tiny_model_fixture(tmp_path_factory) -> tuple[Path, Path]:
                                       "--no-validation"])
     assert result.exit_code == 0, result.output
     return model, dataset
+
+
+def one_line_exit_2(result, needle: str) -> None:
+    """The CLI ``result`` ended with exit code 2 and one non-empty line holding ``needle``, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.output, result.output
