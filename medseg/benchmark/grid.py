@@ -48,6 +48,7 @@ class BenchmarkRequest:
     configuration: str | None = None  # default: 2d for 2D data, else 3d_fullres
     roi_folder: str | None = None  # per-case masks to score inside, where a dataset has them (e.g. fovTr)
     network_options: dict[str, dict] = field(default_factory=dict)
+    jobs: int = 1  # cells trained side by side, each on cores // jobs torch threads (one loader worker each)
 
 
 def check_request(request: BenchmarkRequest) -> None:
@@ -65,6 +66,9 @@ def check_request(request: BenchmarkRequest) -> None:
         raise MedsegError(f"datasets {names} are empty or repeat a folder name", fix="name each dataset once")
     if request.budget_seconds <= 0:
         raise MedsegError(f"budget {request.budget_seconds} s is not positive", fix="e.g. --budget 10m")
+    if request.jobs < 1 or request.jobs > cell_cores():
+        raise MedsegError(f"--jobs {request.jobs} is not between 1 and this machine's {cell_cores()} cores",
+                          fix="give each side-by-side cell at least one core")
     for dataset in request.datasets:
         if not (Path(dataset) / "dataset.json").is_file():
             raise MedsegError("not a dataset folder (no dataset.json)", path=dataset,
@@ -128,9 +132,24 @@ def _per_case(rows: list[dict], metric: str) -> dict[str, float]:
             if any(math.isfinite(v) for v in values) else math.nan for case, values in by_case.items()}
 
 
+def cell_cores() -> int:
+    """The cores the grid's cells share: those this process may run on."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cell_threads(jobs: int) -> int | None:
+    """Torch threads of each of ``jobs`` side-by-side cells (None for one cell: the trainer's own choice)."""
+    return None if jobs == 1 else max(1, cell_cores() // jobs - 1)  # a core of each share for its loader worker
+
+
 def run_cell(split: BenchmarkSplit, plans: Path, configuration: str, network: str, folder: Path,
              request: BenchmarkRequest, *, progress: bool | None = None) -> dict:
-    """Train, predict and score one network on one dataset; the result is written to ``folder/result.json``."""
+    """Train, predict and score one network on one dataset; the result is written to ``folder/result.json``.
+    With ``request.jobs`` > 1 the cell trains and predicts on ``cell_threads(jobs)`` torch threads."""
+    import torch
+
     from medseg.evaluation import evaluate
     from medseg.inference import Predictor
     from medseg.inference.run import collect_cases, predict_cases
@@ -138,10 +157,13 @@ def run_cell(split: BenchmarkSplit, plans: Path, configuration: str, network: st
 
     model = folder / "model"
     resume = (model / "fold_all").is_dir()
+    threads = cell_threads(request.jobs)
+    if threads is not None:
+        torch.set_num_threads(threads)
     trained = train_fold(split.train, configuration, "all", model_dir=model, plans=plans,
                          preprocessed=folder.parent / "preprocessed", budget_seconds=request.budget_seconds,
                          resume=resume, network=network, network_options=request.network_options.get(network),
-                         validate=False, progress=progress)
+                         train_config={"threads": threads}, validate=False, progress=progress)
     started = time.perf_counter()
     cases = collect_cases(split.test_images)
     predict_cases(Predictor.from_folder(model), cases, folder / "predictions", overwrite=True, progress=progress)
@@ -158,6 +180,7 @@ def run_cell(split: BenchmarkSplit, plans: Path, configuration: str, network: st
         "seconds_per_step": round(trained.state.elapsed / steps, 4) if steps else None,
         "predict_seconds_per_case": round(predict_seconds / max(len(cases), 1), 3),
         "budget_seconds": request.budget_seconds, "roi": request.roi_folder if roi else None,
+        "threads": threads, "jobs": request.jobs,
         "per_case": {"dice": dice, "hd95": hd95},
     }
     write_json_atomic(result, folder / "result.json")
@@ -197,31 +220,87 @@ def run_benchmark(request: BenchmarkRequest, *, progress: bool | None = None,
                   on_cell: Callable[[str, str, dict | None], None] | None = None) -> dict:
     """Run every cell not done yet (datasets in order, networks in order) and summarise the grid.
 
-    ``on_cell(dataset, network, result)`` is called before each cell (``result`` None) and after it, for a
-    progress view."""
+    With ``request.jobs`` > 1, every dataset's split, plan and preprocessed cache are made first, then that many
+    cells train side by side in their own processes, each on an equal share of the cores, so every cell of the
+    grid has the same compute for its budget. ``on_cell(dataset, network, result)`` is called when a cell starts
+    (``result`` None) and when it ends, for a progress view."""
     check_request(request)
     check_datasets(request, progress=progress)
     output = Path(request.output)
     output.mkdir(parents=True, exist_ok=True)
     cells: dict[str, dict[str, dict]] = {}
+    pending: list[tuple] = []
     for dataset in request.datasets:
         dataset = Path(dataset)
         folder = output / dataset.name
         split, plans, configuration = prepare_dataset(dataset, folder, request, progress=progress)
         cells[dataset.name] = {}
         for network in request.networks:
-            cell = folder / network
-            done = cell / "result.json"
+            done = folder / network / "result.json"
             if done.is_file():
-                result = read_json(done)
-            else:
+                cells[dataset.name][network] = read_json(done)
                 if on_cell:
-                    on_cell(dataset.name, network, None)
-                result = run_cell(split, plans, configuration, network, cell, request, progress=progress)
-            cells[dataset.name][network] = result
+                    on_cell(dataset.name, network, cells[dataset.name][network])
+            else:
+                pending.append((split, plans, configuration, network, folder / network))
+        if request.jobs > 1 and any(cell[0] is split for cell in pending):
+            _preprocess_once(split, plans, configuration, folder, progress=progress)
+    if request.jobs == 1:
+        for split, plans, configuration, network, cell in pending:
             if on_cell:
-                on_cell(dataset.name, network, result)
-    return summarise_grid(cells, output)
+                on_cell(split.name, network, None)
+            cells[split.name][network] = run_cell(split, plans, configuration, network, cell, request,
+                                                  progress=progress)
+            if on_cell:
+                on_cell(split.name, network, cells[split.name][network])
+    else:
+        _run_side_by_side(pending, request, cells, on_cell)
+    ordered = {d: {n: cells[d][n] for n in request.networks if n in cells[d]} for d in cells}
+    return summarise_grid(ordered, output)
+
+
+def _preprocess_once(split: BenchmarkSplit, plans: Path, configuration: str, folder: Path, *,
+                     progress: bool | None) -> None:
+    """The dataset's cache, made before side-by-side cells read it (each cell's trainer then skips every case)."""
+    from medseg.config.plan import Plan
+    from medseg.preprocess.pipeline import preprocess_dataset
+
+    preprocess_dataset(split.train, Plan.from_dict(read_json(plans), path=plans), configuration,
+                       folder / "preprocessed", progress=progress, plans_path=plans)
+
+
+def _run_side_by_side(pending: list[tuple], request: BenchmarkRequest, cells: dict[str, dict[str, dict]],
+                      on_cell: Callable[[str, str, dict | None], None] | None) -> None:
+    """``request.jobs`` cells at a time, each in a fresh (spawned) process; the first failure stops the grid
+    after the running cells end (finished cells keep their results)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    queue = list(pending)
+    running: dict = {}
+    with ProcessPoolExecutor(max_workers=request.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        failure = None
+        while queue or running:
+            while queue and len(running) < request.jobs and failure is None:
+                split, plans, configuration, network, cell = queue.pop(0)
+                future = pool.submit(run_cell, split, plans, configuration, network, cell, request, progress=False)
+                running[future] = (split.name, network)
+                if on_cell:
+                    on_cell(split.name, network, None)
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                dataset, network = running.pop(future)
+                try:
+                    cells[dataset][network] = future.result()
+                except Exception as error:  # noqa: BLE001 - reported after the running cells end
+                    failure = failure or error
+                    continue
+                if on_cell:
+                    on_cell(dataset, network, cells[dataset][network])
+        if failure is not None:
+            raise failure
 
 
 def grid_table(request: BenchmarkRequest) -> list[list[str]]:

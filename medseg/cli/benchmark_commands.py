@@ -22,6 +22,8 @@ def benchmark(
                                                 "3d_fullres for 3D data, 2d for 2D)."),
     roi_folder: Optional[str] = typer.Option(None, "--roi-folder", help="Per-case masks to score inside, where a "
                                              "dataset has them, e.g. fovTr (DRIVE's field of view)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Cells trained side by side, each on an equal share of the "
+                             "cores (every cell still gets the same compute for its budget)."),
 ) -> None:
     """Train every network on every dataset at one budget through the same plan, score the held-out block, and
     compare them: per-case paired tests (Wilcoxon, paired bootstrap, Holm), ranks with the critical difference."""
@@ -33,7 +35,7 @@ def benchmark(
 
     request = BenchmarkRequest(datasets=list(datasets), networks=parse_networks(networks),
                                budget_seconds=parse_duration(budget), output=output, test_fraction=test_fraction,
-                               configuration=configuration, roi_folder=roi_folder)
+                               configuration=configuration, roi_folder=roi_folder, jobs=jobs)
     console = Console(stderr=True)
 
     def show(dataset: str, network: str, result: dict | None) -> None:

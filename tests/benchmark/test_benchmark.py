@@ -65,7 +65,8 @@ def test_a_bad_request_is_refused_before_anything_runs(tmp_path):
     for change, message in [({"networks": ["no_such_net"]}, "unknown network"),
                             ({"networks": ["unet", "unet"]}, "repeat"),
                             ({"datasets": [tmp_path]}, "no dataset.json"),
-                            ({"budget_seconds": 0}, "not positive")]:
+                            ({"budget_seconds": 0}, "not positive"),
+                            ({"jobs": 0}, "not between 1"), ({"jobs": 10_000}, "not between 1")]:
         with pytest.raises(MedsegError, match=message):
             check_request(BenchmarkRequest(**{**base, **change}))
     assert parse_networks(["unet,resunet", " umamba "]) == ["unet", "resunet", "umamba"]
@@ -106,6 +107,23 @@ def test_a_tiny_grid_trains_scores_compares_and_resumes(grid):
     again = []  # a rerun finds every cell done and trains nothing
     run_benchmark(request, on_cell=lambda d, n, r: again.append(r is None))
     assert again == [False] * 4
+
+
+@pytest.mark.slow
+def test_side_by_side_cells_share_the_cores_and_one_cache(tmp_path):
+    data = _write_discs(tmp_path / "discs", 8, 4)
+    request = BenchmarkRequest(datasets=[data], networks=["unet", "attention_unet"], budget_seconds=4,
+                               output=tmp_path / "bench", jobs=2)
+    seen = []
+    summary = run_benchmark(request, on_cell=lambda d, n, r: seen.append((n, r is None)))
+    assert sorted(seen[:2]) == [("attention_unet", True), ("unet", True)]  # both started before either ended
+    for network in ("unet", "attention_unet"):
+        cell = json.loads((tmp_path / "bench" / "discs" / network / "result.json").read_text())
+        assert cell["jobs"] == 2 and cell["threads"] == 1 and cell["steps"] > 0
+        assert summary["results"]["discs"][network]["dice"] == pytest.approx(cell["dice"])
+    cache = tmp_path / "bench" / "discs" / "preprocessed"
+    assert len([p for p in cache.rglob("*") if p.is_file() and "c0" in p.name]) > 0
+    assert list(summary["results"]["discs"]) == ["unet", "attention_unet"]  # the request's order, not the finish
 
 
 @pytest.fixture
