@@ -242,17 +242,16 @@ def run_benchmark(request: BenchmarkRequest, *, progress: bool | None = None,
                 if on_cell:
                     on_cell(dataset.name, network, cells[dataset.name][network])
             else:
-                pending.append((split, plans, configuration, network, folder / network))
-        if request.jobs > 1 and any(cell[0] is split for cell in pending):
+                pending.append((dataset.name, split, plans, configuration, network, folder / network))
+        if request.jobs > 1 and any(cell[1] is split for cell in pending):
             _preprocess_once(split, plans, configuration, folder, progress=progress)
     if request.jobs == 1:
-        for split, plans, configuration, network, cell in pending:
+        for name, split, plans, configuration, network, cell in pending:
             if on_cell:
-                on_cell(split.name, network, None)
-            cells[split.name][network] = run_cell(split, plans, configuration, network, cell, request,
-                                                  progress=progress)
+                on_cell(name, network, None)
+            cells[name][network] = run_cell(split, plans, configuration, network, cell, request, progress=progress)
             if on_cell:
-                on_cell(split.name, network, cells[split.name][network])
+                on_cell(name, network, cells[name][network])
     else:
         _run_side_by_side(pending, request, cells, on_cell)
     ordered = {d: {n: cells[d][n] for n in request.networks if n in cells[d]} for d in cells}
@@ -282,11 +281,11 @@ def _run_side_by_side(pending: list[tuple], request: BenchmarkRequest, cells: di
         failure = None
         while queue or running:
             while queue and len(running) < request.jobs and failure is None:
-                split, plans, configuration, network, cell = queue.pop(0)
+                name, split, plans, configuration, network, cell = queue.pop(0)
                 future = pool.submit(run_cell, split, plans, configuration, network, cell, request, progress=False)
-                running[future] = (split.name, network)
+                running[future] = (name, network)
                 if on_cell:
-                    on_cell(split.name, network, None)
+                    on_cell(name, network, None)
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -112,6 +112,8 @@ def test_a_tiny_grid_trains_scores_compares_and_resumes(grid):
 @pytest.mark.slow
 def test_side_by_side_cells_share_the_cores_and_one_cache(tmp_path):
     data = _write_discs(tmp_path / "discs", 8, 4)
+    spec = json.loads((data / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps({**spec, "name": "DISCS"}))  # cells go by the folder's name
     request = BenchmarkRequest(datasets=[data], networks=["unet", "attention_unet"], budget_seconds=4,
                                output=tmp_path / "bench", jobs=2)
     seen = []
