@@ -5,7 +5,9 @@ navigation, on the shared data.
 The tutorials' commands run as written, with one change: every ``--budget X`` becomes ``--budget 5s`` (a test
 cannot train for 20 minutes; the commands and their outputs are what is checked, not the model's quality).
 ``DATA``, ``NEW_IMAGES`` and ``NEW_LABELS``, which the tutorials ask the reader to set, point at the shared
-datasets: ISBI 2012's first 14 images split into 11 training and 3 test images, CVC-ClinicDB for the clicks tutorial.
+datasets: ISBI 2012's first 14 images split into 11 training and 3 test images, CVC-ClinicDB for the clicks tutorial
+and the in-context model's meta-training (its support set and target are ISBI's), DRIVE's last 5 images as the new
+domain of the adaptation tutorial (5 of its first 15 as the shots; its base model trains on CVC-ClinicDB).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from tests.conftest import shared_dataset
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
-TUTORIALS = ["train-on-my-data", "evaluate-honestly", "compare-networks", "segment-with-clicks", "deploy-with-dicom"]
+TUTORIALS = ["train-on-my-data", "evaluate-honestly", "compare-networks", "segment-with-clicks", "deploy-with-dicom",
+             "segment-from-examples", "adapt-with-few-labels"]
 
 
 def bash_blocks(page: Path) -> list[str]:
@@ -63,9 +66,11 @@ def workspace(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     spec = (isbi / "dataset.json").read_text().replace('"numTraining": 24', '"numTraining": 14')
     (subset / "dataset.json").write_text(spec)
     split = make_split(subset, work / "isbi_split", test_fraction=0.15)
+    drive = make_split(shared_dataset("drive"), work / "drive_split", test_fraction=0.25)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DATA": str(split.train), "NEW_IMAGES": str(split.test_images), "NEW_LABELS": str(split.test_labels),
-           "CVC": str(cvc)}
+           "CVC": str(cvc), "TARGET": str(drive.train), "TARGET_IMAGES": str(drive.test_images),
+           "TARGET_LABELS": str(drive.test_labels), "FIRST_NEW_IMAGE": str(sorted(split.test_images.iterdir())[0])}
     return work, env
 
 
@@ -109,3 +114,23 @@ def test_deploy_with_dicom(workspace):
     assert [p.suffix for p in (work / "seg_out").iterdir()] == [".dcm"]
     assert [p.suffix for p in (work / "rt_out").iterdir()] == [".dcm"]
     assert sorted(p.name for p in (work / "models" / "shapes_onnx").iterdir())[0] == "fold_all.onnx"
+
+
+@pytest.mark.slow
+def test_segment_from_examples(workspace):
+    run_tutorial("segment-from-examples", workspace, TRAINING="CVC", SUPPORT="DATA", TARGET="FIRST_NEW_IMAGE")
+    work, _ = workspace
+    assert (work / "from_examples" / "mask.png").is_file()
+    assert len(list((work / "candidates").glob("candidate_*.png"))) == 8
+    assert (work / "candidates" / "spread.png").is_file()
+
+
+@pytest.mark.slow
+def test_adapt_with_few_labels(workspace):
+    run_tutorial("adapt-with-few-labels", workspace, DATA="CVC")
+    work, env = workspace
+    expected = sorted(p.name for p in Path(env["TARGET_LABELS"]).iterdir())
+    for folder in ("adapted_predictions", "merged_predictions"):
+        assert sorted(p.name for p in (work / folder).iterdir() if p.suffix == ".png") == expected
+    assert (work / "adapted_evaluation" / "summary.json").is_file()
+    assert (work / "tta_predictions" / "adaptation.json").is_file()
