@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "import nnunet": "medseg.cli.import_commands:nnunet",
     "dicomweb watch": "medseg.cli.dicomweb_commands:watch",
     "shift": "medseg.cli.shift_commands:shift",
+    "qc": "medseg.cli.qc_commands:qc",
     "explain": "medseg.cli.explain_commands:explain",
     "benchmark": "medseg.cli.benchmark_commands:benchmark",
     "report": "medseg.cli.report_commands:report",

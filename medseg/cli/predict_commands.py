@@ -119,9 +119,11 @@ def predict(
                            names=output_names(cases, save_probabilities=save_probabilities,
                                               output_format=output_format,
                                               extra_names=uncertainty_names))  # before models
+    from medseg.trust.qc import read_quality_model
     from medseg.trust.shift import read_reference, write_prediction_ood
 
     shift_reference = read_reference(model[0])  # medseg shift --fit's; a malformed one stops before any prediction
+    quality = read_quality_model(model[0]) if len(model) == 1 and dicomweb is None else None  # medseg qc --fit's
     predictors = [engine_predictor(m, engine, folds=_folds(folds), device=device, tta=not no_tta, step=step,
                                    memory_limit=limit, precision=precision) for m in model]
     if adapt != "none":
@@ -150,7 +152,9 @@ def predict(
     written = predict_cases(predictor, cases, output, save_probabilities=save_probabilities, overwrite=overwrite,
                             output_format=output_format,
                             label_names=model_label_names(model[0], predictor.label_values),
-                            uncertainty=predictor if uncertainty is not None else None)
+                            uncertainty=predictor if uncertainty is not None else None, quality=quality)
+    if quality is not None:
+        typer.echo(f"wrote quality scores to {output / 'qc'} (medseg qc {output} lists the cases to review first)")
     if shift_reference is not None:
         ood = write_prediction_ood(model[0], shift_reference, cases, output)
         typer.echo(f"wrote out-of-distribution scores to {ood}")

@@ -99,20 +99,26 @@ def check_inputs(cases: Sequence[InputCase], *, predictor=None, progress: bool |
             member.check_image(image)  # the check predict itself makes: one rule, applied before any file is written
 
 
+QUALITY_FOLDER = "qc"  # medseg.trust.qc.SUBFOLDER: where a quality model's per-case scores go
+
+
 def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, save_probabilities: bool = False,
                   overwrite: bool = False, progress: bool | None = None, output_format: str | None = None,
-                  label_names: dict[int, str] | None = None, uncertainty=None) -> list[Path]:
+                  label_names: dict[int, str] | None = None, uncertainty=None, quality=None) -> list[Path]:
     """Predict every case with ``predictor`` (a ``Predictor`` or ``EnsemblePredictor``); returns the label files.
 
     ``output_format``: None (the input's format), ``"nifti"``, ``"dicom-seg"`` or ``"rtstruct"`` (DICOM series
     inputs only); ``label_names`` (value -> name) names the segments / ROIs (default ``"label <value>"``).
     ``uncertainty``: a ``medseg.trust.uncertainty.UncertaintyPredictor`` (``predictor`` itself, usually): each
     case's labels come from its ``predict_and_write``, which writes the uncertainty maps and summary too.
+    ``quality``: a ``medseg.trust.qc.QualityModel``: each case's class probabilities are scored too, into
+    ``OUTPUT/qc/<case>.json`` (written atomically, after the label file).
 
     The output folder is checked first (writable, not inside an input dataset or input folder, no existing
     output file unless ``overwrite``), then every input is read and checked against the model
     (``check_inputs``), then cases are predicted.
     """
+    from medseg.config import write_json_atomic
     from medseg.data import read_channels
     from medseg.inference.ensemble import save_probabilities as save
     from medseg.output_paths import prepare_output_dir
@@ -121,6 +127,7 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
     inputs = [f for case in cases for f in case.files]  # the output may not be the folder of any of them
     names = output_names(cases, save_probabilities=save_probabilities, output_format=output_format,
                          extra_names=uncertainty.file_names if uncertainty is not None else None)
+    names += [f"{QUALITY_FOLDER}/{case.case_id}.json" for case in cases] if quality is not None else []
     prepare_output_dir(output, inputs=inputs, overwrite=overwrite, names=names)
     check_inputs(cases, predictor=predictor, progress=progress)
     check_dicom_sources(cases, output_format)
@@ -135,11 +142,15 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
             labels, probabilities = uncertainty.predict_and_write(image, output, case.case_id)
             if save_probabilities:
                 save(output / f"{case.case_id}.npz", probabilities.array, predictor.label_values)
-        elif save_probabilities:
+        elif save_probabilities or quality is not None:
             labels, probabilities = predictor.predict_with_probabilities(image)
-            save(output / f"{case.case_id}.npz", probabilities.array, predictor.label_values)
+            if save_probabilities:
+                save(output / f"{case.case_id}.npz", probabilities.array, predictor.label_values)
         else:
             labels = predictor.predict(image)
         written.append(write_labels(labels, case, output / f"{case.case_id}{output_suffix(case, output_format)}",
                                     output_format, label_names))
+        if quality is not None:
+            write_json_atomic(quality.score(probabilities.array, list(predictor.label_values)),
+                              output / QUALITY_FOLDER / f"{case.case_id}.json")
     return written

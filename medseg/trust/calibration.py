@@ -57,7 +57,7 @@ def validation_files(model: str | Path) -> dict[str, Path]:
                 files[path.name.removesuffix(".npz")] = path
     if not files:
         raise MedsegError("the model has no cross-validation predictions (fold_K/validation/<case>.npz) to "
-                          "calibrate on", path=model, fix=NO_CV_FIX)
+                          "fit on", path=model, fix=NO_CV_FIX)
     return files
 
 

@@ -464,6 +464,7 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
         "train-incontext": "dataset folders and --exclude: tests/incontext/test_incontext_cli.py",
         "report": "folders that benchmark and train wrote: tests/benchmark/test_benchmark.py",
         "shift": "datasets, a model folder and its shift reference: tests/trust/test_shift.py",
+        "qc": "a model folder with or without CV predictions, a prediction folder: tests/trust/test_qc.py",
         "explain": "a model folder, image files and a region mask: tests/trust/test_explain.py",
         "adapt": "a base model folder, a target dataset and the method's options: tests/adapt/test_finetune.py",
         "model merge": "an adapted folder, missing or not one of deltas: tests/adapt/test_finetune.py",
