@@ -72,7 +72,7 @@ def subset(name: str, ids: list[str], folder: Path) -> Path:
 
 
 def train_model(name: str, dataset: Path, model: Path, configuration: str, overrides: list[str], steps: int,
-                budget: float) -> float:
+                budget: float, folds: tuple[str, ...] = FOLDS) -> float:
     from medseg.config import write_json_atomic
     from medseg.planning.service import make_plan
     from medseg.training.service import train_fold
@@ -82,7 +82,7 @@ def train_model(name: str, dataset: Path, model: Path, configuration: str, overr
     if not plans.is_file():
         write_json_atomic(make_plan(dataset, budget=budget, flops_per_second=1e10, min_iterations=steps,
                                     overrides=overrides, progress=False).to_dict(), plans)
-    for fold in FOLDS:
+    for fold in folds:
         if (model / f"fold_{fold}" / "validation.json").is_file():
             continue
         train_fold(dataset, configuration, fold, model_dir=model, plans=plans, budget_seconds=budget,
