@@ -212,10 +212,15 @@ def main() -> None:
                           "load_average": os.getloadavg(), "date": datetime.now(timezone.utc).isoformat()}
     results["command"] = "nice -n 19 python bench/trust.py " + " ".join(
         f"--{k} {v}" for k, v in (("steps", args.steps), ("budget", args.budget), ("samples", args.samples)))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.output.with_suffix(".json.part")
+    write_results(results, args.output)
+
+
+def write_results(results: dict, output: Path) -> None:
+    """``output`` replaced atomically by ``results`` as indented JSON."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_suffix(".json.part")
     temporary.write_text(json.dumps(results, indent=2) + "\n")
-    temporary.replace(args.output)
+    temporary.replace(output)
 
 
 if __name__ == "__main__":

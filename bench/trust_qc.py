@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trust import DATA, RESULTS, case_ids, subset, train_model  # noqa: E402  (bench/trust.py's helpers)
+from trust import DATA, RESULTS, case_ids, subset, train_model, write_results  # noqa: E402  (bench/trust.py's helpers)
 
 FOLDS = ("0", "1", "2", "3", "4")
 # name: configuration, training ids and held-out ids (slices of the sorted ids), plan overrides
@@ -110,10 +110,7 @@ def main() -> None:
               f"{measured['cv_loo_spearman']}; worst 10% replaced: flagged +{measured['gain_worst_10pct_flagged']:.4f}"
               f", random +{measured['gain_worst_10pct_random']:.4f}, oracle +{measured['gain_worst_10pct_oracle']:.4f}",
               flush=True)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.output.with_suffix(".json.part")
-        temporary.write_text(json.dumps(results, indent=2) + "\n")
-        temporary.replace(args.output)
+        write_results(results, args.output)
 
 
 if __name__ == "__main__":

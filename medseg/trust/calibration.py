@@ -15,6 +15,7 @@ the dataset's reference labels and fits, by L-BFGS on the negative log-likelihoo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,23 @@ def validation_files(model: str | Path) -> dict[str, Path]:
     return files
 
 
+def validation_cases(files: dict[str, Path], data, label_values: list[int]
+                     ) -> Iterator[tuple[str, np.ndarray, list[int], np.ndarray]]:
+    """``(case, probabilities (K, *S), label values, reference (*S))`` of each cross-validation file (``files``
+    as ``validation_files`` gives them) with its reference label map from ``data`` (an opened dataset); a
+    ``MedsegError`` for a file of another model's labels or of another grid than its reference."""
+    for case_id, path in files.items():
+        probabilities, values = load_probabilities(path)
+        if values != label_values:
+            raise MedsegError(f"probabilities of labels {values}, the model predicts {label_values}", path=path,
+                              fix="retrain the fold; its validation folder is from another model")
+        reference = data.read_label(data.case(case_id)).array[0]
+        if reference.shape != probabilities.shape[1:]:
+            raise MedsegError(f"probabilities of shape {probabilities.shape[1:]}, the reference "
+                              f"{reference.shape}", path=path, fix="pass the dataset the model was trained on")
+        yield case_id, probabilities, values, reference
+
+
 def collect_voxels(model: str | Path, dataset: str | Path, *, max_voxels: int = DEFAULT_MAX_VOXELS,
                    seed: int = 0) -> CalibrationVoxels:
     """Sample voxels of every cross-validation probability file of ``model`` with their reference labels from
@@ -76,15 +94,7 @@ def collect_voxels(model: str | Path, dataset: str | Path, *, max_voxels: int = 
     per_case = max(1, max_voxels // len(files))
     rng = np.random.default_rng(seed)
     logs, targets = [], []
-    for case_id, path in files.items():
-        probabilities, values = load_probabilities(path)
-        if values != spec.label_values:
-            raise MedsegError(f"probabilities of labels {values}, the model predicts {spec.label_values}", path=path,
-                              fix="retrain the fold; its validation folder is from another model")
-        reference = data.read_label(data.case(case_id)).array[0]
-        if reference.shape != probabilities.shape[1:]:
-            raise MedsegError(f"probabilities of shape {probabilities.shape[1:]}, the reference "
-                              f"{reference.shape}", path=path, fix="pass the dataset the model was trained on")
+    for _, probabilities, values, reference in validation_cases(files, data, spec.label_values):
         channel = np.full(reference.shape, -1, dtype=np.int64)
         for value, index in lookup.items():
             channel[reference == value] = index  # other values (an 'ignore' label) are left out

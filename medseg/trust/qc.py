@@ -167,8 +167,7 @@ def fit_quality_model(model: str | Path, dataset: str | Path, *, ridge: float = 
     from medseg.config import write_json_atomic
     from medseg.config.model_folder import read_segmentation_model
     from medseg.data import open_dataset
-    from medseg.inference.ensemble import load_probabilities
-    from medseg.trust.calibration import validation_files
+    from medseg.trust.calibration import validation_cases, validation_files
 
     model = Path(model)
     spec, _, _ = read_segmentation_model(model)
@@ -176,15 +175,7 @@ def fit_quality_model(model: str | Path, dataset: str | Path, *, ridge: float = 
     calibration = read_calibration(model, spec.label_values)
     data = open_dataset(dataset)
     features, dice = [], []
-    for case_id, path in files.items():
-        probabilities, values = load_probabilities(path)
-        if values != spec.label_values:
-            raise MedsegError(f"probabilities of labels {values}, the model predicts {spec.label_values}", path=path,
-                              fix="retrain the fold; its validation folder is from another model")
-        reference = data.read_label(data.case(case_id)).array[0]
-        if reference.shape != probabilities.shape[1:]:
-            raise MedsegError(f"probabilities of shape {probabilities.shape[1:]}, the reference "
-                              f"{reference.shape}", path=path, fix="pass the dataset the model was trained on")
+    for _, probabilities, values, reference in validation_cases(files, data, spec.label_values):
         if calibration is not None:
             probabilities = apply_calibration(torch.from_numpy(probabilities.astype(np.float32)), calibration,
                                               dim=0).numpy()
