@@ -21,7 +21,7 @@ def tiny_model_fixture(tmp_path_factory) -> tuple[Path, Path]:
     model = root / "model"
     result = CliRunner().invoke(app, ["train", str(dataset), "-c", "2d", "-f", "all", "-o", str(model), "-p",
                                       str(plans), "--max-iterations", "60", "--iterations-per-epoch", "30",
-                                      "--no-validation"])
+                                      "--no-validation", "--budget", "1h"])  # 60 steps, however loaded the machine
     assert result.exit_code == 0, result.output
     return model, dataset
 
