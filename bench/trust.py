@@ -92,6 +92,18 @@ def train_model(name: str, dataset: Path, model: Path, configuration: str, overr
     return time.time() - start
 
 
+def train_on_block(name: str, setup: tuple, work: Path, steps: int, budget: float,
+                   folds: tuple[str, ...] = FOLDS) -> tuple[list[str], Path, Path, float]:
+    """The dataset's sorted ids, its training block as a raw subset under ``work/data``, and ``folds`` of it
+    trained into ``work/models/<name>`` (``setup``: configuration, training slice, held-out slice, plan
+    overrides); returns ``(ids, subset, model folder, training seconds)``."""
+    configuration, train, _, overrides = setup
+    ids = case_ids(name)
+    dataset = subset(name, ids[train], work / "data" / name)
+    model = work / "models" / name
+    return ids, dataset, model, train_model(name, dataset, model, configuration, overrides, steps, budget, folds)
+
+
 def foreground_dice(pred: np.ndarray, ref: np.ndarray, keep: np.ndarray, values: list[int]) -> float:
     from medseg.metrics import confusion, dice
 
@@ -189,13 +201,10 @@ def main() -> None:
     results.setdefault("uncertainty", {})
     results.setdefault("setup", {})
     for name in args.datasets:
-        configuration, train, held, overrides = DATASETS[name]
-        ids = case_ids(name)
-        dataset = subset(name, ids[train], args.work / "data" / name)
+        configuration, train, held, _ = DATASETS[name]
         start = time.time()
-        train_seconds = train_model(name, dataset, args.work / "models" / name, configuration, overrides,
-                                    args.steps, args.budget)
-        measured = evaluate_dataset(name, dataset, args.work / "models" / name, ids[held], args.work, args.samples)
+        ids, dataset, model, train_seconds = train_on_block(name, DATASETS[name], args.work, args.steps, args.budget)
+        measured = evaluate_dataset(name, dataset, model, ids[held], args.work, args.samples)
         results["calibration"][name] = measured["calibration"]
         results["uncertainty"][name] = measured["uncertainty"]
         results["setup"][name] = {"configuration": configuration, "train_ids": ids[train], "held_out_ids": ids[held],

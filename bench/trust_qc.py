@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trust import DATA, RESULTS, case_ids, subset, train_model, write_results  # noqa: E402  (bench/trust.py's helpers)
+from trust import DATA, RESULTS, train_on_block, write_results  # noqa: E402  (bench/trust.py's helpers)
 
 FOLDS = ("0", "1", "2", "3", "4")
 # name: configuration, training ids and held-out ids (slices of the sorted ids), plan overrides
@@ -90,13 +90,11 @@ def main() -> None:
     results = json.loads(args.output.read_text()) if args.output.is_file() else {}
     results.setdefault("qc", {})
     for name in args.datasets:
-        configuration, train, held, overrides = DATASETS[name]
-        ids = case_ids(name)
-        dataset = subset(name, ids[train], args.work / "data" / name)
+        configuration, train, held, _ = DATASETS[name]
         start = time.time()
-        train_seconds = train_model(name, dataset, args.work / "models" / name, configuration, overrides,
-                                    args.steps, args.budget, folds=FOLDS)
-        measured = qc_dataset(name, dataset, args.work / "models" / name, ids[held])
+        ids, dataset, model, train_seconds = train_on_block(name, DATASETS[name], args.work, args.steps,
+                                                            args.budget, folds=FOLDS)
+        measured = qc_dataset(name, dataset, model, ids[held])
         measured["setup"] = {"configuration": configuration, "train_ids": [ids[train][0], ids[train][-1]],
                              "held_out_ids": [ids[held][0], ids[held][-1]], "folds": list(FOLDS),
                              "steps_per_fold": args.steps, "train_seconds": round(train_seconds, 1),

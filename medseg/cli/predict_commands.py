@@ -154,7 +154,10 @@ def predict(
                             label_names=model_label_names(model[0], predictor.label_values),
                             uncertainty=predictor if uncertainty is not None else None, quality=quality)
     if quality is not None:
-        typer.echo(f"wrote quality scores to {output / 'qc'} (medseg qc {output} lists the cases to review first)")
+        from medseg.inference.run import QUALITY_FOLDER
+
+        typer.echo(f"wrote quality scores to {output / QUALITY_FOLDER} (medseg qc {output} lists the cases to review "
+                   "first)")
     if shift_reference is not None:
         ood = write_prediction_ood(model[0], shift_reference, cases, output)
         typer.echo(f"wrote out-of-distribution scores to {ood}")

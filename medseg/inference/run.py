@@ -99,7 +99,7 @@ def check_inputs(cases: Sequence[InputCase], *, predictor=None, progress: bool |
             member.check_image(image)  # the check predict itself makes: one rule, applied before any file is written
 
 
-QUALITY_FOLDER = "qc"  # medseg.trust.qc.SUBFOLDER: where a quality model's per-case scores go
+QUALITY_FOLDER = "qc"  # where a quality model's (medseg.trust.qc) per-case scores go
 
 
 def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, save_probabilities: bool = False,

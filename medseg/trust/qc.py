@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from medseg.errors import MedsegError
+from medseg.inference.run import QUALITY_FOLDER
 
 FEATURES = ("expected_dice", "boundary_entropy", "uncertain_fraction", "log_volume")
 QC_FILE = "qc.json"
-SUBFOLDER = "qc"  # = medseg.inference.run.QUALITY_FOLDER
 SCHEMA_VERSION = 1
 MIN_CASES = 8
 DEFAULT_RIDGE = 1.0
@@ -203,7 +203,7 @@ def review_list(prediction_folder: str | Path) -> list[dict]:
     """Every case's QC record in ``prediction_folder/qc/``, highest failure score first."""
     from medseg.config import read_json
 
-    folder = Path(prediction_folder) / SUBFOLDER
+    folder = Path(prediction_folder) / QUALITY_FOLDER
     records = sorted(folder.glob("*.json")) if folder.is_dir() else []
     records = [p for p in records if not p.name.startswith(".")]
     if not records:
