@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"inference"},
     {"training", "evaluation", "importers", "export"},
     {"trust"},
-    {"interactive", "adapt"},
+    {"interactive", "adapt", "active"},
     {"incontext"},
     {"benchmark"},
     {"report"},

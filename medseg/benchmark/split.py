@@ -3,18 +3,18 @@
 A dataset with labelled test cases (``imagesTs`` + ``labelsTs``) is scored on them; otherwise the last
 ``test_fraction`` of its case ids in sorted order is held out. A contiguous block, not a random draw: datasets
 whose neighbouring cases are near-duplicates (video frames, slices of one volume) would leak through a random
-split. The views link to the dataset's files; nothing is written into the dataset.
+split. The views link to the dataset's files (``medseg.data.subset``); nothing is written into the dataset.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.data import open_dataset
 from medseg.data.layout import Case
+from medseg.data.subset import held_out_block, link_cases, link_files
 from medseg.errors import MedsegError
 
 
@@ -32,27 +32,6 @@ class BenchmarkSplit:
     test_cases: list[str]
     rule: str
     test_extras: dict[str, Path]
-
-
-def held_out_block(case_ids: list[str], test_fraction: float) -> tuple[list[str], list[str]]:
-    """``(train, test)``: the last ``ceil(test_fraction * n)`` ids in sorted order are the test block."""
-    if not 0.0 < test_fraction < 1.0:
-        raise MedsegError(f"test fraction {test_fraction} is not between 0 and 1 (fix: e.g. --test-fraction 0.25)")
-    ids = sorted(case_ids)
-    count = math.ceil(test_fraction * len(ids))
-    if len(ids) < 2 or count >= len(ids):
-        raise MedsegError(f"{len(ids)} case(s) cannot be split into training and test cases "
-                          f"(fix: a dataset with more cases, or a smaller --test-fraction)")
-    return ids[:-count], ids[-count:]
-
-
-def _link(files: list[Path], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        target = folder / path.name
-        if target.is_symlink() or target.exists():
-            target.unlink()
-        target.symlink_to(path.resolve())
 
 
 def _labelled_test_cases(dataset) -> list[Case]:
@@ -83,16 +62,12 @@ def make_split(dataset_root: str | Path, work: str | Path, *, test_fraction: flo
     split = BenchmarkSplit(dataset.spec.name or dataset.root.name, work / "train", work / "test" / "images",
                            work / "test" / "labels", [c.case_id for c in train], [c.case_id for c in test], rule,
                            {name: work / "test" / name for name in extras})
-    for case in train:
-        _link(case.image_files, split.train / "imagesTr")
-        _link([case.label_file], split.train / "labelsTr")
-        for extra in case.extra_files.values():
-            _link([extra], split.train / extra.parent.name)
+    link_cases(train, split.train)
     spec = {**dataset.spec.to_nnunet_json(), "numTraining": len(train)}
     (split.train / "dataset.json").write_text(json.dumps(spec, indent=1))
     for case in test:
-        _link(case.image_files, split.test_images)
-        _link([case.label_file], split.test_labels)
+        link_files(case.image_files, split.test_images)
+        link_files([case.label_file], split.test_labels)
         for extra in case.extra_files.values():
-            _link([extra], split.test_extras[extra.parent.name])
+            link_files([extra], split.test_extras[extra.parent.name])
     return split

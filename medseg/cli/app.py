@@ -46,6 +46,7 @@ COMMANDS: dict[str, str] = {
     "shift": "medseg.cli.shift_commands:shift",
     "qc": "medseg.cli.qc_commands:qc",
     "explain": "medseg.cli.explain_commands:explain",
+    "active": "medseg.cli.active_commands:active",
     "benchmark": "medseg.cli.benchmark_commands:benchmark",
     "report": "medseg.cli.report_commands:report",
 }

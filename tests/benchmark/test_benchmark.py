@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from medseg.benchmark.grid import BenchmarkRequest, check_request, parse_networks, run_benchmark
-from medseg.benchmark.split import held_out_block, make_split
+from medseg.benchmark.split import make_split
+from medseg.data.subset import held_out_block
 from medseg.cli.app import app
 from medseg.errors import MedsegError
 from medseg.io import Image, write_image

@@ -468,6 +468,8 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
         "explain": "a model folder, image files and a region mask: tests/trust/test_explain.py",
         "adapt": "a base model folder, a target dataset and the method's options: tests/adapt/test_finetune.py",
         "model merge": "an adapted folder, missing or not one of deltas: tests/adapt/test_finetune.py",
+        "active": "a dataset with an unlabelled case, a folder of another run, bad options: "
+                  "tests/active/test_active.py",
     }
     covered = set(COMMANDS) | {"evaluate"}
     assert set(CLI_COMMANDS) - set(elsewhere) - covered == set()
