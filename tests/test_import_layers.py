@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"planning"},
     {"preprocess"},
     {"inference"},
-    {"training", "evaluation", "importers", "export"},
+    {"training", "evaluation", "importers", "export", "classical"},
     {"trust"},
     {"interactive", "adapt", "active"},
     {"incontext"},

@@ -47,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "qc": "medseg.cli.qc_commands:qc",
     "explain": "medseg.cli.explain_commands:explain",
     "active": "medseg.cli.active_commands:active",
+    "classical": "medseg.cli.classical_commands:classical",
     "benchmark": "medseg.cli.benchmark_commands:benchmark",
     "report": "medseg.cli.report_commands:report",
 }

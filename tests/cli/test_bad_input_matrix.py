@@ -248,6 +248,10 @@ def _args_benchmark(ds: Path, out: Path, fx: dict) -> list[str]:
     return ["benchmark", str(ds), "--networks", "unet", "--budget", "2s", "-o", str(out / "bench")]
 
 
+def _args_classical(ds: Path, out: Path, fx: dict) -> list[str]:
+    return ["classical", str(ds), "--method", "otsu", "--tune-cases", "4", "-o", str(out / "classical")]
+
+
 COMMANDS: dict[str, tuple[tuple[str, ...], Callable[[Path, Path, dict], list[str]]]] = {
     "check": (("2d", "3d", "msd"), _args_check),
     "fingerprint": (("2d", "3d", "msd"), _args_fingerprint),
@@ -259,6 +263,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], Callable[[Path, Path, dict], list[str
     "eval-interactive": (("2d", "3d", "msd"), _args_eval_interactive),
     "train-interactive": (("2d", "3d", "msd"), _args_train_interactive),
     "benchmark": (("2d", "3d"), _args_benchmark),
+    "classical": (("2d", "3d", "msd"), _args_classical),
 }
 
 READS_NO_LABELS = "predict reads images only"
