@@ -11,13 +11,29 @@ from scipy import ndimage
 SAMPLE_VOXELS = 50_000
 
 
-def normalise(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+MIN_CONTENT_FRACTION = 0.01
+
+
+def content_mask(image: np.ndarray) -> np.ndarray | None:
+    """``(*S)`` bool: the voxels where some channel of ``image (C, *S)`` differs from its minimum (a skull-stripped
+    MRI's brain, an endoscope's field of view, as nnU-Net's crop to non-zero finds them); None when that is
+    (nearly) every voxel, or under ``MIN_CONTENT_FRACTION`` of them (no background to leave out)."""
+    mask = np.zeros(image.shape[1:], bool)
+    for channel in image:
+        mask |= channel != channel.min()
+    fraction = mask.mean()
+    return mask if MIN_CONTENT_FRACTION <= fraction < 0.98 else None
+
+
+def normalise(image: np.ndarray, content: np.ndarray | None = None, low: float = 0.5, high: float = 99.5
+              ) -> np.ndarray:
     """``image (C, *S)`` -> float32 ``(C, *S)`` in [0, 1], each channel clipped to its ``low`` / ``high``
-    percentiles (robust to hot pixels and specular highlights); a constant channel becomes 0."""
+    percentiles over the ``content`` voxels (all without a mask; robust to hot pixels and specular highlights); a
+    constant channel becomes 0."""
     image = np.asarray(image, dtype=np.float32)
     out = np.zeros_like(image)
     for index, channel in enumerate(image):
-        lo, hi = np.percentile(channel, [low, high])
+        lo, hi = np.percentile(channel if content is None else channel[content], [low, high])
         if hi > lo:
             out[index] = np.clip((channel - lo) / (hi - lo), 0, 1)
     return out

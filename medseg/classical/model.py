@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from medseg.classical.features import normalise
+from medseg.classical.features import content_mask, normalise
 from medseg.classical.methods import SEARCH, SINGLE_CHANNEL, method_function
 from medseg.errors import MedsegError
 from medseg.io import Image
@@ -75,7 +75,7 @@ class ClassicalModel:
 
     def ranks(self, image: Image) -> np.ndarray:
         """The method's brightness ranks ``(*S)`` int32 of ``image (C, *S)``."""
-        return method_function(self.method)(normalise(image.array), **self.params)
+        return method_ranks(self.method, image.array, self.params)
 
     def predict(self, image: Image) -> Image:
         """Label map ``(1, *S)`` on exactly ``image``'s grid."""
@@ -84,6 +84,13 @@ class ClassicalModel:
         ranks = np.clip(self.ranks(image), 0, len(lookup) - 1)
         dtype = np.uint8 if max(self.label_values) < 256 else np.uint16
         return image.with_array(lookup[ranks].astype(dtype)[None])
+
+
+def method_ranks(method: str, array: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """``method``'s ranks ``(*S)`` of an image array ``(C, *S)``: its content found (``features.content_mask``),
+    normalised over it, the voxels outside it rank 0."""
+    content = content_mask(array)
+    return method_function(method)(normalise(array, content), content=content, **params)
 
 
 def search_space(method: str, channels: int) -> list[dict[str, Any]]:
@@ -163,10 +170,9 @@ def fit_classical(dataset_root: str | Path, method: str, *, cases: int = 8,
         images.append(image)
         references.append(np.asarray(label.array[0]).astype(np.int64))
     channels = images[0].num_channels
-    function = method_function(method)
     search, best = [], None
     for params in search_space(method, channels):
-        counts = [rank_label_counts(function(normalise(image.array), **params), reference, label_values)
+        counts = [rank_label_counts(method_ranks(method, image.array, params), reference, label_values)
                   for image, reference in zip(images, references)]
         rows = max(len(c) for c in counts)
         counts = [np.pad(c, ((0, rows - len(c)), (0, 0))) for c in counts]
