@@ -48,6 +48,7 @@ COMMANDS: dict[str, str] = {
     "explain": "medseg.cli.explain_commands:explain",
     "active": "medseg.cli.active_commands:active",
     "classical": "medseg.cli.classical_commands:classical",
+    "synth": "medseg.cli.synth_commands:synth",
     "benchmark": "medseg.cli.benchmark_commands:benchmark",
     "report": "medseg.cli.report_commands:report",
 }

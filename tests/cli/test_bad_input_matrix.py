@@ -475,6 +475,8 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
         "model merge": "an adapted folder, missing or not one of deltas: tests/adapt/test_finetune.py",
         "active": "a dataset with an unlabelled case, a folder of another run, bad options: "
                   "tests/active/test_active.py",
+        "synth": "folders of label maps, missing, holding an image, and an existing output: "
+                 "tests/synth/test_synthseg.py",
     }
     covered = set(COMMANDS) | {"evaluate"}
     assert set(CLI_COMMANDS) - set(elsewhere) - covered == set()
