@@ -165,7 +165,8 @@ def synth_dataset(source: str | Path, output: str | Path, *, count: int = 200, s
             write_image(source_map.with_array(label[None]), partial / "labelsTr" / f"{case}.nii.gz")
         labels = (spec or {}).get("labels") or {("background" if v == 0 else f"label_{v}"): v for v in sorted(found)}
         record = {key: value for key, value in (spec or {}).items()
-                  if key in ("labels", "regions_class_order", "name", "description")}
+                  if key in ("labels", "regions_class_order", "regions_commonly_scored", "name", "description",
+                             "reference", "licence", "license")}
         record.update({"channel_names": {"0": "synthetic"}, "labels": labels, "numTraining": count,
                        "file_ending": ".nii.gz",
                        "synthetic": {"source": str(Path(source)), "source_maps": len(maps), "seed": int(seed),
