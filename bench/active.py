@@ -71,15 +71,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="training steps of every model")
     parser.add_argument("--pool", type=int, default=60)
     parser.add_argument("--test-cases", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training and prediction (several "
+                        "benches side by side on 2 cores oversubscribe them otherwise: 4 s a step instead of 0.05)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     for name in args.datasets:
         start = time.time()
         settings = ActiveSettings(initial=args.initial, query=args.query, rounds=args.rounds,
                                   strategies=tuple(args.strategies.split(",")), seeds=tuple(range(args.seeds)),
                                   budget_seconds=3600.0, max_iterations=args.steps, test_cases=args.test_cases,
                                   pool_size=args.pool, plan_overrides=PLAN_OVERRIDES.get(name, ()),
-                                  train_options={"num_workers": 0})
+                                  train_options={"num_workers": 0, "threads": args.threads})
         results = run_active_learning(DATA / name, args.work / name, settings, progress=False)
         measured = {"strategies": summarise(results), "split": results["split"]["rule"],
                     "configuration": results["configuration"],
