@@ -42,6 +42,7 @@ DATASETS = {
     "hippocampus": ("3d_fullres", slice(0, 12), slice(-5, None), ["3d_fullres.batch_size=2"]),
     "cvc_clinicdb": ("2d", slice(0, 12), slice(300, 305), ["2d.patch_size=[128,128]", "2d.batch_size=4"]),
     "isbi2012_em": ("2d", slice(0, 12), slice(19, 24), ["2d.patch_size=[128,128]", "2d.batch_size=4"]),
+    "cxr_lungs": ("2d", slice(0, 12), slice(-5, None), ["2d.patch_size=[128,128]", "2d.batch_size=4"]),
 }
 FRACTIONS = np.linspace(0.0, 0.5, 11)
 FOLDS = ("0", "1")
