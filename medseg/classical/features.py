@@ -15,12 +15,13 @@ MIN_CONTENT_FRACTION = 0.01
 
 
 def content_mask(image: np.ndarray) -> np.ndarray | None:
-    """``(*S)`` bool: the voxels where some channel of ``image (C, *S)`` differs from its minimum (a skull-stripped
-    MRI's brain, an endoscope's field of view, as nnU-Net's crop to non-zero finds them); None when that is
-    (nearly) every voxel, or under ``MIN_CONTENT_FRACTION`` of them (no background to leave out)."""
-    mask = np.zeros(image.shape[1:], bool)
-    for channel in image:
-        mask |= channel != channel.min()
+    """``(*S)`` bool: the voxels where some channel of ``image (C, *S)`` differs from its constant background (the
+    value all its corners share, else 0: ``medseg.planning.fingerprint.content_mask``, the rule preprocessing crops
+    by; a skull-stripped brain, an endoscope's field of view); None when that is (nearly) every voxel, or under
+    ``MIN_CONTENT_FRACTION`` of them (no background to leave out)."""
+    from medseg.planning.fingerprint import content_mask as differs_from_background
+
+    mask = differs_from_background(image)
     fraction = mask.mean()
     return mask if MIN_CONTENT_FRACTION <= fraction < 0.98 else None
 

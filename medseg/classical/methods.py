@@ -4,11 +4,11 @@ dataset's labels.
 
 Every method takes the normalised image ``(C, *S)`` float32 in [0, 1] (``medseg.classical.features.normalise``),
 its ``content`` mask (``features.content_mask``: thresholds, clusters and seeds come from the voxels inside it, the
-voxels outside are rank 0; None: every voxel) and its keyword parameters; the scalar methods work on one channel (``channel``), the clustering ones on all. The
-libraries do the work: scikit-image (Otsu, multi-Otsu, watershed, random walker, morphological Chan-Vese),
-scikit-learn (k-means, Gaussian mixtures), PyMaxflow (the min-cut of the graph cut). The slow ones (random walker,
-Chan-Vese, graph cut) run on a grid coarsened to at most ``max_voxels`` voxels and are brought back to the full
-grid (``features.on_coarse_grid``).
+voxels outside are rank 0; None: every voxel) and its keyword parameters; the scalar methods work on one channel
+(``channel``), the clustering ones on all. The libraries do the work: scikit-image (Otsu, multi-Otsu, watershed,
+random walker, morphological Chan-Vese), scikit-learn (k-means, Gaussian mixtures), PyMaxflow (the min-cut of the
+graph cut). The slow ones (random walker, Chan-Vese, graph cut) run on a grid coarsened to at most ``max_voxels``
+voxels and are brought back to the full grid (``features.on_coarse_grid``).
 """
 
 from __future__ import annotations
