@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=["cvc_clinicdb", "cxr_lungs"])
     parser.add_argument("--strategies", default="random,entropy,coreset")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds FIRST .. FIRST + SEEDS - 1 (several "
+                        "processes can share a dataset's seeds; merge their active.json runs)")
     parser.add_argument("--initial", type=int, default=4)
     parser.add_argument("--query", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
@@ -81,7 +83,8 @@ def main() -> None:
     for name in args.datasets:
         start = time.time()
         settings = ActiveSettings(initial=args.initial, query=args.query, rounds=args.rounds,
-                                  strategies=tuple(args.strategies.split(",")), seeds=tuple(range(args.seeds)),
+                                  strategies=tuple(args.strategies.split(",")),
+                                  seeds=tuple(range(args.first_seed, args.first_seed + args.seeds)),
                                   budget_seconds=3600.0, max_iterations=args.steps, test_cases=args.test_cases,
                                   pool_size=args.pool, plan_overrides=PLAN_OVERRIDES.get(name, ()),
                                   train_options={"num_workers": 0, "threads": args.threads})
