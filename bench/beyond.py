@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import DATASETS as PIPELINE_DATASETS  # noqa: E402  (bench/pipeline.py's splits)
+from pipeline import DATASETS as PIPELINE_DATASETS, _split_blocks  # noqa: E402  (bench/pipeline.py's splits)
+from trust import write_results  # noqa: E402  (bench/trust.py's atomic JSON write)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -42,10 +43,7 @@ REGIONS = {"brats2013_mini"}
 
 
 def split(name: str, ids: list[str]) -> tuple[list[str], list[str]]:
-    if name in PIPELINE_DATASETS:
-        return PIPELINE_DATASETS[name]["split"](ids)
-    cut = int(0.8 * len(ids))
-    return ids[:cut], ids[cut:]
+    return PIPELINE_DATASETS[name]["split"](ids) if name in PIPELINE_DATASETS else _split_blocks(ids)
 
 
 def evenly(ids: list[str], count: int | None) -> list[str]:
@@ -63,13 +61,6 @@ def pipeline_figures(name: str) -> dict | None:
     return {"held_out_cases": len(entry["test_cases"]), "budget": entry["budget"],
             "metrics": {cls: {m: entry["metrics"][cls][m]["mean"] for m in ("dice", "hd95")}
                         for cls in entry["metrics"]}}
-
-
-def write(results: dict, output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_suffix(".json.part")
-    partial.write_text(json.dumps(results, indent=2) + "\n")
-    partial.replace(output)
 
 
 def run_classical(args) -> None:
@@ -101,8 +92,7 @@ def run_classical(args) -> None:
                                               tune_cases=args.tune_cases)
             seconds = time.time() - start
             evaluate(out / "pred", test_view / "labelsTr", out / "evaluation", plots=False, workers=1,
-                              regions="dataset" if name in REGIONS else None,
-                              dataset_json=test_view / "dataset.json")
+                     regions="dataset" if name in REGIONS else None, dataset_json=test_view / "dataset.json")
             summary = json.loads((out / "evaluation" / "summary.json").read_text())
             entry["methods"][method] = {
                 "params": model.params, "rank_labels": model.rank_labels, "train_dice": model.train_dice,
@@ -114,7 +104,7 @@ def run_classical(args) -> None:
             print(f"{name} {method}: {dice} ({seconds:.0f} s; {model.params})", flush=True)
             results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
             results.setdefault("commands", {})["classical"] = " ".join(["python", "bench/beyond.py", *sys.argv[1:]])
-            write(results, args.output)
+            write_results(results, args.output)
 
 
 def main() -> None:

@@ -80,9 +80,11 @@ class ClassicalModel:
     def predict(self, image: Image) -> Image:
         """Label map ``(1, *S)`` on exactly ``image``'s grid."""
         self.check_image(image)
+        from medseg.inference.restore import label_lookup
+
         lookup = np.asarray(self.rank_labels, dtype=np.int64)
         ranks = np.clip(self.ranks(image), 0, len(lookup) - 1)
-        dtype = np.uint8 if max(self.label_values) < 256 else np.uint16
+        _, dtype = label_lookup(self.label_values)  # the label maps' dtype, as the predictor chooses it
         return image.with_array(lookup[ranks].astype(dtype)[None])
 
 
