@@ -10,15 +10,25 @@ scores them (Dice, HD95; brats2013_mini on its regions). The 20-minute pipeline 
 held-out cases come from ``bench/results/pipeline.json`` where that bench ran the dataset (all its held-out cases:
 on cvc_clinicdb that is more cases than scored here).
 
-Writes the ``classical`` key of ``bench/results/beyond.json`` (other keys are kept) after every method, and skips
-what is already there, so an interrupted run resumes.
+``2.5d``: brats2013_mini in 4 folds (each case held out once, the other 3 train); per fold one plan
+(``make_plan`` at ``--budget``) and, from it, ``2d``, ``2.5d`` and ``3d_fullres`` each trained (fold ``all``) for
+the same wall-clock budget with ``--threads`` torch threads, then predicting the held-out case (mirroring TTA,
+step 0.5), scored on the BraTS regions by ``medseg evaluate``. ``--folds`` lets two processes share the folds
+(each at one thread on a 2-core machine: every configuration meets the same conditions).
+
+Writes the ``classical`` and ``2.5d`` keys of ``bench/results/beyond.json`` (other keys are kept; a lock file lets
+two processes write) after every method or run, and skips what is already there, so an interrupted run resumes.
 
     nice -n 19 python bench/beyond.py classical
+    python bench/beyond.py 2.5d --budget 480 --threads 1 --folds 0 1 & python bench/beyond.py 2.5d --budget 480 \
+        --threads 1 --folds 2 3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -102,23 +112,128 @@ def run_classical(args) -> None:
                 "load_average": os.getloadavg(), "date": datetime.now(timezone.utc).isoformat()}
             dice = {cls: round(v["dice"], 3) for cls, v in entry["methods"][method]["metrics"].items()}
             print(f"{name} {method}: {dice} ({seconds:.0f} s; {model.params})", flush=True)
-            results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
-            results.setdefault("commands", {})["classical"] = " ".join(["python", "bench/beyond.py", *sys.argv[1:]])
-            write_results(results, args.output)
+            with locked_results(args.output) as stored:
+                stored["classical"] = section
+                stored["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+                stored.setdefault("commands", {})["classical"] = " ".join(["python", "bench/beyond.py",
+                                                                           *sys.argv[1:]])
+
+
+@contextlib.contextmanager
+def locked_results(output: Path):
+    """``beyond.json``'s content, written back on leaving, with no other process reading or writing meanwhile."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(output.read_text()) if output.is_file() else {}
+        yield results
+        write_results(results, output)
+
+
+SLICE_CONFIGURATIONS = ("2d", "2.5d", "3d_fullres")
+
+
+def run_slices(args) -> None:
+    import torch
+
+    from medseg.config import Plan, read_json, write_json_atomic
+    from medseg.data import open_dataset
+    from medseg.data.subset import subset_dataset
+    from medseg.evaluation.evaluate import evaluate
+    from medseg.inference import Predictor
+    from medseg.io import write_image
+    from medseg.planning.service import make_plan
+    from medseg.training.service import train_fold
+
+    torch.set_num_threads(args.threads)
+    name = "brats2013_mini"
+    dataset = open_dataset(DATA / name)
+    ids = sorted(c.case_id for c in dataset.cases)
+    for fold in args.folds:
+        test = [ids[fold]]
+        train = [i for i in ids if i not in test]
+        work = args.work / f"fold_{fold}"
+        train_view = subset_dataset(dataset, train, work / "train")
+        test_view = subset_dataset(dataset, test, work / "test")
+        plans = work / "plans.json"
+        if not plans.is_file():
+            write_json_atomic(make_plan(train_view, budget=args.budget, progress=False).to_dict(), plans)
+        plan = Plan.from_dict(read_json(plans), path=plans)
+        for configuration in args.configurations:
+            with locked_results(args.output) as results:
+                done = configuration in results.get("2.5d", {}).get("folds", {}).get(str(fold), {})
+            if done:
+                continue
+            out = work / configuration
+            shutil.rmtree(out, ignore_errors=True)
+            result = train_fold(train_view, configuration, "all", model_dir=out / "model", plans=plans,
+                                budget_seconds=args.budget, train_config={"num_workers": args.workers},
+                                progress=False)
+            start = time.time()
+            predictor = Predictor.from_folder(out / "model")
+            test_data = open_dataset(test_view)
+            for case in test_data.cases:
+                write_image(predictor.predict(test_data.read_image(case)),
+                            out / "pred" / f"{case.case_id}{dataset.spec.file_ending}")
+            predict_seconds = time.time() - start
+            evaluate(out / "pred", test_view / "labelsTr", out / "evaluation", plots=False, workers=1,
+                     regions="dataset", dataset_json=test_view / "dataset.json")
+            summary = json.loads((out / "evaluation" / "summary.json").read_text())
+            config = plan.configurations[configuration]
+            entry = {"test_case": test[0], "train_cases": train, "patch_size": config.patch_size,
+                     "batch_size": config.batch_size, "in_channels": config.network["in_channels"],
+                     "slice_context": config.slice_context, "features": config.network["features_per_stage"],
+                     "steps": result.state.iteration, "train_seconds": round(result.state.elapsed, 1),
+                     "predict_seconds": round(predict_seconds, 1),
+                     "metrics": {cls: {m: summary["metrics"][cls][m]["mean"] for m in ("dice", "hd95")}
+                                 for cls in summary["metrics"]},
+                     "threads": args.threads, "load_average": os.getloadavg(),
+                     "date": datetime.now(timezone.utc).isoformat()}
+            dice = {cls: round(v["dice"], 3) for cls, v in entry["metrics"].items()}
+            print(f"fold {fold} {configuration}: {dice} ({entry['steps']} steps, predict {predict_seconds:.0f} s)",
+                  flush=True)
+            with locked_results(args.output) as results:
+                section = results.setdefault("2.5d", {"dataset": name, "budget_seconds": args.budget, "folds": {}})
+                section["folds"].setdefault(str(fold), {})[configuration] = entry
+                section["summary"] = slice_summary(section["folds"])
+                results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+                results.setdefault("commands", {})["2.5d"] = " ".join(["python", "bench/beyond.py", *sys.argv[1:]])
+
+
+def slice_summary(folds: dict) -> dict:
+    """Per configuration: the mean over the folds that ran it of each region's Dice and HD95, and how many."""
+    summary = {}
+    for configuration in SLICE_CONFIGURATIONS:
+        entries = [f[configuration] for f in folds.values() if configuration in f]
+        if not entries:
+            continue
+        regions = entries[0]["metrics"]
+        summary[configuration] = {"folds": len(entries), "metrics": {
+            cls: {m: float(np.nanmean([e["metrics"][cls][m] for e in entries])) for m in ("dice", "hd95")}
+            for cls in regions}}
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["classical"])
+    parser.add_argument("part", choices=["classical", "2.5d"])
     parser.add_argument("--datasets", nargs="*", default=list(SHARED))
     parser.add_argument("--methods", default="", help="comma-separated (default: every method)")
     parser.add_argument("--tune-cases", type=int, default=6)
     parser.add_argument("--test-cases", type=int, default=30)
     parser.add_argument("--work", type=Path, default=Path("/tmp/beyond_bench"))
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--budget", type=float, default=480.0, help="2.5d: training seconds per configuration")
+    parser.add_argument("--threads", type=int, default=1, help="2.5d: torch threads of this process")
+    parser.add_argument("--workers", type=int, default=1, help="2.5d: loader workers")
+    parser.add_argument("--folds", type=int, nargs="*", default=[0, 1, 2, 3], help="2.5d: held-out case indices")
+    parser.add_argument("--configurations", nargs="*", default=list(SLICE_CONFIGURATIONS))
     args = parser.parse_args()
     if args.part == "classical":
         run_classical(args)
+    else:
+        args.work = args.work if args.work != Path("/tmp/beyond_bench") else Path("/tmp/beyond_slices")
+        run_slices(args)
 
 
 if __name__ == "__main__":

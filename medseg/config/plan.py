@@ -36,12 +36,15 @@ class Normalization:
 
 @dataclass
 class Configuration:
-    """One way to train on the dataset (``2d``, ``3d_fullres``, ``3d_lowres``, ``3d_cascade_fullres``).
+    """One way to train on the dataset (``2d``, ``2.5d``, ``3d_fullres``, ``3d_lowres``, ``3d_cascade_fullres``).
 
     Spatial lists are in array order ``(z, y, x)`` or ``(y, x)``; ``target_spacing`` in mm. ``network`` holds the
     arguments of ``medseg.nets.create(network_name, ...)`` (``spatial_dims``, ``in_channels`` and ``num_classes``
     among them; the planned ``plan_unet`` unless ``--network`` chose another); ``num_iterations`` is what the time budget allows at
-    ``estimated_step_seconds`` per training step.
+    ``estimated_step_seconds`` per training step. ``slice_context``: for a 2D configuration of 3D data, the
+    neighbouring slices on each side of a slice that join its input as channels (2.5D: ``k = 1 + 2 * slice_context``
+    slices per image channel, channel-major, ``c * k + j`` is channel ``c`` at offset ``j - slice_context``, edge
+    slices repeated at the volume's ends); the network predicts the centre slice. 0: one slice (``2d``).
     """
 
     name: str
@@ -59,6 +62,7 @@ class Configuration:
     previous_stage: str | None = None
     decisions: list[Decision] = field(default_factory=list)
     network_name: str = "plan_unet"  # the registry network ``network`` holds the arguments of
+    slice_context: int = 0
 
     def decide(self, field_name: str, value: Any, reason: str) -> None:
         self.decisions.append(Decision(field_name, value, reason))

@@ -95,18 +95,20 @@ class PatchLoader:
     process). ``device``: None augments in the workers on their CPU; a device (``"cuda"``, or ``"cpu"``)
     makes workers only sample and read, and runs the batched augmentation on that device in this process.
     ``num_batches``: stop after that many (with a progress bar when ``progress`` is not False); None: endless.
-    Labels are int8 (cheap to hand over); call ``.long()`` for a loss that needs int64.
+    Labels are int8 (cheap to hand over); call ``.long()`` for a loss that needs int64. ``slice_context``: 2.5D
+    patches, the neighbouring slices of a 2D patch of 3D data as channels (``PatchSampler``).
     """
 
     def __init__(self, folder: str | Path, patch_size: Sequence[int], batch_size: int, *,
                  augmentation: AugmentationConfig | None = None, num_workers: int = 2, seed: int = 0,
                  device: torch.device | str | None = None, num_batches: int | None = None,
                  foreground_fraction: float = 1 / 3, case_ids: Sequence[str] | None = None,
-                 prefetch: int = 2, progress: bool | None = None):
+                 prefetch: int = 2, progress: bool | None = None, slice_context: int = 0):
         if batch_size < 1 or num_workers < 0 or prefetch < 1:
             raise MedsegError(f"batch_size={batch_size}, num_workers={num_workers}, prefetch={prefetch} invalid",
                               fix="use batch_size >= 1, num_workers >= 0, prefetch >= 1")
-        sampler = PatchSampler(folder, patch_size, case_ids=case_ids, foreground_fraction=foreground_fraction)
+        sampler = PatchSampler(folder, patch_size, case_ids=case_ids, foreground_fraction=foreground_fraction,
+                               slice_context=slice_context)
         config = augmentation if augmentation is not None else AugmentationConfig.for_patch(patch_size)
         self.maker = BatchMaker(sampler, batch_size, config, seed)
         self.num_workers, self.prefetch, self.progress = num_workers, prefetch, progress

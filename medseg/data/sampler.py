@@ -4,7 +4,9 @@ Foreground oversampling as in nnU-Net v2: the last ``ceil(B * foreground_fractio
 are centred on a voxel of a foreground class, the class drawn uniformly among the classes present in that
 case (from its ``<case>_locations.npz``); the other patches lie uniformly where the unrotated patch fits in
 the image (centred, zero-padded, where the image is smaller than the patch). A 2D patch ``(Y, X)`` over a 3D
-cache ``(C, Z, Y, X)`` takes one z slice (nnU-Net's 2d configuration).
+cache ``(C, Z, Y, X)`` takes one z slice (nnU-Net's 2d configuration); with ``slice_context`` h (2.5D) it takes
+the ``k = 1 + 2h`` slices around it as channels, ``(C * k, Y, X)`` channel-major, the edge slice repeated past the
+volume's ends, and the label of the centre slice.
 
 For a spatially augmented patch the sampler reads exactly the box its sampling grid needs
 (``transforms.spatial.grid_bounds``), zero-padded outside the image; the transform then resamples it to the
@@ -46,7 +48,7 @@ class PatchSampler:
     """
 
     def __init__(self, folder: str | Path, patch_size: Sequence[int], *, case_ids: Sequence[str] | None = None,
-                 foreground_fraction: float = 1 / 3):
+                 foreground_fraction: float = 1 / 3, slice_context: int = 0):
         self.folder = Path(folder)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.case_ids = list(case_ids) if case_ids is not None else cached_case_ids(self.folder)
@@ -58,11 +60,15 @@ class PatchSampler:
         self.foreground_fraction = foreground_fraction
         self._cases: dict[str, CachedCase] = {}
         data = self.case(self.case_ids[0]).data
-        self.num_channels = int(data.shape[0])
         self.slice_axis = data.ndim - 1 == len(self.patch_size) + 1
         if data.ndim - 1 not in (len(self.patch_size), len(self.patch_size) + 1):
             raise MedsegError(f"patch size {self.patch_size} does not fit cached arrays of shape {data.shape}",
                               path=self.folder, fix="use a patch with as many axes as the data (or 2D on 3D)")
+        if slice_context < 0 or (slice_context and not self.slice_axis):
+            raise MedsegError(f"slice_context={slice_context} needs 2D patches of 3D data and a count >= 0",
+                              path=self.folder, fix="use slice_context=0, or a 2D patch over a 3D cache")
+        self.slice_context = int(slice_context)
+        self.num_channels = int(data.shape[0]) * (1 + 2 * self.slice_context)
 
     def __getstate__(self) -> dict:
         # open memory maps would be pickled as full copies for spawned workers: reopen them there instead
@@ -136,10 +142,21 @@ class PatchSampler:
             case = self.case(pick.case_id)
             data, seg = case.data, case.seg
             if pick.slice_index is not None:
-                data, seg = data[:, pick.slice_index], seg[:, pick.slice_index]
+                data, seg = self._slice_stack(data, pick.slice_index), seg[:, pick.slice_index]
             _copy_box(data, np.asarray(lowers[i]), size, image[i])
             _copy_box(seg, np.asarray(lowers[i]), size, label[i])
         return torch.from_numpy(image), torch.from_numpy(label)
+
+
+    def _slice_stack(self, data: np.ndarray, index: int) -> np.ndarray:
+        """Slice ``index`` of ``(C, Z, Y, X)`` with ``slice_context`` neighbours each side: ``(C * k, Y, X)``."""
+        if not self.slice_context:
+            return data[:, index]
+        h = self.slice_context
+        indices = np.clip(np.arange(index - h, index + h + 1), 0, data.shape[1] - 1)
+        first, last = int(indices[0]), int(indices[-1])
+        stack = np.asarray(data[:, first:last + 1])[:, indices - first]  # one contiguous read, then repeat edges
+        return stack.reshape(-1, *stack.shape[2:])
 
 
 def _copy_box(source: np.ndarray, lower: np.ndarray, size: np.ndarray, target: np.ndarray) -> None:

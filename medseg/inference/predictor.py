@@ -95,6 +95,7 @@ class Predictor:
             raise MedsegError(f"unknown precision {precision!r}", fix=f"use one of {', '.join(PRECISIONS)}")
         self.precision = precision
         self.in_channels = network_in_channels(self.networks[0])
+        self.slice_context = int(config.slice_context)  # 2.5D: neighbouring slices as input channels
         self.previous_stage = previous_stage
         self.calibration = calibration
         self.previous_labels = self.label_values[1:] if config.previous_stage else []  # one channel each
@@ -156,10 +157,17 @@ class Predictor:
     def num_classes(self) -> int:
         return len(self.label_values)
 
+    def network_input(self, patches: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Windows ``(B, C, *patch)`` as the network takes them, and whether they were 3D windows of a 2D network
+        (``(B, C, 1 + 2h, Y, X)`` -> ``(B, C * (1 + 2h), Y, X)``, channel-major as in training; h = 0 for 2d)."""
+        if patches.ndim - 2 <= self.spatial_dims:
+            return patches, False
+        return patches.reshape(patches.shape[0], -1, *patches.shape[3:]), True
+
     def window_predict(self, patches: torch.Tensor) -> torch.Tensor:
-        """``(B, C, *patch)`` -> softmax ``(B, K, *patch)`` averaged over mirrored copies (logits) and folds."""
-        squeeze = patches.ndim - 2 > self.spatial_dims  # 2d network on a 3D volume: windows are (1, Y, X)
-        x = patches[:, :, 0] if squeeze else patches
+        """``(B, C, *patch)`` -> softmax ``(B, K, *patch)`` averaged over mirrored copies (logits) and folds; for a
+        2D network on a 3D volume the windows are ``(B, C, 1 + 2h, Y, X)`` and the output ``(B, K, 1, Y, X)``."""
+        x, squeeze = self.network_input(patches)
         total = None
         chunk = self._forward_chunk()
         start = time.perf_counter()
@@ -181,16 +189,24 @@ class Predictor:
     def _window_patch(self, data_ndim: int) -> list[int]:
         return [1, *self.patch_size] if data_ndim - 1 > self.spatial_dims else list(self.patch_size)
 
+    def _window_options(self, data_ndim: int) -> dict:
+        context = self.slice_context if data_ndim - 1 > self.spatial_dims else 0
+        return dict(step=self.step, batch_size=self.batch_size, accumulate_dtype=self.accumulate_dtype,
+                    device=self.device, context=context)
+
     def predict_preprocessed(self, data: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(K, *S)`` float32 on the network's grid for a preprocessed ``(C, *S)`` tensor."""
-        return sliding_window(self.window_predict, data, self._window_patch(data.ndim), step=self.step,
-                              batch_size=self.batch_size, accumulate_dtype=self.accumulate_dtype,
-                              device=self.device)
+        return sliding_window(self.window_predict, data, self._window_patch(data.ndim),
+                              **self._window_options(data.ndim))
 
     def check_image(self, image: Image) -> None:
         """A MedsegError when ``image (C, *spatial)`` cannot be predicted by this model (channel count, number of
         spatial dimensions); ``predict`` makes the same check, ``run.check_inputs`` makes it before any write."""
-        expected = None if self.in_channels is None else self.in_channels - len(self.previous_labels)
+        if self.slice_context and image.ndim != 3:
+            raise MedsegError(f"a {image.ndim}D image for a 2.5D model (neighbouring slices as channels)",
+                              fix="use a model trained on 2D images for 2D images")
+        expected = None if self.in_channels is None else \
+            (self.in_channels - len(self.previous_labels)) // (1 + 2 * self.slice_context)
         if expected is not None and image.num_channels != expected:
             sources = image.metadata.get("source_files") or []
             raise MedsegError(f"the image has {image.num_channels} channel(s), the model expects {expected}",
@@ -232,8 +248,7 @@ class Predictor:
         props = prepared.properties
         patch = self._window_patch(data.ndim)
         whole = bytes_of((self.num_classes + 1, *data.shape[1:]), self.accumulate_dtype)
-        options = dict(step=self.step, batch_size=self.batch_size, accumulate_dtype=self.accumulate_dtype,
-                       device=self.device)
+        options = self._window_options(data.ndim)
         if whole > self.memory_limit:
             logger.info("streaming: the accumulator would take %.2f GB (> limit %.2f GB)", whole / 1e9,
                         self.memory_limit / 1e9)

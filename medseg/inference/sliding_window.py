@@ -10,7 +10,8 @@ Two ways to aggregate the same windows in the same order (so they agree to the l
 
 Window placement follows nnU-Net: per axis the fewest windows whose stride is at most ``step * patch``, spread
 evenly from 0 to ``size - patch``. Images smaller than the patch are zero-padded (centred) and the padding is
-cropped off the result.
+cropped off the result. ``context`` (2.5D) reads each window with that many more slices before and after it on
+the first axis (the edge slice repeated past the image's ends); ``predict`` still answers for the window alone.
 """
 
 from __future__ import annotations
@@ -76,15 +77,25 @@ def pad_to_patch(image: torch.Tensor, patch_size: Sequence[int]) -> tuple[torch.
 
 
 def _weighted_batches(predict: PredictFn, image: torch.Tensor, windows: list[Window], patch_size: Sequence[int],
-                      weights: torch.Tensor, batch_size: int, device: str | torch.device
+                      weights: torch.Tensor, batch_size: int, device: str | torch.device, context: int = 0
                       ) -> Iterator[tuple[list[Window], torch.Tensor]]:
     """Yield each batch of windows with its predictions times the importance map, ``(B, K, *patch)`` float32."""
     for first in range(0, len(windows), batch_size):
         batch = windows[first:first + batch_size]
-        patches = torch.stack([image[(slice(None), *_slices(w, patch_size))] for w in batch]).to(device)
+        patches = torch.stack([_read_window(image, w, patch_size, context) for w in batch]).to(device)
         with torch.inference_mode():
             out = predict(patches)
         yield batch, out.to("cpu", torch.float32) * weights
+
+
+def _read_window(image: torch.Tensor, window: Window, patch_size: Sequence[int], context: int) -> torch.Tensor:
+    """``image[:, window]`` ``(C, *patch)``; with ``context`` h, ``(C, patch0 + 2h, *patch[1:])``: h more slices
+    each side on the first axis, indices clamped to the image (edge slices repeated)."""
+    region = _slices(window, patch_size)
+    if not context:
+        return image[(slice(None), *region)]
+    rows = torch.arange(window[0] - context, window[0] + patch_size[0] + context).clamp_(0, image.shape[1] - 1)
+    return image[(slice(None), slice(None), *region[1:])].index_select(1, rows)
 
 
 def _slices(window: Window, patch_size: Sequence[int]) -> tuple[slice, ...]:
@@ -94,12 +105,13 @@ def _slices(window: Window, patch_size: Sequence[int]) -> tuple[slice, ...]:
 def sliding_window(predict: PredictFn, image: torch.Tensor, patch_size: Sequence[int], *, step: float = 0.5,
                    batch_size: int = 1, sigma_scale: float = 1 / 8,
                    accumulate_dtype: torch.dtype = torch.float32,
-                   device: str | torch.device = "cpu") -> torch.Tensor:
+                   device: str | torch.device = "cpu", context: int = 0) -> torch.Tensor:
     """Aggregate ``predict`` over overlapping windows of ``image`` ``(C, *S)``; returns ``(K, *S)`` float32.
 
     ``predict`` maps ``(B, C, *patch)`` on ``device`` to ``(B, K, *patch)`` (logits or probabilities: whatever
-    it returns is averaged with the Gaussian weights). Memory: one ``(K, *S)`` accumulator in
-    ``accumulate_dtype`` plus one float32 ``(*S)`` weight sum.
+    it returns is averaged with the Gaussian weights); with ``context`` h its windows are
+    ``(B, C, patch0 + 2h, *patch[1:])``. Memory: one ``(K, *S)`` accumulator in ``accumulate_dtype`` plus one
+    float32 ``(*S)`` weight sum.
     """
     patch_size = [int(p) for p in patch_size]
     padded, before = pad_to_patch(image, patch_size)
@@ -107,7 +119,8 @@ def sliding_window(predict: PredictFn, image: torch.Tensor, patch_size: Sequence
     windows = window_grid(padded.shape[1:], patch_size, step)
     total = torch.zeros(padded.shape[1:], dtype=torch.float32)
     accumulator: torch.Tensor | None = None
-    for batch, predictions in _weighted_batches(predict, padded, windows, patch_size, weights, batch_size, device):
+    for batch, predictions in _weighted_batches(predict, padded, windows, patch_size, weights, batch_size, device,
+                                                     context):
         if accumulator is None:
             accumulator = torch.zeros((predictions.shape[1], *padded.shape[1:]), dtype=accumulate_dtype)
         for window, prediction in zip(batch, predictions):
@@ -124,7 +137,7 @@ def sliding_window(predict: PredictFn, image: torch.Tensor, patch_size: Sequence
 def sliding_window_slabs(predict: PredictFn, image: torch.Tensor, patch_size: Sequence[int], *, step: float = 0.5,
                          batch_size: int = 1, sigma_scale: float = 1 / 8,
                          accumulate_dtype: torch.dtype = torch.float32,
-                         device: str | torch.device = "cpu") -> Iterator[tuple[int, torch.Tensor]]:
+                         device: str | torch.device = "cpu", context: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
     """Streamed ``sliding_window``: yields ``(z0, slab)`` with ``slab`` ``(K, dz, *S[1:])`` float32 equal to
     ``sliding_window(...)[:, z0:z0 + dz]``, in order along the first axis and covering it exactly once.
 
@@ -141,7 +154,8 @@ def sliding_window_slabs(predict: PredictFn, image: torch.Tensor, patch_size: Se
     accumulator: torch.Tensor | None = None
     total = torch.zeros((0, *rest), dtype=torch.float32)
     done = 0
-    for batch, predictions in _weighted_batches(predict, padded, windows, patch_size, weights, batch_size, device):
+    for batch, predictions in _weighted_batches(predict, padded, windows, patch_size, weights, batch_size, device,
+                                                     context):
         if accumulator is None:
             accumulator = torch.zeros((predictions.shape[1], 0, *rest), dtype=accumulate_dtype)
         high = max(w[0] for w in batch) + patch_size[0]

@@ -23,6 +23,7 @@ REFERENCE_VOXELS = {2: 2048**2, 3: 256**3}  # nnU-Net's starting patch volume
 MAX_FEATURES = {2: 512, 3: 320}
 MIN_PATCH_VOXELS = {2: 64**2, 3: 32**3}
 RGB_NAMES = {"r", "g", "b", "red", "green", "blue", "rgb"}
+SLICE_CONTEXT = 2  # 2.5d: 2 slices each side, k = 5 slices per image channel
 
 
 @dataclass
@@ -45,13 +46,16 @@ class Budget:
 
 
 def plan_dataset(fingerprint: Fingerprint, budget: Budget, *, calibration: dict | None = None) -> Plan:
-    """All configurations for the dataset; 3D datasets get 2d, 3d_fullres and, when needed, 3d_lowres + cascade."""
+    """All configurations for the dataset; 3D datasets get 2d, 2.5d, 3d_fullres and, when needed, 3d_lowres +
+    cascade. Which one to use is measured, not guessed: ``medseg find-best`` over their cross-validation."""
     is_3d = len(fingerprint.median_spacing) == 3
     num_classes = len([v for v in fingerprint.labels.values() if isinstance(v, int)])
     configurations: dict[str, Configuration] = {}
     configurations["2d"] = _plan_configuration("2d", fingerprint, budget, num_classes)
     if is_3d:
         fullres = _plan_configuration("3d_fullres", fingerprint, budget, num_classes)
+        configurations["2.5d"] = _plan_configuration("2.5d", fingerprint, budget, num_classes,
+                                                     slice_context=SLICE_CONTEXT)
         configurations["3d_fullres"] = fullres
         coverage = np.prod(fullres.patch_size) / np.prod(fullres.median_shape)
         if coverage < LOWRES_COVERAGE:
@@ -114,14 +118,16 @@ def normalization(fingerprint: Fingerprint) -> tuple[list[Normalization], str]:
 
 
 def _plan_configuration(name: str, fingerprint: Fingerprint, budget: Budget, num_classes: int,
-                        spacing_override: list[float] | None = None, extra_channels: int = 0) -> Configuration:
+                        spacing_override: list[float] | None = None, extra_channels: int = 0,
+                        slice_context: int = 0) -> Configuration:
     spacing_full, spacing_reason = target_spacing(fingerprint)
     if spacing_override is not None:
         spacing_full, spacing_reason = spacing_override, "coarser spacing so the patch covers more of the image"
-    dims = 2 if name == "2d" else 3
+    dims = 2 if name in ("2d", "2.5d") else 3
     spacing = spacing_full[-2:] if dims == 2 else spacing_full
     median_shape = _median_shape_at(fingerprint, spacing_full)[-dims:]
-    in_channels = len(fingerprint.channel_names) + extra_channels  # a cascade: + the first stage's one-hot
+    slices = 1 + 2 * slice_context  # 2.5d: each image channel's neighbouring slices are channels too
+    in_channels = len(fingerprint.channel_names) * slices + extra_channels  # a cascade: + the first stage's one-hot
     norm, norm_reason = normalization(fingerprint)
 
     patch = _initial_patch(spacing, median_shape)
@@ -171,10 +177,17 @@ def _plan_configuration(name: str, fingerprint: Fingerprint, budget: Budget, num
                     "z_order": 0},
         patch_size=[int(p) for p in topology.patch_size], batch_size=int(batch), network=network,
         estimated_memory_bytes=int(_activation_memory(topology, base, in_channels, num_classes, batch, dims)),
-        estimated_step_seconds=float(step_seconds), num_iterations=iterations,
+        estimated_step_seconds=float(step_seconds), num_iterations=iterations, slice_context=int(slice_context),
     )
     config.decide("target_spacing", config.target_spacing, spacing_reason if dims == 3 else
                   "in-plane median spacing (slices are segmented one at a time)")
+    if slice_context:
+        spread = slice_context * float(spacing_full[0])
+        config.decide("slice_context", slice_context,
+                      f"2.5D: {slices} slices (+-{spread:.3g} mm through-plane) of each image channel as input "
+                      "channels of a 2D network that predicts the centre one; through-plane context at 2D cost, "
+                      "most useful where slices are thick (anisotropic data); find-best measures it against 2d "
+                      "and 3d_fullres")
     config.decide("normalization", [n.scheme for n in norm], norm_reason)
     config.decide("resampling", config.resampling, "images third-order spline, labels one-hot linear; "
                   + ("anisotropic: in-plane and through-plane separately, through-plane nearest" if anisotropic

@@ -67,7 +67,8 @@ def _correct_by_measurement(fingerprint: Fingerprint, budget: Budget, plan: Plan
     plan = plan_dataset(fingerprint, budget, calibration=calibration)
     measured_steps = {}
     for name, config in plan.configurations.items():
-        key = (tuple(config.patch_size), config.batch_size, str(config.network["features_per_stage"]))
+        key = (tuple(config.patch_size), config.batch_size, str(config.network["features_per_stage"]),
+               config.network.get("in_channels"))
         if key not in measured_steps:
             measured_steps[key] = measure_step_seconds(config.network, config.patch_size, config.batch_size,
                                                        budget.device)

@@ -87,11 +87,14 @@ class SegmentationTask:
                 intensity_channels=image_channels,
                 p_previous_stage_morphology=(CASCADE_MORPHOLOGY_P if not self.options.augmentation
                                              else augmentation.p_previous_stage_morphology))
+        context = self.configuration.slice_context
+        if context:  # 2.5D: the neighbouring slices of each image channel share its intensity changes
+            augmentation = augmentation.with_changes(slice_stack=1 + 2 * context)
         yield from PatchLoader(self.cache_dir, self.configuration.patch_size, self.configuration.batch_size,
                                augmentation=augmentation, num_workers=self.num_workers,
                                seed=self.seed * 1_000_003 + epoch + rank * RANK_SEED_STRIDE,
                                progress=False, num_batches=count,
-                               case_ids=self.train_cases)
+                               case_ids=self.train_cases, slice_context=self.configuration.slice_context)
 
     def loss(self, network: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """Deep-supervision loss when the network gives a list of outputs (fine -> coarse), else the plain loss."""
@@ -113,7 +116,8 @@ class SegmentationTask:
 
         loader = PatchLoader(self.cache_dir, self.configuration.patch_size, self.configuration.batch_size,
                              augmentation=AugmentationConfig.disabled(), num_workers=0, seed=self.seed + 7,
-                             progress=False, num_batches=self.options.validation_batches, case_ids=self.val_cases)
+                             progress=False, num_batches=self.options.validation_batches, case_ids=self.val_cases,
+                             slice_context=self.configuration.slice_context)
         network.eval()
         if hasattr(network, "deep_supervision"):
             network.deep_supervision = False

@@ -24,7 +24,7 @@ from medseg.training.splits import fold_cases, load_or_make_splits
 from medseg.training.trainer import Trainer, TrainState
 
 
-PLANNED_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")  # names the planner can make
+PLANNED_CONFIGURATIONS = ("2d", "2.5d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")  # names the planner can make
 DEFAULT_FOLDS = 5  # make_splits' default; fewer when the dataset has fewer cases
 
 

@@ -40,6 +40,10 @@ class AugmentationConfig:
     Cascade: ``intensity_channels`` (None: all) is how many leading channels are image channels that take the
     intensity chain; the others are a previous stage's one-hot prediction, warped and mirrored only, binarised,
     and changed by random morphology with ``p_previous_stage_morphology`` (``medseg.transforms.cascade``).
+    2.5D: ``slice_stack`` k > 1 says the image channels are k neighbouring slices of each image channel
+    (channel-major); the intensity chain then draws its parameters once per image channel and applies them to
+    its k slices alike (laid side by side along the first patch axis for it, so statistics span the stack and a
+    blur may mix a few rows where two slices meet).
     """
 
     p_rotation: float = 0.2
@@ -70,6 +74,7 @@ class AugmentationConfig:
     label_interpolation: str = "linear"
     intensity_channels: int | None = None
     p_previous_stage_morphology: float = 0.0
+    slice_stack: int = 1
     previous_stage_morphology_radius: tuple[int, int] = (1, 8)
     schema_version: int = field(default=SCHEMA_VERSION)
 
@@ -89,6 +94,7 @@ class AugmentationConfig:
         _check(self.low_resolution_scale[0] > 0, "low_resolution_scale", self.low_resolution_scale, "factors in (0, 1]")
         _check(self.intensity_channels is None or self.intensity_channels >= 0, "intensity_channels",
                self.intensity_channels, "None or a channel count >= 0")
+        _check(self.slice_stack >= 1, "slice_stack", self.slice_stack, "a slice count >= 1")
         _check(1 <= self.previous_stage_morphology_radius[0] <= self.previous_stage_morphology_radius[1],
                "previous_stage_morphology_radius", self.previous_stage_morphology_radius, "radii 1 <= low <= high")
         _check(self.label_interpolation in LABEL_MODES, "label_interpolation", self.label_interpolation,

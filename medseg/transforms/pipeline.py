@@ -88,10 +88,10 @@ def augment(batch: SampledBatch, config: AugmentationConfig, generator: torch.Ge
     image, label = assemble(batch, warped)
     split = image.shape[1] if config.intensity_channels is None else min(config.intensity_channels, image.shape[1])
     if split < image.shape[1]:  # a cascade: the previous stage's channels take morphology, not intensity changes
-        image = torch.cat([augment_intensity(image[:, :split].contiguous(), config, generator, inplace=True),
+        image = torch.cat([_intensity(image[:, :split].contiguous(), config, generator),
                            random_previous_stage_morphology(image[:, split:], config, generator)], 1)
     else:
-        image = augment_intensity(image, config, generator, inplace=True)
+        image = _intensity(image, config, generator)
     flips = sample_mirror(config, image.shape[0], image.ndim - 2, generator)
     if bool(flips.any()):
         image, label = mirror(image, flips, inplace=True), mirror(label, flips, inplace=True)
@@ -101,6 +101,19 @@ def augment(batch: SampledBatch, config: AugmentationConfig, generator: torch.Ge
             image = image.masked_fill(outside.expand_as(image), 0.0)
         label = label.masked_fill(outside, 0)
     return {"image": image, "label": label}
+
+
+def _intensity(image: Tensor, config: AugmentationConfig, generator: torch.Generator) -> Tensor:
+    """The intensity chain on ``(B, C, *P)``; for 2.5D (``slice_stack`` k) on ``(B, C / k, k * P0, *P[1:])``, so
+    each image channel's k slices share their parameters."""
+    k = config.slice_stack
+    if k == 1:
+        return augment_intensity(image, config, generator, inplace=True)
+    b, channels, *patch = image.shape
+    if channels % k:
+        raise ValueError(f"{channels} image channels are not stacks of slice_stack={k} slices")
+    stacked = image.reshape(b, channels // k, k * patch[0], *patch[1:])
+    return augment_intensity(stacked, config, generator, inplace=True).reshape(b, channels, *patch)
 
 
 def _index(positions: Sequence[int], device: torch.device) -> Tensor:

@@ -172,8 +172,7 @@ class UncertaintyPredictor:
     def window_statistics(self, patches: torch.Tensor) -> torch.Tensor:
         """``(B, C, *patch)`` -> ``(B, K + 2, *patch)``: members' mean probabilities, mean entropy, mean sum of
         squared probabilities."""
-        squeeze = patches.ndim - 2 > self.predictor.spatial_dims  # a 2d network on a 3D volume
-        x = patches[:, :, 0] if squeeze else patches
+        x, squeeze = self.predictor.network_input(patches)  # a 2d / 2.5d network on a 3D volume
         mean = mean_entropy = mean_squares = None
         count = 0
         with torch.no_grad():

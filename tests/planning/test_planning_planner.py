@@ -128,7 +128,7 @@ def test_time_budget_shrinks_the_network_until_min_iterations_fit() -> None:
 
 def test_lowres_and_cascade_when_the_patch_covers_little() -> None:
     plan = plan_dataset(BRAIN, Budget("cpu", 1 * 10**9, None, 1e10))
-    assert {"2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"} == set(plan.configurations)
+    assert {"2d", "2.5d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"} == set(plan.configurations)
     lowres = plan.configurations["3d_lowres"]
     assert lowres.target_spacing[0] > 1.0
     cascade = plan.configurations["3d_cascade_fullres"]
