@@ -20,17 +20,21 @@ def apply_overrides(plan: Plan, assignments: list[str]) -> Plan:
         if not sep or not key:
             raise MedsegError(f"override {assignment!r} is not key=value", fix="write e.g. 3d_fullres.batch_size=4")
         value = _parse(raw)
-        parts = key.strip().split(".")
+        key = key.strip()
+        named = [n for n in plan.configurations if key.startswith(n + ".")]  # "2.5d.patch_size": names hold dots
         targets = list(plan.configurations.values())
-        if parts[0] in plan.configurations:
-            targets = [plan.configurations[parts[0]]]
-            parts = parts[1:]
+        parts = key.split(".")
+        if named:
+            name = max(named, key=len)
+            targets, parts = [plan.configurations[name]], key[len(name) + 1:].split(".")
         if not parts or parts[0] not in _EDITABLE:
             raise MedsegError(f"cannot override {key!r}",
                               fix=f"name a configuration ({', '.join(plan.configurations)}) and a field "
                                   f"({', '.join(sorted(_EDITABLE))})")
         for config in targets:
             _assign(config, parts, value, key)
+            if parts == ["slice_context"]:
+                _restack(config, value, len(plan.channel_names))
             config.decide(".".join(parts), value, f"set by the user (--set {assignment})")
             _validate(config)
         plan.overrides.append(assignment)
@@ -67,6 +71,14 @@ def _assign(config: Configuration, parts: list[str], value, key: str) -> None:
         raise MedsegError(f"cannot override {key!r}: {parts[0]} has no sub-field {'.'.join(parts[1:])}",
                           fix=f"set the whole {parts[0]} or one of its keys")
     container[parts[1]] = value
+
+
+def _restack(config: Configuration, context, channels: int) -> None:
+    """``slice_context`` set: a 2D configuration's network takes ``channels * (1 + 2 * context)`` input channels."""
+    if not isinstance(context, int) or context < 0 or (context and config.spatial_dims != 2):
+        raise MedsegError(f"{config.name}: slice_context {context!r} is not a slice count >= 0 of a 2D configuration",
+                          fix="set e.g. 2.5d.slice_context=1 (3 slices)")
+    config.network["in_channels"] = channels * (1 + 2 * context)
 
 
 def _validate(config: Configuration) -> None:

@@ -130,3 +130,23 @@ def test_tta_averages_the_unflipped_outputs() -> None:
 def test_window_grid_is_z_major() -> None:
     grid = window_grid((20, 20), (8, 8))
     assert grid == sorted(grid) and grid[0] == (0, 0) and grid[-1] == (12, 12)
+
+
+def test_context_slices_reach_predict_and_only_the_window_is_answered():
+    """2.5D windows: (1, Y, X) windows read with 2 slices each side (edge slices repeated); predict answers for
+    the window's own slice. Here it returns the first context slice, so slice z predicts clamp(z - 2)."""
+    z, y, x = 7, 20, 18
+    image = torch.arange(z, dtype=torch.float32)[None, :, None, None].expand(1, z, y, x).contiguous()
+    shapes = []
+
+    def first_context_slice(patches: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(patches.shape))
+        return patches[:, :, :1]
+
+    expected = torch.arange(z).sub(2).clamp(0, z - 1).float()[:, None, None].expand(z, y, x)
+    whole = sliding_window(first_context_slice, image, (1, 16, 16), batch_size=3, context=2)
+    assert torch.allclose(whole[0], expected)
+    assert shapes and all(s[1:] == (1, 5, 16, 16) for s in shapes)
+    slabs = list(sliding_window_slabs(first_context_slice, image, (1, 16, 16), batch_size=3, context=2))
+    assert torch.allclose(torch.cat([slab for _, slab in slabs], 1)[0], expected)
+    assert torch.allclose(sliding_window(lambda p: p, image, (1, 16, 16)), image)  # no context: the window alone

@@ -71,6 +71,36 @@ def test_2d_patches_from_3d_cases_take_one_slice(synthetic_cache):
         assert pick.slice_index is not None and label[0, 8, 8] == pick.forced_class
 
 
+def test_2_5d_patches_stack_the_neighbouring_slices_channel_major(tmp_path):
+    """slice_context 2: channels c * 5 + j hold channel c at slice z + j - 2, clamped at the ends; the label is
+    the centre slice's. Also through the spatial transform's region read (the warped path)."""
+    z, y, x = 6, 20, 24
+    data = np.zeros((2, z, y, x), dtype=np.float32)
+    data[0] = np.arange(z)[:, None, None]  # channel 0 says its slice
+    data[1] = 100 + np.arange(z)[:, None, None]
+    seg = np.zeros((1, z, y, x), dtype=np.int8)
+    seg[0] = (np.arange(z) % 2)[:, None, None]  # odd slices are class 1
+    write_case(tmp_path, "case", data, seg, {1: np.argwhere(seg[0] == 1)}, {})
+    sampler = PatchSampler(tmp_path, (16, 16), foreground_fraction=0.5, slice_context=2)
+    assert sampler.num_channels == 10
+    picks = sampler.choose(40, np.random.default_rng(0))
+    assert {p.slice_index for p in picks} >= {0, z - 1}  # the ends, where slices repeat, are among them
+    batch = sampler.extract(picks)
+    assert batch.plain_image.shape == (40, 10, 16, 16)
+    for pick, image, label in zip(picks, batch.plain_image, batch.plain_label):
+        expected = np.clip(np.arange(pick.slice_index - 2, pick.slice_index + 3), 0, z - 1)
+        assert image[:5, 8, 8].tolist() == expected.tolist()
+        assert image[5:, 8, 8].tolist() == (100 + expected).tolist()
+        assert int(label[0, 8, 8]) == pick.slice_index % 2
+    config = AugmentationConfig(p_rotation=1, rotation_degrees=(-45, 45))
+    warped = sampler.extract(picks[:4], sample_spatial(config, 4, (16, 16), torch.Generator().manual_seed(0)))
+    for pick, region in zip(picks[:4], warped.region_image):
+        centre = region[:, region.shape[1] // 2, region.shape[2] // 2]
+        assert centre[:5].tolist() == np.clip(np.arange(pick.slice_index - 2, pick.slice_index + 3), 0, z - 1).tolist()
+    with pytest.raises(MedsegError, match="slice_context"):
+        PatchSampler(tmp_path, (4, 16, 16), slice_context=1)  # a 3D patch has no slices to stack
+
+
 def test_regions_read_for_the_spatial_transform_give_the_same_patch_as_the_whole_volume(synthetic_cache):
     """Resampling the small region the sampler reads equals resampling the whole (padded) case."""
     patch = (12, 16, 16)

@@ -145,6 +145,29 @@ def test_lowres_and_cascade_when_the_patch_covers_little() -> None:
     assert "3d_lowres" not in plan_dataset(small_images, Budget("cpu", 8 * 10**9, None, 1e10)).configurations
 
 
+def test_3d_data_gets_a_2_5d_configuration_with_neighbouring_slices_as_channels() -> None:
+    two_channels = _fingerprint([[5.0, 0.8, 0.8]] * 3, [[30, 256, 256]] * 3, channel_names=("T1", "T2"))
+    plan = plan_dataset(two_channels, Budget("cpu", 2 * 10**9, 1200, 5e9))
+    flat, stacked = plan.configurations["2d"], plan.configurations["2.5d"]
+    assert stacked.spatial_dims == 2 and stacked.network["spatial_dims"] == 2 and stacked.slice_context == 2
+    assert stacked.network["in_channels"] == 2 * 5 and flat.network["in_channels"] == 2 and flat.slice_context == 0
+    assert stacked.target_spacing == flat.target_spacing  # the patch may differ: 5x the input channels
+    reason = next(d.reason for d in stacked.decisions if d.field == "slice_context")
+    assert "5 slices" in reason and "+-10 mm" in reason and "find-best" in reason
+    raw = copy.deepcopy(plan.to_dict())
+    assert Plan.from_dict(raw).configurations["2.5d"].slice_context == 2
+    raw["configurations"]["3d_fullres"]["slice_context"] = 1  # only a 2D configuration stacks slices
+    with pytest.raises(MedsegError, match="slice_context"):
+        Plan.from_dict(raw)
+    del raw["configurations"]["3d_fullres"]["slice_context"]  # plans written before 2.5d: 0
+    assert Plan.from_dict(raw).configurations["3d_fullres"].slice_context == 0
+    apply_overrides(plan, ["2.5d.slice_context=1", "2.5d.batch_size=3"])  # a name with a dot; 3 slices
+    assert (stacked.slice_context, stacked.network["in_channels"], stacked.batch_size) == (1, 6, 3)
+    assert flat.batch_size != 3 and flat.network["in_channels"] == 2
+    with pytest.raises(MedsegError, match="2D configuration"):
+        apply_overrides(plan, ["3d_fullres.slice_context=1"])
+
+
 def test_2d_dataset_gets_only_2d_and_every_decision_has_a_reason() -> None:
     plan = plan_dataset(_fingerprint([[1.0, 1.0]] * 3, [[512, 512]] * 3), Budget("cpu", 8 * 10**9, 1200, 5e9))
     assert list(plan.configurations) == ["2d"]

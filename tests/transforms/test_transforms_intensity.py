@@ -105,3 +105,27 @@ def test_random_wrappers_follow_probabilities():
     noisy = R.random_noise(x, AugmentationConfig(p_noise=0.1), generator)
     assert abs((noisy.flatten(1).abs().sum(1) > 0).double().mean() - 0.1) < 0.02
     assert torch.equal(x, torch.zeros_like(x))  # not in place unless asked
+
+
+def test_2_5d_stacks_share_one_intensity_change_per_image_channel():
+    """slice_stack 5: the 5 slices of each image channel get the same brightness factor (and gamma), as slices
+    of one image would; the two image channels (and the samples) get their own."""
+    x = image((6, 10, 16, 16)).abs() + 0.5
+    label = torch.zeros((6, 1, 16, 16), dtype=torch.int8)
+    brightness = AugmentationConfig.disabled().with_changes(p_brightness=1, slice_stack=5)
+    out = augment(SampledBatch(["a"] * 6, (16, 16), x.clone(), label.clone(), list(range(6))), brightness,
+                  torch.Generator().manual_seed(3))["image"]
+    factors = (out / x).flatten(2).mean(2).view(6, 2, 5)  # (sample, image channel, slice)
+    assert torch.allclose(factors, factors[:, :, :1].expand_as(factors), atol=1e-5)
+    assert (factors[:, 0, 0] - factors[:, 1, 0]).abs().max() > 1e-3 and factors[:, 0, 0].std() > 1e-3
+    unstacked = augment(SampledBatch(["a"] * 6, (16, 16), x.clone(), label.clone(), list(range(6))),
+                        brightness.with_changes(slice_stack=1), torch.Generator().manual_seed(3))["image"]
+    per_slice = (unstacked / x).flatten(2).mean(2).view(6, 2, 5)
+    assert (per_slice - per_slice[:, :, :1]).abs().max() > 1e-3  # without it every slice draws its own
+    gamma = AugmentationConfig.disabled().with_changes(p_gamma=1, slice_stack=5)
+    shared = augment(SampledBatch(["a"] * 6, (16, 16), x.clone(), label.clone(), list(range(6))), gamma,
+                     torch.Generator().manual_seed(4))["image"]
+    assert not torch.allclose(shared, x)
+    with pytest.raises(ValueError, match="slice_stack"):
+        augment(SampledBatch(["a"] * 6, (16, 16), image((6, 7, 16, 16)), label.clone(), list(range(6))),
+                brightness, torch.Generator().manual_seed(3))
