@@ -32,6 +32,9 @@ def evaluate(
     plots: bool = typer.Option(True, help="Write a box plot per metric."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace metrics.csv, summary.json and plots/ "
                                    "already in the output folder (default: refuse)."),
+    instances: bool = typer.Option(False, "--instances", help="PRED and REF hold instance maps (0 background, one "
+                                   "value per object, e.g. instancesTr/): PQ, SQ, RQ, detection F1 and AJI on the "
+                                   "objects, Dice on the foreground (the default metrics then)."),
     probabilities: Optional[Path] = typer.Option(None, "--probabilities", help="Folder of <case>.npz (medseg "
                                                  "predict --save-probabilities): also ECE, Brier score and a "
                                                  "reliability diagram per class (calibration.json, "
@@ -40,7 +43,7 @@ def evaluate(
     """Per-case, per-class metrics (CSV), a summary with 95% bootstrap CIs (JSON) and box plots (PNG)."""
     from medseg.errors import MedsegError
     from medseg.evaluation import evaluate as run_evaluation
-    from medseg.metrics.compute import ALL_METRICS, DEFAULT_METRICS, MetricOptions
+    from medseg.metrics.compute import ALL_METRICS, DEFAULT_METRICS, INSTANCE_MAP_METRICS, MetricOptions
     from medseg.output_paths import prepare_output_dir
 
     prepare_output_dir(output, inputs=[pred, ref] + ([roi] if roi is not None else [])
@@ -53,7 +56,7 @@ def evaluate(
         pair_probability_files(probabilities, ref, roi)  # a missing probability file fails before any work
 
     if metrics == "default":
-        keys = DEFAULT_METRICS
+        keys = INSTANCE_MAP_METRICS if instances else DEFAULT_METRICS
     elif metrics == "all":
         keys = ALL_METRICS
     else:
@@ -63,7 +66,7 @@ def evaluate(
     except ValueError as error:
         raise MedsegError(str(error), fix="see docs/metrics.md for the metric keys and conventions") from None
     result = run_evaluation(pred, ref, output, labels=labels, regions=regions, roi_dir=roi, dataset_json=dataset_json,
-                            options=options, workers=workers, plots=plots)
+                            options=options, workers=workers, plots=plots, instances=instances)
     for name, values in result.summary_data["metrics"].items():
         line = ", ".join(f"{m} {values[m]['mean']:.4g}" for m in keys[:4])
         typer.echo(f"{name}: {line}")

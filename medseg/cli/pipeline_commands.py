@@ -23,7 +23,7 @@ def plan(
     flops: Optional[float] = typer.Option(None, help="Skip calibration: the device's training FLOP/s."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing plans file."),
 ) -> None:
-    """Plan the configurations (2d, 3d_fullres, 3d_lowres, cascade) fitted to the device and time budget."""
+    """Plan the configurations (2d, 2.5d, 3d_fullres, 3d_lowres, cascade) fitted to the device and time budget."""
     from medseg.output_paths import prepare_output_file
     from medseg.planning.service import make_plan
 

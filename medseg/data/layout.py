@@ -40,6 +40,7 @@ class Dataset:
     cases: list[Case]
     test_cases: list[Case] = field(default_factory=list)
     stray_files: list[Path] = field(default_factory=list)  # files in imagesTr/labelsTr that match no case
+    extra_folders: list[str] = field(default_factory=list)  # per-case folders beside labelsTr (fovTr, instancesTr)
 
     @property
     def expected_files_per_case(self) -> int:
@@ -169,7 +170,7 @@ def _open_nnunet(root: Path, spec: DatasetSpec) -> Dataset:
         named = {(p.parent, detached_data_file(p)) for folder in (images_dir, labels_dir) if folder.is_dir()
                  for p in folder.iterdir() if p.name.endswith(ending)}
         stray = [p for p in stray if (p.parent, p.name) not in named]
-    return Dataset(root, spec, "nnunet", cases, test_cases, stray)
+    return Dataset(root, spec, "nnunet", cases, test_cases, stray, sorted(extras))
 
 
 def _extra_folders(root: Path, ending: str) -> dict[str, dict[str, Path]]:

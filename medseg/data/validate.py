@@ -94,8 +94,32 @@ def read_case(dataset: Dataset, case: Case, *, tolerance: float = 1e-4) -> CaseR
         if extra is not None:
             if reference is not None:
                 check_grid(reference, path, extra, tolerance, problems)
+            if name == INSTANCES_FOLDER:
+                check_instances(path, extra, reading.label, problems)
             reading.extras[name] = extra
     return reading
+
+
+INSTANCES_FOLDER = "instancesTr"  # instance maps of the labelled objects: 0 background, 1, 2, ... one per object
+
+
+def check_instances(path: Path, instances: Image, label: Image | None, problems: list[Problem]) -> None:
+    """An instance map: one channel of non-negative integers whose objects cover the label's foreground."""
+    if instances.num_channels != 1:
+        problems.append(Problem(path, f"instance map with {instances.num_channels} channels",
+                                "write one channel: 0 background, 1, 2, ... one value per object"))
+        return
+    array = instances.array[0]
+    whole = np.issubdtype(array.dtype, np.integer) or bool(np.all(array == np.round(array)))
+    if not whole or array.min() < 0:
+        problems.append(Problem(path, f"instance map of {array.dtype} values from {array.min()}, not ids >= 0",
+                                "write integer ids: 0 background, 1, 2, ... one value per object"))
+        return
+    if label is not None and label.array.shape == instances.array.shape:
+        differ = int(np.count_nonzero((array > 0) != (label.array[0] > 0)))
+        if differ:
+            problems.append(Problem(path, f"instance map and label disagree on the foreground at {differ} "
+                                    "voxel(s)", "make every labelled voxel part of one object, and only those"))
 
 
 def validated_case(dataset: Dataset, case: Case, *, tolerance: float = 1e-4) -> tuple[Image, Image, dict[str, Image]]:
@@ -171,6 +195,11 @@ def _file_problems(dataset: Dataset, case: Case) -> list[Problem]:
     if case.label_file is None:
         problems.append(Problem(dataset.root / "labelsTr" / f"{case.case_id}{spec.file_ending}",
                                 "label file missing", "add the label or remove the case's images"))
+    for name in dataset.extra_folders:
+        if name not in case.extra_files:
+            problems.append(Problem(dataset.root / name / f"{case.case_id}{spec.file_ending}",
+                                    f"{name} file missing (the folder has other cases')",
+                                    f"add {name}/{case.case_id}{spec.file_ending} or remove the case"))
     return problems
 
 

@@ -14,12 +14,13 @@ import numpy as np
 from medseg.errors import MedsegError
 from medseg.evaluation.cases import classes_from_dataset_json, pair_cases
 from medseg.evaluation.report import write_box_plots, write_csv, write_json
-from medseg.metrics.compute import MetricOptions, case_metrics, classes_from_labels
+from medseg.metrics.compute import MetricOptions, case_metrics, classes_from_labels, instance_map_metrics
 from medseg.metrics.summary import summarise
 from medseg.progress import track
 from medseg.workers import die_with_parent
 
 SCHEMA_VERSION = 1
+INSTANCES = "instances"  # the one class of an evaluation of instance maps
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,20 @@ def _labels_in(ref_path: Path) -> list[int]:
 
 
 def _score_case(case: str, pred_path: Path, ref_path: Path, roi_path: Path | None,
-                classes: dict[str, tuple[int, ...]], options: MetricOptions) -> list[dict]:
-    """Read one case, check its geometry and compute its metrics; one row per class."""
+                classes: dict[str, tuple[int, ...]], options: MetricOptions, instances: bool = False) -> list[dict]:
+    """Read one case, check its geometry and compute its metrics; one row per class (instance maps: one row)."""
     ref = _read_label_map(ref_path, "reference")
     pred = _read_label_map(pred_path, "prediction")
     _check_grid(pred, ref, pred_path, ref_path, "prediction")
+    if instances:
+        for image, path, role in ((pred, pred_path, "prediction"), (ref, ref_path, "reference")):
+            if image.array.min() < 0:
+                raise MedsegError(f"{role} holds negative values, it is not an instance map", path=path,
+                                  fix="write 0 for background and 1, 2, ... for the objects")
+        if roi_path is not None:
+            raise MedsegError("--roi is not used with --instances", path=roi_path, fix="crop the instance maps")
+        values = instance_map_metrics(pred.array[0], ref.array[0], ref.spacing, options)
+        return [{"case": case, "class": INSTANCES, **values}]
     roi = None
     if roi_path is not None:
         from medseg.io import read_image
@@ -127,8 +137,12 @@ def resolve_classes(ref_files: list[Path], labels: str | None, regions: str | No
 def evaluate(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | Path, *, labels: str | None = None,
              regions: str | None = None, roi_dir: str | Path | None = None, dataset_json: str | Path | None = None,
              options: MetricOptions = MetricOptions(), workers: int | None = None, plots: bool = True,
-             progress: bool | None = None) -> EvaluationResult:
+             progress: bool | None = None, instances: bool = False) -> EvaluationResult:
     """Score every case of ``pred_dir`` against the file of the same case id in ``ref_dir``.
+
+    ``instances``: both folders hold instance maps (0 background, every other value one object, e.g. a dataset's
+    ``instancesTr/``): one class ``"instances"``, the instance metrics (PQ, F1, AJI, ...) on the objects as they
+    are, every other metric on the foreground.
 
     Writes ``out_dir/metrics.csv`` (one row per case and class), ``out_dir/summary.json`` (per class and metric:
     mean, sd, median, 95 % bootstrap CI over finite values, counts of NaN/inf) and ``out_dir/plots/<metric>.png``.
@@ -140,9 +154,15 @@ def evaluate(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | Path, *, 
     workers = max(1, min(workers or cores, len(cases)))
     if options.threads == 1 and cores > workers:  # spare cores go to the distance transforms of each case
         options = replace(options, threads=cores // workers)
-    classes = resolve_classes([c[2] for c in cases], labels, regions,
-                              Path(dataset_json) if dataset_json is not None else None, ref_dir, workers, progress)
-    jobs = [(case, pred, ref, roi, classes, options) for case, pred, ref, roi in cases]
+    if instances:
+        if labels or regions:
+            raise MedsegError("instance maps have no labels or regions to choose", fix="drop --labels / --regions")
+        classes: dict[str, tuple[int, ...]] = {INSTANCES: ()}
+    else:
+        classes = resolve_classes([c[2] for c in cases], labels, regions,
+                                  Path(dataset_json) if dataset_json is not None else None, ref_dir, workers,
+                                  progress)
+    jobs = [(case, pred, ref, roi, classes, options, instances) for case, pred, ref, roi in cases]
     rows = [row for case_rows in _run(_score_case, jobs, workers, "evaluating", progress) for row in case_rows]
     summary = {
         "schema_version": SCHEMA_VERSION,

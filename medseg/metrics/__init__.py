@@ -8,7 +8,8 @@ from medseg.metrics.calibration import Reliability, brier_score, expected_calibr
 from medseg.metrics.compute import ALL_METRICS, DEFAULT_METRICS, MetricAccumulator, MetricOptions
 from medseg.metrics.compute import binary_metrics, case_metrics, classes_from_labels
 from medseg.metrics.conventions import CONVENTIONS, MetricConvention, convention
-from medseg.metrics.instance import InstanceMatch, InstanceOverlap, instance_metrics, instance_overlap, label_instances
+from medseg.metrics.instance import InstanceMatch, InstanceOverlap, aggregated_jaccard, instance_metrics
+from medseg.metrics.instance import instance_overlap, label_instances
 from medseg.metrics.instance import lesion_metrics, match_instances
 from medseg.metrics.overlap import Confusion, accuracy, confusion, dice, iou, overlap_metrics, precision, ravd
 from medseg.metrics.overlap import recall, specificity, volume_similarity
@@ -20,6 +21,7 @@ from medseg.metrics.topology import cldice
 __all__ = [
     "ALL_METRICS", "CONVENTIONS", "Confusion", "DEFAULT_METRICS", "InstanceMatch", "InstanceOverlap",
     "MetricAccumulator", "MetricConvention", "MetricOptions", "Reliability", "SurfaceDistances", "accuracy",
+    "aggregated_jaccard",
     "assd", "binary_metrics", "bootstrap_ci", "boundary_iou", "brier_score", "case_metrics", "classes_from_labels",
     "cldice", "confusion", "convention", "dice", "directed_means", "expected_calibration_error", "hausdorff",
     "hausdorff_percentile", "instance_metrics", "instance_overlap", "iou", "label_instances", "lesion_metrics",

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from medseg.metrics import conventions as conv
-from medseg.metrics.instance import INSTANCE_METRICS, LESION_METRICS, instance_metrics, instance_overlap
-from medseg.metrics.instance import label_instances, lesion_metrics, match_instances
+from medseg.metrics.instance import INSTANCE_METRICS, LESION_METRICS, instance_overlap, instance_values
+from medseg.metrics.instance import label_instances, lesion_metrics
 from medseg.metrics.overlap import OVERLAP_METRICS, confusion, overlap_metrics
 from medseg.metrics.surface import SURFACE_METRICS, boundary_iou, surface_distances, surface_metrics
 from medseg.metrics.topology import cldice
 
 #: What ``medseg evaluate`` computes unless told otherwise (clDice, boundary IoU and instance metrics on request).
 DEFAULT_METRICS = OVERLAP_METRICS + SURFACE_METRICS
+#: ... and for instance maps (``medseg evaluate --instances``).
+INSTANCE_MAP_METRICS = ("pq", "detection_f1", "aji", "dice", "sq", "rq")
 ALL_METRICS = OVERLAP_METRICS + SURFACE_METRICS + ("boundary_iou", "cldice") + INSTANCE_METRICS + LESION_METRICS
 
 
@@ -75,10 +77,28 @@ def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]
     if instance_keys:
         overlap = instance_overlap(label_instances(pred, options.instance_connectivity),
                                    label_instances(ref, options.instance_connectivity))
-        out.update(instance_metrics(match_instances(overlap, options.match_iou), instance_keys))
+        out.update(instance_values(overlap, instance_keys, options.match_iou))
     lesion_keys = [k for k in wanted if k in LESION_METRICS]
     if lesion_keys:
         out.update(lesion_metrics(pred, ref, options.instance_connectivity, lesion_keys))
+    return {k: out[k] for k in wanted}
+
+
+def instance_map_metrics(pred_instances: np.ndarray, ref_instances: np.ndarray, spacing: tuple[float, ...] | None,
+                         options: MetricOptions = MetricOptions()) -> dict[str, float]:
+    """``options.metrics`` of two instance maps ``(*spatial)`` (0 background, every other value one object, e.g.
+    touching nuclei): the instance metrics on the objects as they are (no connected components), every other
+    metric on the foreground masks (``> 0``)."""
+    if pred_instances.shape != ref_instances.shape:
+        raise ValueError(f"prediction {pred_instances.shape} and reference {ref_instances.shape} differ in shape")
+    wanted = options.metrics
+    out: dict[str, float] = {}
+    instance_keys = [k for k in wanted if k in INSTANCE_METRICS]
+    if instance_keys:
+        out.update(instance_values(instance_overlap(pred_instances, ref_instances), instance_keys, options.match_iou))
+    rest = tuple(k for k in wanted if k not in INSTANCE_METRICS)
+    if rest:
+        out.update(binary_metrics(pred_instances > 0, ref_instances > 0, spacing, replace(options, metrics=rest)))
     return {k: out[k] for k in wanted}
 
 

@@ -118,6 +118,9 @@ CONVENTIONS: tuple[MetricConvention, ...] = (
     MetricConvention("sq", "segmentation quality", "instance", "1", True, "mean IoU of matched pairs",
                      1.0, NAN, NAN, "NaN whenever nothing is matched"),
     MetricConvention("rq", "recognition quality", "instance", "1", True, "TP / (TP + FP/2 + FN/2)", 1.0, 0.0, 0.0),
+    MetricConvention("aji", "aggregated Jaccard index (AJI)", "instance", "1", True,
+                     "sum |G & S*(G)| / (sum |G | S*(G)| + sum of unmatched |S|), S*(G) the prediction of highest "
+                     "IoU with reference instance G", 1.0, 0.0, 0.0, "Kumar et al. 2017 (MoNuSeg); not AJI+"),
     MetricConvention("lesion_dice", "lesion-wise Dice", "instance", "1", True,
                      "sum over reference lesions of Dice(lesion, touching predicted components) / (lesions + "
                      "predicted components touching no lesion)", 1.0, 0.0, 0.0, "BraTS 2023 style, no dilation"),

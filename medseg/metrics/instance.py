@@ -1,5 +1,6 @@
 """Instance metrics: connected components or instance maps, one-to-one matching at IoU >= t, detection
-precision/recall/F1, panoptic quality (PQ = SQ x RQ), and lesion-wise Dice / F1."""
+precision/recall/F1, panoptic quality (PQ = SQ x RQ), the aggregated Jaccard index (AJI), and lesion-wise
+Dice / F1."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 from medseg.metrics import conventions as conv
 from medseg.metrics.surface import union_box
 
-INSTANCE_METRICS = ("detection_precision", "detection_recall", "detection_f1", "pq", "sq", "rq")
+MATCHED_METRICS = ("detection_precision", "detection_recall", "detection_f1", "pq", "sq", "rq")  # of a matching
+INSTANCE_METRICS = MATCHED_METRICS + ("aji",)
 LESION_METRICS = ("lesion_dice", "lesion_f1")
 
 
@@ -123,7 +125,42 @@ def _conventional(key: str, n_pred: int, n_ref: int) -> float | None:
     return None if value is None else float(value)
 
 
-def instance_metrics(match: InstanceMatch, keys=INSTANCE_METRICS) -> dict[str, float]:
+def aggregated_jaccard(overlap: InstanceOverlap) -> float:
+    """AJI (Kumar et al. 2017, MoNuSeg's metric): every reference instance G takes the predicted instance S of
+    highest IoU with it (the lowest index on a tie; none when nothing overlaps): C += |G & S|, U += |G | S| (|G|
+    alone without one); then U += |S| for every predicted instance no reference took. AJI = C / U. As in the
+    paper, one predicted instance may be taken by several reference instances (and then counts in U each time);
+    empty cases follow the conventions table (1 when both are empty, else 0)."""
+    value = _conventional("aji", overlap.pred_ids.size, overlap.ref_ids.size)
+    if value is not None:
+        return value
+    iou = overlap.pair_iou
+    order = np.lexsort((overlap.pair_pred, -iou, overlap.pair_ref))  # per reference: highest IoU first
+    refs = overlap.pair_ref[order]
+    first = order[np.r_[True, refs[1:] != refs[:-1]]] if order.size else order
+    taken_pred, taken_ref = overlap.pair_pred[first], overlap.pair_ref[first]
+    intersection = overlap.pair_intersection[first].astype(np.float64)
+    union = overlap.ref_sizes[taken_ref] + overlap.pred_sizes[taken_pred] - intersection
+    untaken_refs = np.setdiff1d(np.arange(overlap.ref_ids.size), taken_ref)
+    untaken_preds = np.setdiff1d(np.arange(overlap.pred_ids.size), taken_pred)
+    total_union = union.sum() + overlap.ref_sizes[untaken_refs].sum() + overlap.pred_sizes[untaken_preds].sum()
+    return float(intersection.sum() / total_union)
+
+
+def instance_values(overlap: InstanceOverlap, keys=INSTANCE_METRICS, match_iou: float = conv.DEFAULT_MATCH_IOU
+                    ) -> dict[str, float]:
+    """``keys`` of ``INSTANCE_METRICS`` for two instance maps' overlap: the matched ones at IoU >= ``match_iou``,
+    AJI from the overlap itself."""
+    out = {}
+    matched = [k for k in keys if k in MATCHED_METRICS]
+    if matched:
+        out.update(instance_metrics(match_instances(overlap, match_iou), matched))
+    if "aji" in keys:
+        out["aji"] = aggregated_jaccard(overlap)
+    return {k: out[k] for k in keys}
+
+
+def instance_metrics(match: InstanceMatch, keys=MATCHED_METRICS) -> dict[str, float]:
     """Detection precision/recall/F1 and PQ/SQ/RQ of one matching (empty cases from the conventions table)."""
     tp, fp, fn = match.tp, match.fp, match.fn
     formulas = {

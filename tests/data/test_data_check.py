@@ -135,6 +135,39 @@ def test_png_dataset_defects(tmp_path: Path) -> None:
     assert "file matches no case name pattern" in by_file["notes.txt"]
 
 
+def test_instance_maps_missing_misgridded_or_disagreeing_get_a_line_each(tmp_path: Path) -> None:
+    """MoNuSeg's instancesTr: a missing instance file, one on another grid, one whose objects leave labelled
+    pixels out; `medseg check` names each file, exit code 2, and `medseg plan` refuses the dataset too."""
+    source = _dataset("monuseg")
+    root = tmp_path / "nuclei"
+    ids = ["monuseg_000", "monuseg_001", "monuseg_002", "monuseg_003"]
+    for case_id in ids:
+        for sub, name in (("imagesTr", f"{case_id}_0000.png"), ("labelsTr", f"{case_id}.png"),
+                          ("instancesTr", f"{case_id}.png")):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            (root / sub / name).write_bytes((source / sub / name).read_bytes())
+    spec = json.loads((source / "dataset.json").read_text())
+    spec["numTraining"] = len(ids)
+    (root / "dataset.json").write_text(json.dumps(spec))
+    assert check_dataset(root, workers=1).ok
+    (root / "instancesTr" / "monuseg_001.png").unlink()
+    cut = read_image(root / "instancesTr" / "monuseg_002.png")
+    write_image(Image(np.ascontiguousarray(cut.array[:, :-8]), cut.spacing, cut.origin, cut.direction),
+                root / "instancesTr" / "monuseg_002.png")
+    holes = read_image(root / "instancesTr" / "monuseg_003.png")
+    holes.array[holes.array == holes.array.max()] = 0  # one nucleus of the label has no instance
+    write_image(holes, root / "instancesTr" / "monuseg_003.png")
+    result = CliRunner().invoke(app, ["check", str(root), "--workers", "1"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if "(fix: " in line]
+    assert len(lines) == 3, result.output
+    assert any("instancesTr/monuseg_001.png" in line and "instancesTr file missing" in line for line in lines)
+    assert any("monuseg_002.png" in line and "not on the grid" in line for line in lines)
+    assert any("monuseg_003.png" in line and "disagree on the foreground" in line for line in lines)
+    plan = CliRunner().invoke(app, ["plan", str(root), "-o", str(tmp_path / "plans.json")])
+    assert plan.exit_code == 2 and not (tmp_path / "plans.json").exists(), plan.output
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["isbi2012_em", "drive", "cvc_clinicdb", "brats2013_mini"])
 def test_real_datasets_pass(name: str) -> None:

@@ -107,3 +107,45 @@ def test_evaluate_brats_regions_from_dataset_json(tmp_path, shared_data):
     assert explicit.exit_code == 0, explicit.output
     wt = [float(r["dice"]) for r in _read_csv(tmp_path / "e2" / "metrics.csv")]
     assert wt == pytest.approx([float(r["dice"]) for r in rows if r["class"] == "whole_tumor"])
+
+
+def test_instance_maps_of_monuseg_score_merged_nuclei_below_their_own_instances(shared_data, tmp_path):
+    """--instances on MoNuSeg: instancesTr against itself is perfect; connected components of the semantic mask
+    (touching nuclei merged) keep Dice 1 on the foreground but lose PQ and AJI; the figures are the metrics
+    module's own (AJI as in Kumar et al., PQ matched at IoU 0.5)."""
+    from medseg.io import read_image, write_image
+    from medseg.metrics import aggregated_jaccard, instance_metrics, instance_overlap, label_instances
+    from medseg.metrics import match_instances
+
+    root = _dataset(shared_data, "monuseg")
+    names = sorted(p.name for p in (root / "instancesTr").iterdir())[:3]
+    reference, components = tmp_path / "ref", tmp_path / "cc"
+    reference.mkdir(), components.mkdir()
+    expected = []
+    for name in names:
+        (reference / name).symlink_to(root / "instancesTr" / name)
+        label, instances = read_image(root / "labelsTr" / name), read_image(root / "instancesTr" / name).array[0]
+        assert ((instances > 0) == (label.array[0] > 0)).all()  # the two files agree on the nuclei
+        merged = label_instances(label.array[0] > 0).astype(np.uint16)
+        write_image(label.with_array(merged[None]), components / name)
+        overlap = instance_overlap(merged, instances)
+        expected.append((instance_metrics(match_instances(overlap, 0.5))["pq"], aggregated_jaccard(overlap)))
+
+    result = _run(str(reference), str(reference), "-o", str(tmp_path / "self"), "--instances", "--no-plots")
+    assert result.exit_code == 0, result.output
+    perfect = json.loads((tmp_path / "self" / "summary.json").read_text())["metrics"]["instances"]
+    assert all(perfect[m]["mean"] == 1.0 for m in ("pq", "detection_f1", "aji", "dice", "sq", "rq"))
+
+    result = _run(str(components), str(reference), "-o", str(tmp_path / "eval"), "--instances", "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("instances: pq ")
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["metrics"]["instances"]
+    assert summary["dice"]["mean"] == 1.0
+    assert summary["pq"]["mean"] == pytest.approx(np.mean([e[0] for e in expected]))
+    assert summary["aji"]["mean"] == pytest.approx(np.mean([e[1] for e in expected]))
+    assert summary["aji"]["mean"] < 0.95 and summary["pq"]["mean"] < 0.95
+    rows = _read_csv(tmp_path / "eval" / "metrics.csv")
+    assert [r["class"] for r in rows] == ["instances"] * 3
+
+    bad = _run(str(components), str(reference), "-o", str(tmp_path / "bad"), "--instances", "--labels", "1")
+    assert bad.exit_code == 2 and "drop --labels" in bad.output
