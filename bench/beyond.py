@@ -16,12 +16,21 @@ the same wall-clock budget with ``--threads`` torch threads, then predicting the
 step 0.5), scored on the BraTS regions by ``medseg evaluate``. ``--folds`` lets two processes share the folds
 (each at one thread on a 2-core machine: every configuration meets the same conditions).
 
-Writes the ``classical`` and ``2.5d`` keys of ``bench/results/beyond.json`` (other keys are kept; a lock file lets
-two processes write) after every method or run, and skips what is already there, so an interrupted run resumes.
+``synth``: brats2013_mini, training cases 0-2, held-out case 3 (``bench/pipeline.py``'s split). A 2d model trained
+only on ``--synth-cases`` images that ``medseg synth`` draws from the training cases' label maps (generation
+labels: the tumour labels plus the brain mask as label 5, written back as background: ``--segment 5=0``; the
+outside blanked, ``--blank 0``, as the real volumes are skull-stripped), against a 2d model trained on the real
+FLAIR of the same cases; both at ``--budget`` and tested on the held-out case's real FLAIR and real T1c separately
+(single-channel views), scored on the BraTS regions.
+
+Writes the ``classical``, ``2.5d`` and ``synth`` keys of ``bench/results/beyond.json`` (other keys are kept; a
+lock file lets two processes write) after every method or run, and skips what is already there, so an interrupted
+run resumes.
 
     nice -n 19 python bench/beyond.py classical
     python bench/beyond.py 2.5d --budget 480 --threads 1 --folds 0 1 & python bench/beyond.py 2.5d --budget 480 \
         --threads 1 --folds 2 3
+    python bench/beyond.py synth --models synth & python bench/beyond.py synth --models flair
 """
 
 from __future__ import annotations
@@ -200,6 +209,107 @@ def run_slices(args) -> None:
                 results.setdefault("commands", {})["2.5d"] = " ".join(["python", "bench/beyond.py", *sys.argv[1:]])
 
 
+SYNTH_MODELS = ("synth", "flair")
+BRAIN_LABEL = 5  # the generation label of the brain outside the tumour
+
+
+def channel_view(source: Path, channel: int, cases: list[str], folder: Path) -> Path:
+    """A one-channel dataset of ``cases``: their image file of ``channel`` as ``_0000``, their labels."""
+    spec = json.loads((source / "dataset.json").read_text())
+    ending = spec["file_ending"]
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    for case in cases:
+        (folder / "imagesTr" / f"{case}_0000{ending}").symlink_to(source / "imagesTr" / f"{case}_{channel:04d}{ending}")
+        (folder / "labelsTr" / f"{case}{ending}").symlink_to(source / "labelsTr" / f"{case}{ending}")
+    name = spec["channel_names"][str(channel)]
+    (folder / "dataset.json").write_text(json.dumps({**spec, "channel_names": {"0": name},
+                                                     "numTraining": len(cases)}, indent=1))
+    return folder
+
+
+def generation_maps(source: Path, cases: list[str], folder: Path) -> Path:
+    """The training cases' label maps with the brain outside the tumour as label ``BRAIN_LABEL``."""
+    from medseg.io import read_image, write_image
+
+    if (folder / "dataset.json").is_file():
+        return folder
+    spec = json.loads((source / "dataset.json").read_text())
+    ending = spec["file_ending"]
+    for case in cases:
+        label = read_image(source / "labelsTr" / f"{case}{ending}")
+        brain = read_image(source / "brainmaskTr" / f"{case}{ending}").array[0] > 0
+        array = label.array.copy()
+        array[0][brain & (array[0] == 0)] = BRAIN_LABEL
+        write_image(label.with_array(array), folder / "labelsTr" / f"{case}{ending}")
+    (folder / "dataset.json").write_text(json.dumps(spec, indent=1))
+    return folder
+
+
+def run_synth(args) -> None:
+    import torch
+
+    from medseg.config import write_json_atomic
+    from medseg.data import open_dataset
+    from medseg.evaluation.evaluate import evaluate
+    from medseg.inference import Predictor
+    from medseg.io import write_image
+    from medseg.planning.service import make_plan
+    from medseg.synth.synthseg import synth_dataset
+    from medseg.training.service import train_fold
+
+    torch.set_num_threads(args.threads)
+    name, source = "brats2013_mini", DATA / "brats2013_mini"
+    ids = sorted(c.case_id for c in open_dataset(source).cases)
+    train, test = split(name, ids)
+    work = args.work
+    tests = {"flair": channel_view(source, 0, test, work / "test_flair"),
+             "t1c": channel_view(source, 1, test, work / "test_t1c")}
+    for model_name in args.models:
+        with locked_results(args.output) as results:
+            if model_name in results.get("synth", {}).get("models", {}):
+                continue
+        out = work / model_name
+        if model_name == "synth":
+            data = work / "synth_data"
+            if not data.is_dir():
+                synth_dataset(generation_maps(source, train, work / "generation"), data, count=args.synth_cases,
+                              seed=0, segment={BRAIN_LABEL: 0}, blank=[0])
+        else:
+            data = channel_view(source, 0, train, work / "train_flair")
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        write_json_atomic(make_plan(data, budget=args.budget, progress=False).to_dict(), out / "plans.json")
+        result = train_fold(data, "2d", "all", model_dir=out / "model", plans=out / "plans.json",
+                            budget_seconds=args.budget, train_config={"num_workers": args.workers}, progress=False)
+        predictor = Predictor.from_folder(out / "model")
+        scores = {}
+        for test_name, view in tests.items():
+            test_data = open_dataset(view)
+            for case in test_data.cases:
+                write_image(predictor.predict(test_data.read_image(case)),
+                            out / f"pred_{test_name}" / f"{case.case_id}{test_data.spec.file_ending}")
+            evaluate(out / f"pred_{test_name}", view / "labelsTr", out / f"evaluation_{test_name}", plots=False,
+                     workers=1, regions="dataset", dataset_json=view / "dataset.json")
+            summary = json.loads((out / f"evaluation_{test_name}" / "summary.json").read_text())
+            scores[test_name] = {cls: {m: summary["metrics"][cls][m]["mean"] for m in ("dice", "hd95")}
+                                 for cls in summary["metrics"]}
+            dice = {cls: round(v["dice"], 3) for cls, v in scores[test_name].items()}
+            print(f"{model_name} -> {test_name}: {dice}", flush=True)
+        entry = {"trained_on": "synthetic images from the training label maps" if model_name == "synth"
+                 else "real FLAIR", "training_cases": args.synth_cases if model_name == "synth" else len(train),
+                 "steps": result.state.iteration, "train_seconds": round(result.state.elapsed, 1),
+                 "tested_on": scores, "threads": args.threads, "load_average": os.getloadavg(),
+                 "date": datetime.now(timezone.utc).isoformat()}
+        with locked_results(args.output) as results:
+            section = results.setdefault("synth", {"dataset": name, "configuration": "2d", "train_cases": train,
+                                                   "held_out_cases": test, "budget_seconds": args.budget,
+                                                   "models": {}})
+            section["models"][model_name] = entry
+            results.setdefault("commands", {})["synth"] = " ".join(["python", "bench/beyond.py", *sys.argv[1:]])
+
+
 def slice_summary(folds: dict) -> dict:
     """Per configuration: the mean over the folds that ran it of each region's Dice and HD95, and how many."""
     summary = {}
@@ -216,7 +326,7 @@ def slice_summary(folds: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["classical", "2.5d"])
+    parser.add_argument("part", choices=["classical", "2.5d", "synth"])
     parser.add_argument("--datasets", nargs="*", default=list(SHARED))
     parser.add_argument("--methods", default="", help="comma-separated (default: every method)")
     parser.add_argument("--tune-cases", type=int, default=6)
@@ -228,12 +338,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="2.5d: loader workers")
     parser.add_argument("--folds", type=int, nargs="*", default=[0, 1, 2, 3], help="2.5d: held-out case indices")
     parser.add_argument("--configurations", nargs="*", default=list(SLICE_CONFIGURATIONS))
+    parser.add_argument("--models", nargs="*", default=list(SYNTH_MODELS), help="synth: which models to train")
+    parser.add_argument("--synth-cases", type=int, default=30, help="synth: synthetic training cases")
     args = parser.parse_args()
     if args.part == "classical":
         run_classical(args)
-    else:
+    elif args.part == "2.5d":
         args.work = args.work if args.work != Path("/tmp/beyond_bench") else Path("/tmp/beyond_slices")
         run_slices(args)
+    else:
+        args.work = args.work if args.work != Path("/tmp/beyond_bench") else Path("/tmp/beyond_synth")
+        run_synth(args)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -130,11 +130,17 @@ def label_sources(source: str | Path) -> tuple[list[Path], dict | None]:
 
 def synth_dataset(source: str | Path, output: str | Path, *, count: int = 200, seed: int = 0,
                   settings: SynthSettings = SynthSettings(), progress: bool | None = None,
-                  log: Callable[[str], None] | None = None) -> Path:
+                  log: Callable[[str], None] | None = None, segment: dict[int, int] | None = None,
+                  blank: Sequence[int] = ()) -> Path:
     """A dataset (nnU-Net v2 layout, one channel ``synthetic``) of ``count`` synthetic cases from the label maps of
     ``source``, cycled in sorted order; each case on its source map's grid (spacing, origin, direction), written
     as NIfTI. The labels of the source's dataset.json are kept (else ``label_K`` for each value found); the folder
-    appears only when complete."""
+    appears only when complete.
+
+    SynthSeg's generation labels vs segmentation labels: every value of the source maps draws its own intensity;
+    ``segment`` maps some of them to what the written label maps hold (``{5: 0}``: a brain label that only
+    shapes the image is background in the labels to learn). ``blank``: generation labels whose voxels are 0 in
+    the image (e.g. ``[0]`` for skull-stripped data, whose outside is 0)."""
     from medseg.atomic import atomic_folder
     from medseg.config import write_json_atomic
     from medseg.io import read_image, write_image
@@ -159,17 +165,26 @@ def synth_dataset(source: str | Path, output: str | Path, *, count: int = 200, s
         for index in track(range(count), "synthesize", enabled=progress):
             source_map = maps[index % len(maps)]
             image, label = synthesize(source_map.array[0].astype(np.int64), generator, settings)
+            if blank:
+                image[np.isin(label, list(blank))] = 0.0
+            for old, new in (segment or {}).items():
+                label[label == old] = new
             found.update(int(v) for v in np.unique(label))
             case = f"synth_{index:04d}"
             write_image(source_map.with_array(image[None]), partial / "imagesTr" / f"{case}_0000.nii.gz")
             write_image(source_map.with_array(label[None]), partial / "labelsTr" / f"{case}.nii.gz")
         labels = (spec or {}).get("labels") or {("background" if v == 0 else f"label_{v}"): v for v in sorted(found)}
+        if segment:  # a generation label that is written as another no longer names a class
+            labels = {name: value for name, value in labels.items()
+                      if not (isinstance(value, int) and value in segment and segment[value] != value)}
         record = {key: value for key, value in (spec or {}).items()
                   if key in ("labels", "regions_class_order", "regions_commonly_scored", "name", "description",
                              "reference", "licence", "license")}
         record.update({"channel_names": {"0": "synthetic"}, "labels": labels, "numTraining": count,
                        "file_ending": ".nii.gz",
                        "synthetic": {"source": str(Path(source)), "source_maps": len(maps), "seed": int(seed),
+                                     "segment": {str(k): int(v) for k, v in (segment or {}).items()},
+                                     "blank": [int(v) for v in blank],
                                      "settings": settings.to_dict(), "method": "SynthSeg-style (medseg synth)"}})
         write_json_atomic(record, partial / "dataset.json")
     if log:

@@ -86,6 +86,28 @@ def test_the_dataset_keeps_the_labels_and_grids_and_passes_check(tmp_path):
     assert np.allclose(image.spacing, (3.0, 0.8, 0.8)) and np.allclose(image.origin, (10.0, -5.0, 2.0))
 
 
+def test_generation_labels_shape_the_image_and_are_written_as_segmentation_labels(tmp_path):
+    """--segment 2=1: label 2 draws its own intensity but is written as 1; --blank 0: the outside is 0 in the
+    image (skull-stripped data), as in the real BraTS volumes."""
+    source = _source(tmp_path / "source", count=1)
+    result = CliRunner().invoke(app, ["synth", str(source), "-o", str(tmp_path / "synth"), "--n", "3",
+                                      "--segment", "2=1", "--blank", "0"])
+    assert result.exit_code == 0, result.output
+    spec = json.loads((tmp_path / "synth" / "dataset.json").read_text())
+    assert spec["labels"] == {"background": 0, "edema": 1} and spec["synthetic"]["segment"] == {"2": 1}
+    for index in range(3):
+        image = read_image(tmp_path / "synth" / "imagesTr" / f"synth_{index:04d}_0000.nii.gz").array[0]
+        label = read_image(tmp_path / "synth" / "labelsTr" / f"synth_{index:04d}.nii.gz").array[0]
+        assert set(np.unique(label)) == {0, 1}
+        assert (image[label == 0] == 0).all() and (image[label == 1] > 0).mean() > 0.99
+        core = _label_map() == 2  # the core is still its own contrast inside what is written as label 1
+        inside = (label == 1) & ~core
+        assert abs(image[core & (label == 1)].mean() - image[inside].mean()) > 0.02
+    bad = CliRunner().invoke(app, ["synth", str(source), "-o", str(tmp_path / "bad"), "--segment", "2:1"])
+    _one_line_exit_2(bad, "GEN=OUT")
+    assert not (tmp_path / "bad").exists()
+
+
 def _one_line_exit_2(result, needle):
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
