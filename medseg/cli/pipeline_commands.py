@@ -22,14 +22,19 @@ def plan(
     set_: List[str] = typer.Option([], "--set", help="Override a field: [CONFIG.]FIELD=JSON, repeatable."),
     flops: Optional[float] = typer.Option(None, help="Skip calibration: the device's training FLOP/s."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing plans file."),
+    instances: Optional[bool] = typer.Option(None, "--instances/--no-instances", help="Plan the instance "
+                                             "configuration (a distance-map head, watershed into objects); default: "
+                                             "when the dataset has instancesTr/, else the connected components of "
+                                             "the labels are the objects."),
 ) -> None:
-    """Plan the configurations (2d, 2.5d, 3d_fullres, 3d_lowres, cascade) fitted to the device and time budget."""
+    """Plan the configurations (2d, 2.5d, 3d_fullres, 3d_lowres, cascade, instance) fitted to the device and time
+    budget."""
     from medseg.output_paths import prepare_output_file
     from medseg.planning.service import make_plan
 
     prepare_output_file(output, inputs=[dataset], overwrite=overwrite)
     result = make_plan(dataset, device=device, budget=budget, memory=memory, fingerprint_path=fingerprint,
-                       min_iterations=min_iterations, overrides=set_, flops_per_second=flops)
+                       min_iterations=min_iterations, overrides=set_, flops_per_second=flops, instances=instances)
     for config in result.configurations.values():
         typer.echo(f"{config.name:20s} patch {config.patch_size} batch {config.batch_size} spacing "
                    f"{[round(s, 3) for s in config.target_spacing]} features {config.network['features_per_stage']} "

@@ -133,9 +133,11 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise MedsegError(f"unknown model task {self.task!r}", fix=f"use one of {', '.join(TASKS)}")
-        if self.task == "segmentation" and len(self.label_values) != self.network.num_classes:
+        distance = 1 if self.extra.get(INSTANCE_HEAD) else 0  # an instance model's distance-map channel
+        if self.task == "segmentation" and len(self.label_values) + distance != self.network.num_classes:
             raise MedsegError(f"{len(self.label_values)} label values {self.label_values} for a network with "
-                              f"{self.network.num_classes} outputs", fix="one label value per output channel")
+                              f"{self.network.num_classes} outputs", fix="one label value per output channel"
+                              + (" and one for the distance map" if distance else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": self.schema_version, "task": self.task, "network": self.network.to_dict(),
@@ -212,6 +214,7 @@ def read_segmentation_model(folder: str | Path) -> tuple[ModelSpec, Plan, Datase
     return spec, plan, dataset
 
 
+INSTANCE_HEAD = "instance_head"  # ModelSpec.extra key: true for an instance model (last output: distance map)
 PREVIOUS_STAGE = "previous_stage"  # ModelSpec.extra key of a cascade: {"model": relative path, "absolute": path}
 
 

@@ -63,6 +63,7 @@ class Configuration:
     decisions: list[Decision] = field(default_factory=list)
     network_name: str = "plan_unet"  # the registry network ``network`` holds the arguments of
     slice_context: int = 0
+    instances: bool = False
 
     def decide(self, field_name: str, value: Any, reason: str) -> None:
         self.decisions.append(Decision(field_name, value, reason))

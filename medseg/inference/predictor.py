@@ -96,6 +96,7 @@ class Predictor:
         self.precision = precision
         self.in_channels = network_in_channels(self.networks[0])
         self.slice_context = int(config.slice_context)  # 2.5D: neighbouring slices as input channels
+        self.instances = bool(config.instances)  # an instance model: its last output is a distance map
         self.previous_stage = previous_stage
         self.calibration = calibration
         self.previous_labels = self.label_values[1:] if config.previous_stage else []  # one channel each
@@ -175,7 +176,7 @@ class Predictor:
             with torch.autocast(torch.device(self.device).type, dtype=PRECISIONS[self.precision],
                                 enabled=self.precision != "float32"):
                 logits = mirrored(network, self.mirror_axes, max_batch=chunk)(x)
-            probabilities = torch.softmax(logits.float(), 1)
+            probabilities = self._activate(logits.float())
             total = probabilities if total is None else total.add_(probabilities)
         assert total is not None
         if self._calls > 0 and chunk not in self._chunk_times and len(patches) == self.batch_size:
@@ -183,8 +184,15 @@ class Predictor:
         self._calls += 1
         total /= len(self.networks)
         if self.calibration is not None:
-            total = apply_calibration(total, self.calibration)
+            k = self.num_classes
+            total = torch.cat([apply_calibration(total[:, :k], self.calibration), total[:, k:]], 1)
         return total[:, :, None] if squeeze else total
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax over the classes; an instance model's distance channel (last) through a sigmoid."""
+        if not self.instances:
+            return torch.softmax(logits, 1)
+        return torch.cat([torch.softmax(logits[:, :-1], 1), torch.sigmoid(logits[:, -1:])], 1)
 
     def _window_patch(self, data_ndim: int) -> list[int]:
         return [1, *self.patch_size] if data_ndim - 1 > self.spatial_dims else list(self.patch_size)
@@ -231,11 +239,12 @@ class Predictor:
         return self.previous_stage.predict(image).array
 
     def _probability_slabs(self, image: Image, previous: np.ndarray | None = None, *,
-                           window_predict: PredictFn | None = None
+                           window_predict: PredictFn | None = None, keep_distance: bool = False
                            ) -> tuple[Iterator[tuple[int, torch.Tensor]], list[list[int]]]:
         """Probabilities on the cropped input grid, slab by slab along the first axis; and the crop box.
         ``window_predict``: another per-window function than ``self.window_predict`` (its channels restored
-        the same way, e.g. ``medseg.trust.uncertainty``'s member statistics)."""
+        the same way, e.g. ``medseg.trust.uncertainty``'s member statistics). An instance model's distance
+        channel is dropped unless ``keep_distance`` (then it is the slabs' last channel)."""
         window = window_predict or self.window_predict
         from medseg.preprocess.pipeline import preprocess_arrays
 
@@ -247,7 +256,7 @@ class Predictor:
         del prepared.seg
         props = prepared.properties
         patch = self._window_patch(data.ndim)
-        whole = bytes_of((self.num_classes + 1, *data.shape[1:]), self.accumulate_dtype)
+        whole = bytes_of((self.num_classes + 1 + int(self.instances), *data.shape[1:]), self.accumulate_dtype)
         options = self._window_options(data.ndim)
         if whole > self.memory_limit:
             logger.info("streaming: the accumulator would take %.2f GB (> limit %.2f GB)", whole / 1e9,
@@ -260,9 +269,12 @@ class Predictor:
         resampler = SlabResampler(props["shape_after_resample"], props["shape_after_crop"],
                                   nearest_first_axis=nearest)
 
+        drop = self.instances and not keep_distance and window_predict is None
+
         def restored() -> Iterator[tuple[int, torch.Tensor]]:
             for z0, slab in slabs:
-                yield from resampler.push(z0, slab)
+                for start, part in resampler.push(z0, slab):
+                    yield start, part[:-1] if drop else part
 
         return restored(), props["crop_bbox"]
 
@@ -293,6 +305,32 @@ class Predictor:
 
         paste_labels(keep(), lookup, labels, bbox)
         return self._finish(image, labels), image.with_array(probabilities)
+
+    def predict_instances(self, image: Image, previous: np.ndarray | None = None) -> tuple[Image, Image]:
+        """An instance model's label map and instance map ``(1, *spatial)`` uint16/32 (0 background, objects 1..n)
+        on ``image``'s grid: the predicted foreground split by a marker watershed of the predicted distance map
+        (``medseg.transforms.instance_distance``)."""
+        from medseg.transforms.instance_distance import instances_from_distance
+
+        if not self.instances:
+            raise MedsegError(f"configuration {self.config.name} has no distance-map head",
+                              fix="train the instance configuration (medseg plan --instances)")
+        slabs, bbox = self._probability_slabs(image, previous, keep_distance=True)
+        distance = np.zeros(image.spatial_shape, dtype=np.float32)
+        inner = tuple(slice(a, b) for a, b in bbox[1:])
+        lookup, dtype = label_lookup(self.label_values)
+        labels = np.zeros(image.spatial_shape, dtype=dtype)
+
+        def split() -> Iterator[tuple[int, torch.Tensor]]:
+            for o0, slab in slabs:
+                z = bbox[0][0] + o0
+                distance[(slice(z, z + slab.shape[1]), *inner)] = slab[-1].numpy()
+                yield o0, slab[:-1]
+
+        paste_labels(split(), lookup, labels, bbox)
+        finished = self._finish(image, labels)
+        objects = instances_from_distance(finished.array[0] != 0, distance)
+        return finished, image.with_array(objects[None])
 
     def _finish(self, image: Image, labels: np.ndarray) -> Image:
         if self.postprocess_labels:

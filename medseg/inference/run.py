@@ -19,7 +19,8 @@ from medseg.errors import MedsegError
 from medseg.io import strip_suffix
 from medseg.io.sitk_io import detached_data_file
 from medseg.io.formats import require_image_suffix as _suffix  # the same error as read_image gives
-from medseg.inference.label_outputs import SERIES_SUFFIX, check_dicom_sources, output_suffix, write_labels
+from medseg.inference.label_outputs import (SERIES_SUFFIX, check_dicom_sources, is_series_case, output_suffix,
+                                           write_labels)
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -100,6 +101,12 @@ def check_inputs(cases: Sequence[InputCase], *, predictor=None, progress: bool |
 
 
 QUALITY_FOLDER = "qc"  # where a quality model's (medseg.trust.qc) per-case scores go
+INSTANCES_FOLDER = "instances"  # where an instance model's instance maps go, beside the label maps
+
+
+def instance_name(case: InputCase) -> str:
+    """The instance map's file name: ``<case>`` in the input's format (NIfTI for a DICOM series)."""
+    return f"{case.case_id}{'.nii.gz' if is_series_case(case) else case.suffix}"
 
 
 def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, save_probabilities: bool = False,
@@ -121,6 +128,7 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
     from medseg.config import write_json_atomic
     from medseg.data import read_channels
     from medseg.inference.ensemble import save_probabilities as save
+    from medseg.io import write_image
     from medseg.output_paths import prepare_output_dir
     from medseg.progress import track
 
@@ -128,6 +136,8 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
     names = output_names(cases, save_probabilities=save_probabilities, output_format=output_format,
                          extra_names=uncertainty.file_names if uncertainty is not None else None)
     names += [f"{QUALITY_FOLDER}/{case.case_id}.json" for case in cases] if quality is not None else []
+    instances = bool(getattr(predictor, "instances", False))  # an instance model: also OUTPUT/instances/<case>
+    names += [f"{INSTANCES_FOLDER}/{instance_name(case)}" for case in cases] if instances else []
     prepare_output_dir(output, inputs=inputs, overwrite=overwrite, names=names)
     check_inputs(cases, predictor=predictor, progress=progress)
     check_dicom_sources(cases, output_format)
@@ -146,6 +156,9 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
             labels, probabilities = predictor.predict_with_probabilities(image)
             if save_probabilities:
                 save(output / f"{case.case_id}.npz", probabilities.array, predictor.label_values)
+        elif instances:
+            labels, objects = predictor.predict_instances(image)
+            write_image(objects, output / INSTANCES_FOLDER / instance_name(case))
         else:
             labels = predictor.predict(image)
         written.append(write_labels(labels, case, output / f"{case.case_id}{output_suffix(case, output_format)}",

@@ -45,9 +45,12 @@ class Budget:
     batch_size_floor: int = 2
 
 
-def plan_dataset(fingerprint: Fingerprint, budget: Budget, *, calibration: dict | None = None) -> Plan:
+def plan_dataset(fingerprint: Fingerprint, budget: Budget, *, calibration: dict | None = None,
+                 instances: bool = False) -> Plan:
     """All configurations for the dataset; 3D datasets get 2d, 2.5d, 3d_fullres and, when needed, 3d_lowres +
-    cascade. Which one to use is measured, not guessed: ``medseg find-best`` over their cross-validation."""
+    cascade. Which one to use is measured, not guessed: ``medseg find-best`` over their cross-validation.
+    ``instances`` (a dataset with ``instancesTr/``, or asked for): also ``instance``, the 2d (2D data) or
+    3d_fullres network with a distance-map head."""
     is_3d = len(fingerprint.median_spacing) == 3
     num_classes = len([v for v in fingerprint.labels.values() if isinstance(v, int)])
     configurations: dict[str, Configuration] = {}
@@ -72,6 +75,13 @@ def plan_dataset(fingerprint: Fingerprint, budget: Budget, *, calibration: dict 
         else:
             fullres.decide("3d_lowres", None, f"not planned: the patch covers {coverage:.0%} of the median image "
                            f"(>= {LOWRES_COVERAGE:.0%})")
+    if instances:
+        instance = _plan_configuration("3d_fullres" if is_3d else "2d", fingerprint, budget, num_classes + 1)
+        instance.name, instance.instances = "instance", True
+        instance.decide("instances", True, "instance labels: the network also regresses each object's distance to "
+                        "its border (1 at its centre); a marker watershed of that map inside the predicted "
+                        "foreground separates touching objects")
+        configurations["instance"] = instance
     return Plan(
         dataset_name=fingerprint.dataset_name, channel_names=list(fingerprint.channel_names),
         labels=dict(fingerprint.labels), device=budget.device, budget_seconds=budget.seconds,

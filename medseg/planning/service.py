@@ -18,7 +18,10 @@ from medseg.planning.planner import Budget, plan_dataset
 def make_plan(dataset: str | Path, *, device: str = "cpu", budget: str | float | None = None,
               memory: str | int | None = None, fingerprint_path: str | Path | None = None,
               min_iterations: int = 1000, overrides: list[str] | None = None,
-              flops_per_second: float | None = None, progress: bool | None = None) -> Plan:
+              flops_per_second: float | None = None, progress: bool | None = None,
+              instances: bool | None = None) -> Plan:
+    """The plan of ``dataset`` for ``device`` and ``budget`` (see ``plan_dataset``). ``instances``: plan the
+    ``instance`` configuration too; None: when the dataset has ``instancesTr/``."""
     if device not in ("cpu", "cuda"):
         raise MedsegError(f"unknown device {device!r}", fix="use --device cpu or --device cuda")
     if device == "cuda":
@@ -47,7 +50,11 @@ def make_plan(dataset: str | Path, *, device: str = "cpu", budget: str | float |
     else:
         calibration = {"flops_per_second": flops_per_second, "source": "given by the user"}
     budget_spec = Budget(device, memory_bytes, seconds, flops_per_second, min_iterations=min_iterations)
-    plan = plan_dataset(fingerprint, budget_spec, calibration=calibration)
+    if instances is None:
+        from medseg.data.validate import INSTANCES_FOLDER
+
+        instances = INSTANCES_FOLDER in data.extra_folders
+    plan = plan_dataset(fingerprint, budget_spec, calibration=calibration, instances=instances)
     if seconds is not None and calibration.get("source") != "given by the user":
         plan = _correct_by_measurement(fingerprint, budget_spec, plan, calibration)
     plan = apply_overrides(plan, list(overrides or []))
@@ -64,7 +71,7 @@ def _correct_by_measurement(fingerprint: Fingerprint, budget: Budget, plan: Plan
             config = plan.configurations[name]
             measured = measure_step_seconds(config.network, config.patch_size, config.batch_size, budget.device)
             budget.flops_per_second_by_dims[dims] = budget.throughput(dims) * config.estimated_step_seconds / measured
-    plan = plan_dataset(fingerprint, budget, calibration=calibration)
+    plan = plan_dataset(fingerprint, budget, calibration=calibration, instances="instance" in plan.configurations)
     measured_steps = {}
     for name, config in plan.configurations.items():
         key = (tuple(config.patch_size), config.batch_size, str(config.network["features_per_stage"]),

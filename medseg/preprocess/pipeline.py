@@ -50,13 +50,15 @@ def class_locations(seg: np.ndarray, rng: np.random.Generator,
 
 def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list[float],
                       config: Configuration, *, seed: int = 0, previous: np.ndarray | None = None,
-                      previous_labels: Sequence[int] = ()) -> PreprocessedCase:
+                      previous_labels: Sequence[int] = (), instances: np.ndarray | None = None) -> PreprocessedCase:
     """``image`` ``(C, *spatial)``, ``label`` ``(1, *spatial)`` or None, ``spacing`` in array order.
 
     For a 2d configuration of 3D data the volume stays 3D: only the in-plane axes are resampled and the
     training sampler draws slices. ``previous`` ``(1, *spatial)``: a previous stage's label map on the image's
     grid (a cascade configuration), appended to ``data`` as one-hot channels of ``previous_labels``
-    (``(C + F, *S)``; see ``previous_stage_channels``).
+    (``(C + F, *S)``; see ``previous_stage_channels``). ``instances`` ``(1, *spatial)``: an instance map (an
+    instance configuration's training case), resampled nearest and appended as its distance-map target
+    (``medseg.transforms.instance_distance``), the last channel of ``data``.
     """
     if previous is not None:
         check_previous_stage(previous, image.shape[1:])
@@ -78,6 +80,14 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list
     if previous is not None:
         data = np.concatenate([data, previous_stage_channels(previous, bbox, shape, previous_labels,
                                                              separate_z=separate_z)])
+    if instances is not None:
+        from medseg.transforms.instance_distance import distance_target
+
+        objects = instances[crop].astype(np.float32)
+        if tuple(objects.shape[1:]) != tuple(shape):
+            objects = resample_image(objects, shape, order=0, separate_z=separate_z, z_order=0)
+        distance = distance_target(np.rint(objects[0]).astype(np.int64), spacing=tuple(target))
+        data = np.concatenate([data, distance[None]])
     locations = class_locations(seg, np.random.default_rng(seed)) if seg is not None else {}
     properties = {
         "spacing": [float(s) for s in spacing],
@@ -99,10 +109,12 @@ def preprocess_case(dataset: Dataset, config: Configuration, folder: Path, item:
     if cache.is_complete(folder, case.case_id) and (
             source is None or cache.read_properties(folder, case.case_id).get("previous_stage") == source):
         return "skipped"
-    image, label, _ = validated_case(dataset, case)  # checked again as read: nothing is cached from a bad case
+    image, label, extras = validated_case(dataset, case)  # checked again as read: nothing is cached from a bad case
     previous = previous_stage.read(case.case_id) if previous_stage is not None else None
+    instances = instance_map(label.array, extras) if config.instances else None
     result = preprocess_arrays(image.array, label.array, list(image.spacing), config, seed=index, previous=previous,
-                               previous_labels=previous_stage.labels if previous_stage is not None else ())
+                               previous_labels=previous_stage.labels if previous_stage is not None else (),
+                               instances=instances)
     result.properties.update(case_id=case.case_id, shape_before_crop=list(image.spatial_shape),
                              origin=list(image.origin), direction=image.direction.tolist())
     if source is not None:
@@ -110,6 +122,21 @@ def preprocess_case(dataset: Dataset, config: Configuration, folder: Path, item:
     seg = result.seg if result.seg is not None else np.zeros((1, *result.data.shape[1:]), dtype=np.int8)
     cache.write_case(folder, case.case_id, result.data, seg, result.class_locations, result.properties)
     return "done"
+
+
+def instance_map(label: np.ndarray, extras: dict) -> np.ndarray:
+    """A training case's objects ``(1, *spatial)``: its ``instancesTr/`` file, else the connected components of
+    its labelled foreground (each class's objects apart)."""
+    from medseg.data.validate import INSTANCES_FOLDER
+    from medseg.metrics import label_instances
+
+    if INSTANCES_FOLDER in extras:
+        return np.asarray(extras[INSTANCES_FOLDER].array)
+    objects = np.zeros(label.shape, dtype=np.int64)
+    for value in np.unique(label[label > 0]):
+        components = label_instances(label[0] == value).astype(np.int64)
+        objects[0] = np.where(components > 0, components + objects.max(), objects[0])
+    return objects
 
 
 def check_dataset_for_plan(dataset: Dataset, plan: Plan, *, plans_path: Path | None = None,

@@ -17,6 +17,7 @@ from medseg.config.train_config import record_from_dict
 from medseg.metrics import Confusion, confusion, dice
 
 
+DISTANCE_WEIGHT = 1.0  # an instance head's distance-map MSE beside the segmentation loss (HoVer-Net weighs it 1)
 CASCADE_MORPHOLOGY_P = 0.4  # nnU-Net's cascade: a random binary operator on each first-stage channel
 RANK_SEED_STRIDE = 2**40  # rank r's loader seeds sit r * this above rank 0's (no epoch or seed reaches it)
 
@@ -87,6 +88,8 @@ class SegmentationTask:
                 intensity_channels=image_channels,
                 p_previous_stage_morphology=(CASCADE_MORPHOLOGY_P if not self.options.augmentation
                                              else augmentation.p_previous_stage_morphology))
+        if self.configuration.instances:  # the cached distance map is a target, not an input
+            augmentation = augmentation.with_changes(target_channels=1)
         context = self.configuration.slice_context
         if context:  # 2.5D: the neighbouring slices of each image channel share its intensity changes
             augmentation = augmentation.with_changes(slice_stack=1 + 2 * context)
@@ -97,16 +100,26 @@ class SegmentationTask:
                                case_ids=self.train_cases, slice_context=self.configuration.slice_context)
 
     def loss(self, network: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        """Deep-supervision loss when the network gives a list of outputs (fine -> coarse), else the plain loss."""
+        """Deep-supervision loss when the network gives a list of outputs (fine -> coarse), else the plain loss.
+        An instance configuration adds the mean squared error of its last output channel (through a sigmoid)
+        against the batch's distance map ``(B, 1, *P)``, the image's last channel, at full resolution."""
         image = batch["image"].to(self.device, non_blocking=True)
         target = self.label_lut[batch["label"].long()].to(self.device, non_blocking=True)
+        distance = None
+        if self.configuration.instances:
+            image, distance = image[:, :-1], image[:, -1:]
         core = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
         if hasattr(core, "deep_supervision"):
             core.deep_supervision = True
         outputs = network(image)
-        if isinstance(outputs, (list, tuple)):
-            return self.deep_criterion([o.float() for o in outputs], target)
-        return self.criterion(outputs.float(), target)
+        levels = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        classes = [o[:, :self.num_classes].float() for o in levels]
+        deep = isinstance(outputs, (list, tuple))
+        loss = self.deep_criterion(classes, target) if deep else self.criterion(classes[0], target)
+        if distance is not None:
+            loss = loss + DISTANCE_WEIGHT * nn.functional.mse_loss(torch.sigmoid(levels[0][:, -1:].float()),
+                                                                   distance)
+        return loss
 
     def validate(self, network: nn.Module) -> dict[str, list[float]]:
         """``{"val_dice": [Dice of class 1, 2, ...]}`` over all validation patches pooled (nnU-Net's pseudo-Dice);
@@ -123,7 +136,8 @@ class SegmentationTask:
             network.deep_supervision = False
         totals = [Confusion(0, 0, 0, 0) for _ in range(self.num_classes)]
         for batch in loader:
-            logits = network(batch["image"].to(self.device))
+            image = batch["image"][:, :-1] if self.configuration.instances else batch["image"]
+            logits = network(image.to(self.device))[:, :self.num_classes]
             prediction = logits.argmax(1).cpu().numpy()
             target = self.label_lut[batch["label"].long()][:, 0].numpy()
             for c in range(1, self.num_classes):

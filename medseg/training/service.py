@@ -10,7 +10,7 @@ from typing import Any
 
 from medseg.atomic import remove_stale_temporaries
 from medseg.config import Configuration, Plan, read_json, write_json_atomic
-from medseg.config.model_folder import (PREVIOUS_STAGE, ModelSpec, WeightsCard, fold_folder, plan_network_spec,
+from medseg.config.model_folder import (INSTANCE_HEAD, PREVIOUS_STAGE, ModelSpec, WeightsCard, fold_folder, plan_network_spec,
                                         previous_stage_reference, read_model_spec, write_model_spec,
                                         write_segmentation_model)
 from medseg.config.train_config import TrainConfig
@@ -24,7 +24,7 @@ from medseg.training.splits import fold_cases, load_or_make_splits
 from medseg.training.trainer import Trainer, TrainState
 
 
-PLANNED_CONFIGURATIONS = ("2d", "2.5d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")  # names the planner can make
+PLANNED_CONFIGURATIONS = ("2d", "2.5d", "3d_fullres", "3d_lowres", "3d_cascade_fullres", "instance")  # names the planner can make
 DEFAULT_FOLDS = 5  # make_splits' default; fewer when the dataset has fewer cases
 
 
@@ -199,7 +199,8 @@ def _model_spec(model_dir: Path, config: Configuration, label_values: list[int],
             return previous
     card = WeightsCard.now(training_data=[data.spec.name or data.root.name], training_cases=len(data.cases),
                            budget_seconds=plan.budget_seconds)
-    return ModelSpec("segmentation", network, label_values, config.name, card)
+    extra = {INSTANCE_HEAD: True} if config.instances else {}
+    return ModelSpec("segmentation", network, label_values, config.name, card, extra)
 
 
 def _record_fold(model_dir: Path, fold: str, state: TrainState, train_cases: int,

@@ -43,7 +43,8 @@ class AugmentationConfig:
     2.5D: ``slice_stack`` k > 1 says the image channels are k neighbouring slices of each image channel
     (channel-major); the intensity chain then draws its parameters once per image channel and applies them to
     its k slices alike (laid side by side along the first patch axis for it, so statistics span the stack and a
-    blur may mix a few rows where two slices meet).
+    blur may mix a few rows where two slices meet). ``target_channels``: that many last channels are training
+    targets that travel with the image (an instance head's distance map): warped and mirrored, nothing else.
     """
 
     p_rotation: float = 0.2
@@ -75,6 +76,7 @@ class AugmentationConfig:
     intensity_channels: int | None = None
     p_previous_stage_morphology: float = 0.0
     slice_stack: int = 1
+    target_channels: int = 0
     previous_stage_morphology_radius: tuple[int, int] = (1, 8)
     schema_version: int = field(default=SCHEMA_VERSION)
 
@@ -95,6 +97,7 @@ class AugmentationConfig:
         _check(self.intensity_channels is None or self.intensity_channels >= 0, "intensity_channels",
                self.intensity_channels, "None or a channel count >= 0")
         _check(self.slice_stack >= 1, "slice_stack", self.slice_stack, "a slice count >= 1")
+        _check(self.target_channels >= 0, "target_channels", self.target_channels, "a channel count >= 0")
         _check(1 <= self.previous_stage_morphology_radius[0] <= self.previous_stage_morphology_radius[1],
                "previous_stage_morphology_radius", self.previous_stage_morphology_radius, "radii 1 <= low <= high")
         _check(self.label_interpolation in LABEL_MODES, "label_interpolation", self.label_interpolation,

@@ -47,8 +47,9 @@ def distance_target(instances: np.ndarray, spacing: tuple[float, ...] | None = N
 
 def instances_from_distance(foreground: np.ndarray, distance: np.ndarray, *,
                             marker_threshold: float = MARKER_THRESHOLD) -> np.ndarray:
-    """Instance map ``(*S)`` uint32 (0 background, objects 1..n) of a foreground mask and a distance map, both
-    ``(*S)``: a marker watershed (scikit-image) of ``-distance`` inside the foreground."""
+    """Instance map ``(*S)`` (0 background, objects 1..n; uint16, or uint32 past 65535 objects) of a foreground
+    mask and a distance map, both ``(*S)``: a marker watershed (scikit-image) of ``-distance`` inside the
+    foreground."""
     from skimage.segmentation import watershed
 
     foreground = np.asarray(foreground, dtype=bool)
@@ -60,4 +61,4 @@ def instances_from_distance(foreground: np.ndarray, distance: np.ndarray, *,
     grown = watershed(-distance, markers, mask=foreground) if count else np.zeros(foreground.shape, np.int64)
     rest, _ = ndimage.label(foreground & (grown == 0), structure)  # parts no marker reached
     grown = np.where(rest > 0, rest + count, grown)
-    return grown.astype(np.uint32)
+    return grown.astype(np.uint16 if grown.max() <= np.iinfo(np.uint16).max else np.uint32)

@@ -86,12 +86,17 @@ def augment(batch: SampledBatch, config: AugmentationConfig, generator: torch.Ge
     """
     warped = resample_regions(batch, config.label_interpolation, generator) if batch.warp_index else None
     image, label = assemble(batch, warped)
+    targets = None
+    if config.target_channels:  # regression targets: warped (above) and mirrored (below) only
+        image, targets = image[:, :-config.target_channels].contiguous(), image[:, -config.target_channels:]
     split = image.shape[1] if config.intensity_channels is None else min(config.intensity_channels, image.shape[1])
     if split < image.shape[1]:  # a cascade: the previous stage's channels take morphology, not intensity changes
         image = torch.cat([_intensity(image[:, :split].contiguous(), config, generator),
                            random_previous_stage_morphology(image[:, split:], config, generator)], 1)
     else:
         image = _intensity(image, config, generator)
+    if targets is not None:
+        image = torch.cat([image, targets], 1)
     flips = sample_mirror(config, image.shape[0], image.ndim - 2, generator)
     if bool(flips.any()):
         image, label = mirror(image, flips, inplace=True), mirror(label, flips, inplace=True)
