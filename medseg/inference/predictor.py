@@ -293,17 +293,9 @@ class Predictor:
         slabs, bbox = self._probability_slabs(image, previous)
         probabilities = np.zeros((self.num_classes, *image.spatial_shape), dtype=np.float32)
         probabilities[0] = 1.0
-        inner = tuple(slice(a, b) for a, b in bbox[1:])
         lookup, dtype = label_lookup(self.label_values)
         labels = np.zeros(image.spatial_shape, dtype=dtype)
-
-        def keep() -> Iterator[tuple[int, torch.Tensor]]:
-            for o0, slab in slabs:
-                z = bbox[0][0] + o0
-                probabilities[(slice(None), slice(z, z + slab.shape[1]), *inner)] = slab.numpy()
-                yield o0, slab
-
-        paste_labels(keep(), lookup, labels, bbox)
+        paste_labels(_kept(slabs, bbox, probabilities, slice(None)), lookup, labels, bbox)
         return self._finish(image, labels), image.with_array(probabilities)
 
     def predict_instances(self, image: Image, previous: np.ndarray | None = None) -> tuple[Image, Image]:
@@ -316,23 +308,26 @@ class Predictor:
             raise MedsegError(f"configuration {self.config.name} has no distance-map head",
                               fix="train the instance configuration (medseg plan --instances)")
         slabs, bbox = self._probability_slabs(image, previous, keep_distance=True)
-        distance = np.zeros(image.spatial_shape, dtype=np.float32)
-        inner = tuple(slice(a, b) for a, b in bbox[1:])
+        distance = np.zeros((1, *image.spatial_shape), dtype=np.float32)
         lookup, dtype = label_lookup(self.label_values)
         labels = np.zeros(image.spatial_shape, dtype=dtype)
-
-        def split() -> Iterator[tuple[int, torch.Tensor]]:
-            for o0, slab in slabs:
-                z = bbox[0][0] + o0
-                distance[(slice(z, z + slab.shape[1]), *inner)] = slab[-1].numpy()
-                yield o0, slab[:-1]
-
-        paste_labels(split(), lookup, labels, bbox)
+        paste_labels(_kept(slabs, bbox, distance, slice(-1, None), slice(None, -1)), lookup, labels, bbox)
         finished = self._finish(image, labels)
-        objects = instances_from_distance(finished.array[0] != 0, distance)
+        objects = instances_from_distance(finished.array[0] != 0, distance[0])
         return finished, image.with_array(objects[None])
 
     def _finish(self, image: Image, labels: np.ndarray) -> Image:
         if self.postprocess_labels:
             labels = keep_largest_component(labels, self.postprocess_labels)
         return image.with_array(labels[None])
+
+
+def _kept(slabs: Iterator[tuple[int, torch.Tensor]], bbox: list[list[int]], target: np.ndarray, kept: slice,
+          passed: slice = slice(None)) -> Iterator[tuple[int, torch.Tensor]]:
+    """Pass the slabs ``(K, dz, ...)`` on (their ``passed`` channels) after writing their ``kept`` channels into
+    ``target`` ``(k, *spatial)``, the full image, inside the content crop ``bbox``."""
+    inner = tuple(slice(a, b) for a, b in bbox[1:])
+    for o0, slab in slabs:
+        z = bbox[0][0] + o0
+        target[(slice(None), slice(z, z + slab.shape[1]), *inner)] = slab[kept].numpy()
+        yield o0, slab[passed]
