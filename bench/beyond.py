@@ -23,14 +23,24 @@ outside blanked, ``--blank 0``, as the real volumes are skull-stripped), against
 FLAIR of the same cases; both at ``--budget`` and tested on the held-out case's real FLAIR and real T1c separately
 (single-channel views), scored on the BraTS regions.
 
-Writes the ``classical``, ``2.5d`` and ``synth`` keys of ``bench/results/beyond.json`` (other keys are kept; a
-lock file lets two processes write) after every method or run, and skips what is already there, so an interrupted
-run resumes.
+``instances``: monuseg (the expert's ``instancesTr/``; the blocks of ``bench/pipeline.py``, first 80 % / rest) and
+the cells of isbi2012_em (the regions the membranes enclose: a derived dataset in the work folder whose label is
+cell vs membrane and whose objects are the 4-connected components of the cells; cases 0-17 / 18-23). Three ways
+to instances, scored by ``medseg evaluate --instances`` (PQ, F1 at IoU 0.5, AJI, Dice) on the held-out cases:
+the ``instance`` configuration (distance head + marker watershed) and the ``2d`` configuration's connected
+components, both from one plan and each trained ``--budget`` seconds; and classical: ``medseg classical --method
+watershed`` for the foreground, split by a marker watershed of its distance transform (markers: the maxima at
+least ``r`` pixels apart, ``r`` chosen on the training cases by AJI).
+
+Writes the ``classical``, ``2.5d``, ``synth`` and ``instances`` keys of ``bench/results/beyond.json`` (other keys
+are kept; a lock file lets two processes write) after every method or run, and skips what is already there, so an
+interrupted run resumes.
 
     nice -n 19 python bench/beyond.py classical
     python bench/beyond.py 2.5d --budget 480 --threads 1 --folds 0 1 & python bench/beyond.py 2.5d --budget 480 \
         --threads 1 --folds 2 3
     python bench/beyond.py synth --models synth & python bench/beyond.py synth --models flair
+    python bench/beyond.py instances --datasets monuseg & python bench/beyond.py instances --datasets isbi2012_em
 """
 
 from __future__ import annotations
@@ -310,6 +320,146 @@ def run_synth(args) -> None:
             results.setdefault("commands", {})["synth"] = " ".join(["python", "bench/beyond.py", *sys.argv[1:]])
 
 
+INSTANCE_DATASETS = ("monuseg", "isbi2012_em")
+INSTANCE_METHODS = ("instance", "components", "classical")
+MARKER_SPACINGS = (2, 4, 6, 8, 12)  # classical: minimum pixels between two markers, chosen on the training cases
+
+
+def isbi_cells(folder: Path) -> Path:
+    """isbi2012_em as cells: label 1 = cell (the source's background), objects = 4-connected cells."""
+    from medseg.io import read_image, write_image
+    from medseg.metrics import label_instances
+
+    if (folder / "dataset.json").is_file():
+        return folder
+    source = DATA / "isbi2012_em"
+    spec = json.loads((source / "dataset.json").read_text())
+    for path in sorted((source / "labelsTr").glob("*.png")):
+        label = read_image(path)
+        cells = label.array[0] == 0
+        write_image(label.with_array(cells[None].astype(np.uint8)), folder / "labelsTr" / path.name)
+        objects = label_instances(cells, 1).astype(np.uint16)
+        write_image(label.with_array(objects[None]), folder / "instancesTr" / path.name)
+        image = path.name.replace(".png", "_0000.png")
+        (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+        (folder / "imagesTr" / image).symlink_to(source / "imagesTr" / image)
+    (folder / "dataset.json").write_text(json.dumps({**spec, "labels": {"membrane": 0, "cell": 1},
+                                                     "description": "isbi2012_em cells (derived by bench/beyond.py)"}))
+    return folder
+
+
+def split_by_distance(foreground: np.ndarray, spacing: int) -> np.ndarray:
+    """Classical instances: a marker watershed of the foreground's distance transform, markers at its maxima at
+    least ``spacing`` pixels apart."""
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    distance = ndimage.distance_transform_edt(foreground)
+    components, _ = ndimage.label(foreground)
+    peaks = peak_local_max(distance, min_distance=spacing, labels=components, exclude_border=False)
+    markers = np.zeros(foreground.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return watershed(-distance, markers, mask=foreground).astype(np.uint16)
+
+
+def instance_scores(folder: Path, reference: Path, out: Path) -> dict:
+    from medseg.evaluation.evaluate import evaluate
+    from medseg.metrics.compute import INSTANCE_MAP_METRICS, MetricOptions
+
+    evaluate(folder, reference, out, plots=False, workers=1, instances=True,
+             options=MetricOptions(metrics=INSTANCE_MAP_METRICS))
+    summary = json.loads((out / "summary.json").read_text())["metrics"]["instances"]
+    return {m: summary[m]["mean"] for m in INSTANCE_MAP_METRICS}
+
+
+def run_instances(args) -> None:
+    import torch
+
+    from medseg.classical import segment_with_classical
+    from medseg.config import write_json_atomic
+    from medseg.data import open_dataset
+    from medseg.data.subset import link_files, subset_dataset
+    from medseg.inference import Predictor
+    from medseg.io import read_image, write_image
+    from medseg.metrics import aggregated_jaccard, instance_overlap, label_instances
+    from medseg.planning.service import make_plan
+    from medseg.training.service import train_fold
+
+    torch.set_num_threads(args.threads)
+    for name in args.datasets:
+        root = DATA / name if name != "isbi2012_em" else isbi_cells(args.work / "isbi_cells")
+        dataset = open_dataset(root)
+        ids = sorted(c.case_id for c in dataset.cases)
+        train, test = split(name, ids)
+        work = args.work / name
+        train_view = subset_dataset(dataset, train, work / "train")
+        test_view = subset_dataset(dataset, test, work / "test")
+        reference = test_view / "instancesTr"
+        plans = work / "plans.json"
+        if not plans.is_file():
+            write_json_atomic(make_plan(train_view, budget=args.budget, progress=False).to_dict(), plans)
+        for method in INSTANCE_METHODS:
+            with locked_results(args.output) as results:
+                if method in results.get("instances", {}).get(name, {}).get("methods", {}):
+                    continue
+            out = work / method
+            shutil.rmtree(out, ignore_errors=True)
+            start, detail = time.time(), {}
+            test_data = open_dataset(test_view)
+            if method in ("instance", "components"):
+                configuration = "instance" if method == "instance" else "2d"
+                result = train_fold(train_view, configuration, "all", model_dir=out / "model", plans=plans,
+                                    budget_seconds=args.budget, train_config={"num_workers": args.workers},
+                                    progress=False)
+                predictor = Predictor.from_folder(out / "model")
+                for case in test_data.cases:
+                    image = test_data.read_image(case)
+                    if method == "instance":
+                        objects = predictor.predict_instances(image)[1]
+                    else:
+                        labels = predictor.predict(image)
+                        objects = labels.with_array(label_instances(labels.array[0] > 0, 1)[None].astype(np.uint16))
+                    write_image(objects, out / "objects" / f"{case.case_id}{test_data.spec.file_ending}")
+                detail = {"configuration": configuration, "steps": result.state.iteration,
+                          "train_seconds": round(result.state.elapsed, 1)}
+            else:
+                train_data = open_dataset(train_view)
+                tune = [train_data.case(c) for c in evenly(train, args.tune_cases)]
+                link_files([f for c in tune + test_data.cases for f in c.image_files], out / "images")
+                model, _ = segment_with_classical(train_view, "watershed", out / "foreground", images=out / "images",
+                                                  tune_cases=args.tune_cases)
+                tuned = {}
+                for spacing in MARKER_SPACINGS:
+                    scores = []
+                    for case in tune:
+                        foreground = read_image(out / "foreground" / f"{case.case_id}{dataset.spec.file_ending}")
+                        expert = read_image(case.extra_files["instancesTr"]).array[0]
+                        objects = split_by_distance(foreground.array[0] > 0, spacing)
+                        scores.append(aggregated_jaccard(instance_overlap(objects, expert)))
+                    tuned[spacing] = float(np.mean(scores))
+                best = max(tuned, key=tuned.get)
+                for case in test_data.cases:
+                    labels = read_image(out / "foreground" / f"{case.case_id}{dataset.spec.file_ending}")
+                    objects = split_by_distance(labels.array[0] > 0, best)
+                    write_image(labels.with_array(objects[None]),
+                                out / "objects" / f"{case.case_id}{dataset.spec.file_ending}")
+                detail = {"foreground": {"method": "watershed", "params": model.params},
+                          "marker_spacing": best, "training_aji_by_spacing": tuned}
+            seconds = time.time() - start
+            entry = {**detail, "seconds": round(seconds, 1),
+                     "metrics": instance_scores(out / "objects", reference, out / "evaluation"),
+                     "threads": args.threads, "load_average": os.getloadavg(),
+                     "date": datetime.now(timezone.utc).isoformat()}
+            print(f"{name} {method}: " + ", ".join(f"{k} {v:.3f}" for k, v in entry["metrics"].items()), flush=True)
+            with locked_results(args.output) as results:
+                section = results.setdefault("instances", {})
+                section.setdefault(name, {"train_cases": len(train), "held_out_cases": test,
+                                          "budget_seconds": args.budget, "methods": {}})["methods"][method] = entry
+                results.setdefault("commands", {})["instances"] = " ".join(["python", "bench/beyond.py",
+                                                                            *sys.argv[1:]])
+
+
 def slice_summary(folds: dict) -> dict:
     """Per configuration: the mean over the folds that ran it of each region's Dice and HD95, and how many."""
     summary = {}
@@ -326,7 +476,7 @@ def slice_summary(folds: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["classical", "2.5d", "synth"])
+    parser.add_argument("part", choices=["classical", "2.5d", "synth", "instances"])
     parser.add_argument("--datasets", nargs="*", default=list(SHARED))
     parser.add_argument("--methods", default="", help="comma-separated (default: every method)")
     parser.add_argument("--tune-cases", type=int, default=6)
@@ -343,6 +493,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.part == "classical":
         run_classical(args)
+    elif args.part == "instances":
+        args.datasets = [d for d in args.datasets if d in INSTANCE_DATASETS] or list(INSTANCE_DATASETS)
+        args.work = args.work if args.work != Path("/tmp/beyond_bench") else Path("/tmp/beyond_instances")
+        run_instances(args)
     elif args.part == "2.5d":
         args.work = args.work if args.work != Path("/tmp/beyond_bench") else Path("/tmp/beyond_slices")
         run_slices(args)

@@ -57,9 +57,9 @@ def subset_dataset(dataset: Dataset, case_ids: Sequence[str], folder: str | Path
                           fix=f"convert it first: medseg convert {dataset.root} OUT")
     folder = Path(folder)
     cases = [dataset.case(case_id) for case_id in case_ids]
-    for sub in ("imagesTr", "labelsTr"):
-        if (folder / sub).is_dir():
-            for link in (folder / sub).iterdir():
+    for sub in folder.glob("*Tr") if folder.is_dir() else []:  # imagesTr, labelsTr and extras (instancesTr)
+        if sub.is_dir():
+            for link in sub.iterdir():
                 if link.is_symlink():
                     link.unlink()
     link_cases(cases, folder)
