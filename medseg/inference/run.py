@@ -148,6 +148,7 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
     written = []
     for case in track(cases, "predict", enabled=progress):
         image = read_channels(case.files)
+        objects = None
         if uncertainty is not None:
             labels, probabilities = uncertainty.predict_and_write(image, output, case.case_id)
             if save_probabilities:
@@ -158,9 +159,11 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
                 save(output / f"{case.case_id}.npz", probabilities.array, predictor.label_values)
         elif instances:
             labels, objects = predictor.predict_instances(image)
-            write_image(objects, output / INSTANCES_FOLDER / instance_name(case))
         else:
             labels = predictor.predict(image)
+        if instances:  # with probabilities or uncertainty too: a second pass for the distance map
+            objects = objects if objects is not None else predictor.predict_instances(image)[1]
+            write_image(objects, output / INSTANCES_FOLDER / instance_name(case))
         written.append(write_labels(labels, case, output / f"{case.case_id}{output_suffix(case, output_format)}",
                                     output_format, label_names))
         if quality is not None:
