@@ -274,8 +274,6 @@ def run_synth(args) -> None:
     ids = sorted(c.case_id for c in open_dataset(source).cases)
     train, test = split(name, ids)
     work = args.work
-    tests = {"flair": channel_view(source, 0, test, work / "test_flair"),
-             "t1c": channel_view(source, 1, test, work / "test_t1c")}
     for model_name in args.models:
         with locked_results(args.output) as results:
             if model_name in results.get("synth", {}).get("models", {}):
@@ -290,6 +288,8 @@ def run_synth(args) -> None:
             data = channel_view(source, 0, train, work / "train_flair")
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
+        tests = {"flair": channel_view(source, 0, test, out / "test_flair"),  # per model: processes run side by side
+                 "t1c": channel_view(source, 1, test, out / "test_t1c")}
         write_json_atomic(make_plan(data, budget=args.budget, progress=False).to_dict(), out / "plans.json")
         result = train_fold(data, "2d", "all", model_dir=out / "model", plans=out / "plans.json",
                             budget_seconds=args.budget, train_config={"num_workers": args.workers}, progress=False)
