@@ -147,7 +147,6 @@ class PatchSampler:
             _copy_box(seg, np.asarray(lowers[i]), size, label[i])
         return torch.from_numpy(image), torch.from_numpy(label)
 
-
     def _slice_stack(self, data: np.ndarray, index: int) -> np.ndarray:
         """Slice ``index`` of ``(C, Z, Y, X)`` with ``slice_context`` neighbours each side: ``(C * k, Y, X)``."""
         if not self.slice_context:

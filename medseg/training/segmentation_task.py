@@ -112,9 +112,9 @@ class SegmentationTask:
         if hasattr(core, "deep_supervision"):
             core.deep_supervision = True
         outputs = network(image)
-        levels = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-        classes = [o[:, :self.num_classes].float() for o in levels]
         deep = isinstance(outputs, (list, tuple))
+        levels = list(outputs) if deep else [outputs]
+        classes = [o[:, :self.num_classes].float() for o in levels]
         loss = self.deep_criterion(classes, target) if deep else self.criterion(classes[0], target)
         if distance is not None:
             loss = loss + DISTANCE_WEIGHT * nn.functional.mse_loss(torch.sigmoid(levels[0][:, -1:].float()),
