@@ -32,15 +32,26 @@ components, both from one plan and each trained ``--budget`` seconds; and classi
 watershed`` for the foreground, split by a marker watershed of its distance transform (markers: the maxima at
 least ``r`` pixels apart, ``r`` chosen on the training cases by AJI).
 
-Writes the ``classical``, ``2.5d``, ``synth`` and ``instances`` keys of ``bench/results/beyond.json`` (other keys
-are kept; a lock file lets two processes write) after every method or run, and skips what is already there, so an
-interrupted run resumes.
+``raters``: cvc_clinicdb (the blocks of ``bench/pipeline.py``: first 80 % / rest, ``--test-cases`` held-out cases
+evenly spaced) with ``--raters`` simulated raters per case (``medseg raters simulate --bias 4 --noise 2
+--smoothness 8``, the documented rater model of ``medseg.data.raters``: boundary offsets from -4 to +4 pixels and
+a smooth 2-pixel jitter, on polyps of about 30-80 pixels across; the shared data has no real multi-rater set) and
+their majority vote as the label. From one plan, the ``probabilistic`` configuration (a probabilistic U-Net
+trained on one random rater per patch) and the deterministic ``2d`` configuration (trained on the consensus),
+each ``--budget`` seconds. Per held-out case and N = 1, 4, 16: the generalised energy distance of N samples to the
+raters, best-of-N Dice, and the calibration of the samples' vote share against the raters' (the deterministic
+model's N samples are its one prediction N times); no test-time mirroring for either.
+
+Writes the ``classical``, ``2.5d``, ``synth``, ``instances`` and ``raters`` keys of ``bench/results/beyond.json``
+(other keys are kept; a lock file lets two processes write) after every method or run, and skips what is already
+there, so an interrupted run resumes.
 
     nice -n 19 python bench/beyond.py classical
     python bench/beyond.py 2.5d --budget 480 --threads 1 --folds 0 1 & python bench/beyond.py 2.5d --budget 480 \
         --threads 1 --folds 2 3
     python bench/beyond.py synth --models synth & python bench/beyond.py synth --models flair
     python bench/beyond.py instances --datasets monuseg & python bench/beyond.py instances --datasets isbi2012_em
+    python bench/beyond.py raters --models probabilistic & python bench/beyond.py raters --models deterministic
 """
 
 from __future__ import annotations
@@ -460,6 +471,97 @@ def run_instances(args) -> None:
                                                                             *sys.argv[1:]])
 
 
+RATER_MODELS = {"probabilistic": "probabilistic", "deterministic": "2d"}  # model -> plan configuration
+SAMPLE_COUNTS = (1, 4, 16)
+RATER_MODEL_OPTIONS = {"bias": 4.0, "noise": 2.0, "smoothness": 8.0}  # pixels (cvc_clinicdb's spacing is 1)
+
+
+def rater_dataset(work: Path, raters: int) -> Path:
+    """cvc_clinicdb with simulated raters (made once; the two model processes wait on a lock for it)."""
+    from medseg.data.raters import RaterModel, simulate_rater_dataset
+
+    folder = work / f"cvc_clinicdb_{raters}raters"
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / "raters.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        model = RaterModel(**RATER_MODEL_OPTIONS)
+        if not folder.is_dir():
+            simulate_rater_dataset(DATA / "cvc_clinicdb", folder, num_raters=raters, model=model, seed=0,
+                                   progress=False)
+    return folder
+
+
+def run_raters(args) -> None:
+    import torch
+
+    from medseg.config import write_json_atomic
+    from medseg.data import open_dataset
+    from medseg.data.subset import subset_dataset
+    from medseg.data.validate import RATERS, validated_case
+    from medseg.data.validate import read_case
+    from medseg.inference import Predictor
+    from medseg.metrics import confusion, dice
+    from medseg.metrics.raters import rater_metrics
+    from medseg.planning.service import make_plan
+    from medseg.training.service import train_fold
+
+    torch.set_num_threads(args.threads)
+    name = "cvc_clinicdb"
+    dataset = open_dataset(rater_dataset(args.work, args.raters))
+    ids = sorted(c.case_id for c in dataset.cases)
+    train, test = split(name, ids)
+    test = evenly(test, args.test_cases)
+    work = args.work
+    train_view = subset_dataset(dataset, train, work / "train")
+    plans = work / "plans.json"
+    with open(work / "plans.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not plans.is_file():
+            write_json_atomic(make_plan(train_view, budget=args.budget, progress=False).to_dict(), plans)
+    labels = dataset.spec.predicted_label_values[1:]
+    for model_name in args.models:
+        with locked_results(args.output) as results:
+            if model_name in results.get("raters", {}).get("models", {}):
+                continue
+        out = work / model_name
+        shutil.rmtree(out, ignore_errors=True)
+        configuration = RATER_MODELS[model_name]
+        result = train_fold(train_view, configuration, "all", model_dir=out / "model", plans=plans,
+                            budget_seconds=args.budget, train_config={"num_workers": args.workers}, progress=False)
+        predictor = Predictor.from_folder(out / "model", tta=False)
+        start = time.time()
+        per_count: dict[int, list[dict]] = {n: [] for n in SAMPLE_COUNTS}
+        consensus_dice = []
+        for case_id in test:
+            case = dataset.case(case_id)
+            image, consensus, _ = validated_case(dataset, case)
+            raters = read_case(dataset, case).extras[RATERS].array
+            mean = predictor.predict(image).array[0]
+            consensus_dice.append(dice(confusion(mean == labels[0], consensus.array[0] == labels[0])))
+            if model_name == "probabilistic":
+                samples = np.stack([s.array[0] for s in predictor.predict_samples(image, max(SAMPLE_COUNTS))])
+            else:
+                samples = np.repeat(mean[None], max(SAMPLE_COUNTS), axis=0)
+            for n in SAMPLE_COUNTS:
+                per_count[n].append(rater_metrics(samples[:n], raters, labels))
+        figures = {str(n): {key: float(np.mean([m[key] for m in entries])) for key in entries[0]}
+                   for n, entries in per_count.items()}
+        for n, values in figures.items():
+            print(f"{model_name} N={n}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()), flush=True)
+        entry = {"configuration": configuration, "steps": result.state.iteration,
+                 "train_seconds": round(result.state.elapsed, 1), "predict_seconds": round(time.time() - start, 1),
+                 "consensus_dice": float(np.mean(consensus_dice)), "samples": figures, "threads": args.threads,
+                 "load_average": os.getloadavg(), "date": datetime.now(timezone.utc).isoformat()}
+        with locked_results(args.output) as results:
+            section = results.setdefault("raters", {
+                "dataset": name, "raters": args.raters,
+                "rater_model": {**RATER_MODEL_OPTIONS, "note": "simulated by medseg raters simulate: the shared "
+                                "data has no multi-rater set"},
+                "train_cases": len(train), "held_out_cases": test, "budget_seconds": args.budget, "models": {}})
+            section["models"][model_name] = entry
+            results.setdefault("commands", {})["raters"] = " ".join(["python", "bench/beyond.py", *sys.argv[1:]])
+
+
 def slice_summary(folds: dict) -> dict:
     """Per configuration: the mean over the folds that ran it of each region's Dice and HD95, and how many."""
     summary = {}
@@ -476,7 +578,7 @@ def slice_summary(folds: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["classical", "2.5d", "synth", "instances"])
+    parser.add_argument("part", choices=["classical", "2.5d", "synth", "instances", "raters"])
     parser.add_argument("--datasets", nargs="*", default=list(SHARED))
     parser.add_argument("--methods", default="", help="comma-separated (default: every method)")
     parser.add_argument("--tune-cases", type=int, default=6)
@@ -488,7 +590,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="2.5d: loader workers")
     parser.add_argument("--folds", type=int, nargs="*", default=[0, 1, 2, 3], help="2.5d: held-out case indices")
     parser.add_argument("--configurations", nargs="*", default=list(SLICE_CONFIGURATIONS))
-    parser.add_argument("--models", nargs="*", default=list(SYNTH_MODELS), help="synth: which models to train")
+    parser.add_argument("--models", nargs="*", default=None, help="synth / raters: which models to train")
+    parser.add_argument("--raters", type=int, default=4, help="raters: simulated raters per case")
     parser.add_argument("--synth-cases", type=int, default=30, help="synth: synthetic training cases")
     args = parser.parse_args()
     if args.part == "classical":
@@ -497,10 +600,15 @@ def main() -> None:
         args.datasets = [d for d in args.datasets if d in INSTANCE_DATASETS] or list(INSTANCE_DATASETS)
         args.work = args.work if args.work != Path("/tmp/beyond_bench") else Path("/tmp/beyond_instances")
         run_instances(args)
+    elif args.part == "raters":
+        args.models = args.models or list(RATER_MODELS)
+        args.work = args.work if args.work != Path("/tmp/beyond_bench") else Path("/tmp/beyond_raters")
+        run_raters(args)
     elif args.part == "2.5d":
         args.work = args.work if args.work != Path("/tmp/beyond_bench") else Path("/tmp/beyond_slices")
         run_slices(args)
     else:
+        args.models = args.models or list(SYNTH_MODELS)
         args.work = args.work if args.work != Path("/tmp/beyond_bench") else Path("/tmp/beyond_synth")
         run_synth(args)
 

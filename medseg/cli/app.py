@@ -49,6 +49,8 @@ COMMANDS: dict[str, str] = {
     "active": "medseg.cli.active_commands:active",
     "classical": "medseg.cli.classical_commands:classical",
     "synth": "medseg.cli.synth_commands:synth",
+    "raters simulate": "medseg.cli.rater_commands:simulate",
+    "raters consensus": "medseg.cli.rater_commands:consensus",
     "benchmark": "medseg.cli.benchmark_commands:benchmark",
     "report": "medseg.cli.report_commands:report",
 }
@@ -57,6 +59,8 @@ GROUPS: dict[str, str] = {
     "model": "Model folders: convert old ones to the current format (medseg model upgrade FOLDER); merge an "
              "adapted folder's deltas into full weights (medseg model merge ADAPTED -o MODEL).",
     "import": "Models of other tools as medseg model folders (medseg import nnunet RESULTS_FOLDER -o MODEL).",
+    "raters": "Several raters' label maps per case (labelsTr/<case>_r<K>): simulate them from one label map per "
+              "case (medseg raters simulate DATASET -o OUT), or write their majority vote (medseg raters consensus).",
     "dicomweb": "A PACS over DICOMweb: segment new studies and store DICOM SEG back (medseg dicomweb watch).",
 }
 

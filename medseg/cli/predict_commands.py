@@ -66,6 +66,9 @@ def predict(
                                               "OUTPUT/uncertainty/, from the folds as an ensemble (ensemble), the "
                                               "mirrored copies (tta) or MC dropout samples (mcdropout)."),
     mc_samples: int = typer.Option(8, "--mc-samples", help="With --uncertainty mcdropout: forward passes."),
+    samples: int = typer.Option(0, "--samples", help="A probabilistic model (trained on several raters): also "
+                                "write this many plausible label maps per case, OUTPUT/samples/<case>_s<K>."),
+    seed: int = typer.Option(0, "--seed", help="With --samples: the seed of the latent draws."),
 ) -> None:
     """Segment images with a trained model: sliding window, mirroring TTA, folds ensembled."""
     from medseg.config import read_json, write_json_atomic
@@ -152,7 +155,8 @@ def predict(
     written = predict_cases(predictor, cases, output, save_probabilities=save_probabilities, overwrite=overwrite,
                             output_format=output_format,
                             label_names=model_label_names(model[0], predictor.label_values),
-                            uncertainty=predictor if uncertainty is not None else None, quality=quality)
+                            uncertainty=predictor if uncertainty is not None else None, quality=quality,
+                            samples=samples, seed=seed)
     if quality is not None:
         from medseg.inference.run import QUALITY_FOLDER
 

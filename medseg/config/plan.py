@@ -45,6 +45,9 @@ class Configuration:
     neighbouring slices on each side of a slice that join its input as channels (2.5D: ``k = 1 + 2 * slice_context``
     slices per image channel, channel-major, ``c * k + j`` is channel ``c`` at offset ``j - slice_context``, edge
     slices repeated at the volume's ends); the network predicts the centre slice. 0: one slice (``2d``).
+    ``raters``: a probabilistic configuration's raters per case; their label maps are cached one-hot (the
+    foreground labels' channels of rater 1, then rater 2, ...) as the last channels of each case's data, the
+    targets that training draws one rater from per patch. 0: one label map per case.
     """
 
     name: str
@@ -64,6 +67,7 @@ class Configuration:
     network_name: str = "plan_unet"  # the registry network ``network`` holds the arguments of
     slice_context: int = 0
     instances: bool = False
+    raters: int = 0
 
     def decide(self, field_name: str, value: Any, reason: str) -> None:
         self.decisions.append(Decision(field_name, value, reason))

@@ -31,7 +31,7 @@ def check_plan_dict(data: Any, *, path: str | Path | None = None, schema_version
 
 _REQUIRED = ("spatial_dims", "target_spacing", "median_shape", "normalization", "resampling", "patch_size",
              "batch_size", "network", "estimated_memory_bytes", "estimated_step_seconds", "num_iterations")
-_OPTIONAL = ("name", "previous_stage", "decisions", "network_name", "slice_context", "instances")
+_OPTIONAL = ("name", "previous_stage", "decisions", "network_name", "slice_context", "instances", "raters")
 
 
 def _check_configuration(raw: Any, where: "_Where") -> None:
@@ -57,6 +57,7 @@ def _check_configuration(raw: Any, where: "_Where") -> None:
     where.require(raw, "slice_context", lambda v: _is_int(v) and v >= 0 and (v == 0 or dims == 2),
                   "0, or for a 2D configuration a number of neighbouring slices >= 0", optional=True)
     where.require(raw, "instances", lambda v: isinstance(v, bool), "true or false", optional=True)
+    where.require(raw, "raters", lambda v: _is_int(v) and v >= 0, "a number of raters >= 0", optional=True)
     where.require(raw, "normalization", lambda v: isinstance(v, list) and v and all(isinstance(n, dict) for n in v),
                   "a list of one {\"scheme\": ...} object per channel")
     for index, entry in enumerate(raw["normalization"]):

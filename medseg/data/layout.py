@@ -30,6 +30,7 @@ class Case:
     label_file: Path | None
     extra_files: dict[str, Path] = field(default_factory=dict)
     channel_indices: list[int] = field(default_factory=list)  # nnU-Net layout: the _CCCC index of each file
+    rater_files: dict[int, Path] = field(default_factory=dict)  # rater K's label map, labelsTr/<case>_r<K>
 
 
 @dataclass
@@ -41,6 +42,12 @@ class Dataset:
     test_cases: list[Case] = field(default_factory=list)
     stray_files: list[Path] = field(default_factory=list)  # files in imagesTr/labelsTr that match no case
     extra_folders: list[str] = field(default_factory=list)  # per-case folders beside labelsTr (fovTr, instancesTr)
+    raters: list[int] = field(default_factory=list)  # the rater numbers K of labelsTr/<case>_r<K> files, any case
+
+    @property
+    def num_raters(self) -> int:
+        """Raters per case (0: one label map per case). Every case must have them all (``medseg check``)."""
+        return len(self.raters)
 
     @property
     def expected_files_per_case(self) -> int:
@@ -139,13 +146,14 @@ def _open_nnunet(root: Path, spec: DatasetSpec) -> Dataset:
                 stray.append(path)
             continue
         channel_files.setdefault(match["case"], {})[int(match["channel"])] = path
-    label_files = {}
+    label_files: dict[str, Path] = {}
     if labels_dir.is_dir():
         for path in sorted(labels_dir.iterdir()):
             if path.name.endswith(ending):
                 label_files[path.name[: -len(ending)]] = path
             elif not path.name.startswith("."):
                 stray.append(path)
+    rater_files = _rater_files(label_files, set(channel_files))
     extras = _extra_folders(root, ending)
     cases = []
     for case_id in sorted(set(channel_files) | set(label_files)):
@@ -156,6 +164,7 @@ def _open_nnunet(root: Path, spec: DatasetSpec) -> Dataset:
             channel_indices=sorted(files),
             label_file=label_files.get(case_id),
             extra_files={name: folder[case_id] for name, folder in extras.items() if case_id in folder},
+            rater_files=rater_files.get(case_id, {}),
         ))
     test_cases = []
     if (root / "imagesTs").is_dir():
@@ -170,7 +179,22 @@ def _open_nnunet(root: Path, spec: DatasetSpec) -> Dataset:
         named = {(p.parent, detached_data_file(p)) for folder in (images_dir, labels_dir) if folder.is_dir()
                  for p in folder.iterdir() if p.name.endswith(ending)}
         stray = [p for p in stray if (p.parent, p.name) not in named]
-    return Dataset(root, spec, "nnunet", cases, test_cases, stray, sorted(extras))
+    raters = sorted({k for files in rater_files.values() for k in files})
+    return Dataset(root, spec, "nnunet", cases, test_cases, stray, sorted(extras), raters)
+
+
+RATER_PATTERN = re.compile(r"^(?P<case>.+)_r(?P<rater>\d+)$")
+
+
+def _rater_files(label_files: dict[str, Path], image_cases: set[str]) -> dict[str, dict[int, Path]]:
+    """Take the several raters' label maps out of ``label_files`` (in place): ``labelsTr/<case>_r<K>`` of a case
+    with images, where ``<case>_r<K>`` is not itself a case with images. Case -> {K: path}."""
+    raters: dict[str, dict[int, Path]] = {}
+    for stem in list(label_files):
+        match = RATER_PATTERN.match(stem)
+        if match and match["case"] in image_cases and stem not in image_cases:
+            raters.setdefault(match["case"], {})[int(match["rater"])] = label_files.pop(stem)
+    return raters
 
 
 def _extra_folders(root: Path, ending: str) -> dict[str, dict[str, Path]]:

@@ -39,12 +39,13 @@ def link_files(files: Sequence[Path], folder: Path) -> None:
 
 
 def link_cases(cases: Sequence[Case], folder: Path, *, images: str = "imagesTr", labels: str = "labelsTr") -> None:
-    """The cases' image files under ``folder/images``, label files under ``folder/labels`` and extra masks under
+    """The cases' image files under ``folder/images``, label files (and raters' ``<case>_r<K>``) under ``folder/labels`` and extra masks under
     ``folder/<their own folder name>`` (e.g. ``fovTr``), as symlinks."""
     for case in cases:
         link_files(case.image_files, folder / images)
         if case.label_file is not None:
             link_files([case.label_file], folder / labels)
+        link_files([case.rater_files[k] for k in sorted(case.rater_files)], folder / labels)
         for extra in case.extra_files.values():
             link_files([extra], folder / extra.parent.name)
 

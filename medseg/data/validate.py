@@ -89,6 +89,7 @@ def read_case(dataset: Dataset, case: Case, *, tolerance: float = 1e-4) -> CaseR
                 check_grid(reference, case.label_file, label, tolerance, problems)
             check_label_values(case.label_file, label, spec.label_values, problems)
             reading.label = label
+    _read_raters(dataset, case, reference, tolerance, reading)
     for name, path in case.extra_files.items():
         extra = _read_or_report(path, problems)
         if extra is not None:
@@ -98,6 +99,32 @@ def read_case(dataset: Dataset, case: Case, *, tolerance: float = 1e-4) -> CaseR
                 check_instances(path, extra, reading.label, problems)
             reading.extras[name] = extra
     return reading
+
+
+RATERS = "raters"  # CaseReading.extras key: the raters' label maps, one channel each ``(K, *spatial)``
+
+
+def _read_raters(dataset: Dataset, case: Case, reference: tuple[Path, Image] | None, tolerance: float,
+                 reading: CaseReading) -> None:
+    """Read the case's ``labelsTr/<case>_r<K>`` files: each one label map on the image's grid with the declared
+    label values; when all are good, ``reading.extras[RATERS]`` stacks them in ``dataset.raters`` order."""
+    maps = []
+    for rater in sorted(case.rater_files):
+        path = case.rater_files[rater]
+        label = _read_or_report(path, reading.problems)
+        if label is None:
+            continue
+        before = len(reading.problems)
+        if label.num_channels != 1:
+            reading.problems.append(Problem(path, f"a rater's label map with {label.num_channels} channels",
+                                            "write one channel of label values per rater file"))
+        if reference is not None:
+            check_grid(reference, path, label, tolerance, reading.problems)
+        check_label_values(path, label, dataset.spec.label_values, reading.problems)
+        if len(reading.problems) == before:
+            maps.append(label)
+    if maps and len(maps) == dataset.num_raters:
+        reading.extras[RATERS] = maps[0].with_array(np.concatenate([m.array for m in maps]))
 
 
 INSTANCES_FOLDER = "instancesTr"  # instance maps of the labelled objects: 0 background, 1, 2, ... one per object
@@ -194,7 +221,16 @@ def _file_problems(dataset: Dataset, case: Case) -> list[Problem]:
                                         "remove the file or add the channel to channel_names"))
     if case.label_file is None:
         problems.append(Problem(dataset.root / "labelsTr" / f"{case.case_id}{spec.file_ending}",
-                                "label file missing", "add the label or remove the case's images"))
+                                "label file missing (the raters' consensus)" if case.rater_files else
+                                "label file missing",
+                                f"run `medseg raters consensus {dataset.root}` (the raters' majority vote)"
+                                if case.rater_files else "add the label or remove the case's images"))
+    for rater in dataset.raters:
+        if rater not in case.rater_files:
+            problems.append(Problem(dataset.root / "labelsTr" / f"{case.case_id}_r{rater}{spec.file_ending}",
+                                    f"rater {rater}'s label map missing (other cases have it)",
+                                    f"add labelsTr/{case.case_id}_r{rater}{spec.file_ending}, or remove rater "
+                                    f"{rater}'s files from every case"))
     for name in dataset.extra_folders:
         if name not in case.extra_files:
             problems.append(Problem(dataset.root / name / f"{case.case_id}{spec.file_ending}",
@@ -284,7 +320,8 @@ def files_digest(dataset: Dataset) -> str:
     """sha256 over (name, size, mtime) of every case file: changes when a file is replaced or edited."""
     entries = []
     for case in dataset.cases:
-        paths = [*case.image_files, *([case.label_file] if case.label_file else []), *case.extra_files.values()]
+        paths = [*case.image_files, *([case.label_file] if case.label_file else []), *case.extra_files.values(),
+                 *[case.rater_files[k] for k in sorted(case.rater_files)]]
         for path in paths:
             try:
                 stat = path.stat()

@@ -316,6 +316,35 @@ class Predictor:
         objects = instances_from_distance(finished.array[0] != 0, distance[0])
         return finished, image.with_array(objects[None])
 
+    @property
+    def latent_dim(self) -> int:
+        """A probabilistic model's latent size (its networks take ``latent_noise``); 0 for any other model."""
+        return int(getattr(self.networks[0], "latent_dim", 0)) if hasattr(self.networks[0], "latent_noise") else 0
+
+    def predict_samples(self, image: Image, count: int, *, seed: int = 0, previous: np.ndarray | None = None
+                        ) -> list[Image]:
+        """``count`` plausible label maps ``(1, *spatial)`` of a probabilistic model, each on ``image``'s grid:
+        sample ``k`` predicts at the latent ``prior mean + prior std * e_k`` with ``e_k`` the ``k``-th standard
+        normal draw of ``seed`` (the same for every window, mirrored copy and fold of the image, so the sample is
+        one coherent segmentation). ``predict`` gives the prior mean's."""
+        if not self.latent_dim:
+            raise MedsegError(f"configuration {self.config.name} is not probabilistic: it has one prediction",
+                              fix="train the probabilistic configuration (a dataset with labelsTr/<case>_r<K>)")
+        if count < 1:
+            raise MedsegError(f"{count} samples", fix="ask for 1 or more samples")
+        generator = torch.Generator().manual_seed(int(seed))
+        samples = []
+        try:
+            for _ in range(count):
+                noise = torch.randn(self.latent_dim, generator=generator)
+                for network in self.networks:
+                    network.latent_noise = noise
+                samples.append(self.predict(image, previous))
+        finally:
+            for network in self.networks:
+                network.latent_noise = None
+        return samples
+
     def _finish(self, image: Image, labels: np.ndarray) -> Image:
         if self.postprocess_labels:
             labels = keep_largest_component(labels, self.postprocess_labels)

@@ -102,6 +102,14 @@ def check_inputs(cases: Sequence[InputCase], *, predictor=None, progress: bool |
 
 QUALITY_FOLDER = "qc"  # where a quality model's (medseg.trust.qc) per-case scores go
 INSTANCES_FOLDER = "instances"  # where an instance model's instance maps go, beside the label maps
+SAMPLES_FOLDER = "samples"  # where a probabilistic model's sampled label maps go: <case>_s<K>
+
+
+def sample_names(case: InputCase, count: int) -> list[str]:
+    """The sampled label maps' names, ``samples/<case>_s1 .. _s<count>`` in the input's format (NIfTI for a
+    DICOM series)."""
+    suffix = '.nii.gz' if is_series_case(case) else case.suffix
+    return [f"{SAMPLES_FOLDER}/{case.case_id}_s{k + 1}{suffix}" for k in range(count)]
 
 
 def instance_name(case: InputCase) -> str:
@@ -111,7 +119,8 @@ def instance_name(case: InputCase) -> str:
 
 def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, save_probabilities: bool = False,
                   overwrite: bool = False, progress: bool | None = None, output_format: str | None = None,
-                  label_names: dict[int, str] | None = None, uncertainty=None, quality=None) -> list[Path]:
+                  label_names: dict[int, str] | None = None, uncertainty=None, quality=None, samples: int = 0,
+                  seed: int = 0) -> list[Path]:
     """Predict every case with ``predictor`` (a ``Predictor`` or ``EnsemblePredictor``); returns the label files.
 
     ``output_format``: None (the input's format), ``"nifti"``, ``"dicom-seg"`` or ``"rtstruct"`` (DICOM series
@@ -119,7 +128,8 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
     ``uncertainty``: a ``medseg.trust.uncertainty.UncertaintyPredictor`` (``predictor`` itself, usually): each
     case's labels come from its ``predict_and_write``, which writes the uncertainty maps and summary too.
     ``quality``: a ``medseg.trust.qc.QualityModel``: each case's class probabilities are scored too, into
-    ``OUTPUT/qc/<case>.json`` (written atomically, after the label file).
+    ``OUTPUT/qc/<case>.json`` (written atomically, after the label file). ``samples``: a probabilistic model's
+    plausible label maps per case (``Predictor.predict_samples`` with ``seed``), into ``OUTPUT/samples/<case>_s<K>``.
 
     The output folder is checked first (writable, not inside an input dataset or input folder, no existing
     output file unless ``overwrite``), then every input is read and checked against the model
@@ -138,6 +148,10 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
     names += [f"{QUALITY_FOLDER}/{case.case_id}.json" for case in cases] if quality is not None else []
     instances = bool(getattr(predictor, "instances", False))  # an instance model: also OUTPUT/instances/<case>
     names += [f"{INSTANCES_FOLDER}/{instance_name(case)}" for case in cases] if instances else []
+    if samples and not getattr(predictor, "latent_dim", 0):
+        raise MedsegError("--samples needs a probabilistic model (one trained on several raters' label maps)",
+                          fix="train the probabilistic configuration, or leave --samples out")
+    names += [name for case in cases for name in sample_names(case, samples)] if samples else []
     prepare_output_dir(output, inputs=inputs, overwrite=overwrite, names=names)
     check_inputs(cases, predictor=predictor, progress=progress)
     check_dicom_sources(cases, output_format)
@@ -164,6 +178,9 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
         if instances:  # with probabilities or uncertainty too: a second pass for the distance map
             objects = objects if objects is not None else predictor.predict_instances(image)[1]
             write_image(objects, output / INSTANCES_FOLDER / instance_name(case))
+        if samples:
+            for name, sample in zip(sample_names(case, samples), predictor.predict_samples(image, samples, seed=seed)):
+                write_image(sample, output / name)
         written.append(write_labels(labels, case, output / f"{case.case_id}{output_suffix(case, output_format)}",
                                     output_format, label_names))
         if quality is not None:

@@ -133,6 +133,16 @@ CONVENTIONS: tuple[MetricConvention, ...] = (
     MetricConvention("brier", "Brier score", "probabilistic", "1", False,
                      "mean (p - y)^2 for a foreground probability; mean sum_c (p_c - y_c)^2 for (C, ...) input",
                      None, None, None, "NaN for zero voxels"),
+    # several raters (medseg.metrics.raters): N samples of a probabilistic model vs M raters' maps of one case
+    MetricConvention("ged", "generalised energy distance", "raters", "1", False,
+                     "2 E[d(S, Y)] - E[d(S, S')] - E[d(Y, Y')], d = 1 - IoU averaged over the labels, all pairs "
+                     "(a map with itself at 0)", 0.0, None, None, "Kohl et al. 2018 (probabilistic U-Net)"),
+    MetricConvention("best_dice", "best-of-N Dice", "raters", "1", True,
+                     "mean over raters of the highest Dice of any sample with that rater", 1.0, 0.0, 0.0),
+    MetricConvention("rater_ece", "calibration against the raters", "raters", "1", False,
+                     "ECE with the raters' vote share as the soft target: sum_b n_b / N |mean share_b - mean p_b|, "
+                     "over the voxels where the probability or the share is above 0", 0.0, None, None,
+                     "CURVAS-style; rater_brier, rater_mae beside it"),
 )
 
 BY_KEY: dict[str, MetricConvention] = {c.key: c for c in CONVENTIONS}

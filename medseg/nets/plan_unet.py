@@ -129,6 +129,15 @@ class PlanUNet(nn.Module):
         return tuple([math.prod([s[d] for s in self.strides]) for d in range(self.spatial_dims)])  # lists: compile
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        features, outputs = self.decode(x)
+        if self.deep_supervision:
+            return outputs[::-1]
+        return self.heads[-1](features)
+
+    def decode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The finest decoder features ``(B, features_per_stage[0], *S)`` of ``x`` ``(B, in_channels, *S)``, and
+        (with ``deep_supervision``) the heads' outputs coarse -> fine; what a head of another kind (the
+        probabilistic U-Net's latent combination) reads."""
         check_divisible(x.shape[2:], self.divisor(), "this plan U-Net")
         x = self.stem(x)
         skips = []
@@ -143,9 +152,7 @@ class PlanUNet(nn.Module):
             head_index = i - (len(self.ups) - n_heads)
             if self.deep_supervision and head_index >= 0:
                 outputs.append(self.heads[head_index](x))
-        if self.deep_supervision:
-            return outputs[::-1]
-        return self.heads[-1](x)
+        return x, outputs
 
     def estimate_activation_memory(self, patch_size: Sequence[int], batch_size: int = 1,
                                    dtype: torch.dtype = torch.float32) -> int:

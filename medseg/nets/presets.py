@@ -112,6 +112,14 @@ def plan_resenc_unet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------- single families
+@register_model(family="prob_unet", tiny={**_TINY_PLAN, "latent_dim": 3}, fit_plan=_plan_topology)
+def prob_unet(*, spatial_dims: int, **cfg: Any) -> nn.Module:
+    """Probabilistic U-Net (Kohl 2018) on the plan U-Net: prior/posterior latent nets, N plausible masks."""
+    from medseg.nets.prob_unet import ProbabilisticUNet
+
+    return build(ProbabilisticUNet, _plan_defaults(spatial_dims), {"spatial_dims": spatial_dims, **cfg})
+
+
 @register_model(family="vnet", tiny={"features": (4, 8, 16), "encoder_convs": (1, 2, 2), "decoder_convs": (2, 1),
                                      "kernel_size": 3})
 def vnet(**cfg: Any) -> nn.Module:

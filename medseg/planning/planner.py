@@ -46,11 +46,12 @@ class Budget:
 
 
 def plan_dataset(fingerprint: Fingerprint, budget: Budget, *, calibration: dict | None = None,
-                 instances: bool = False) -> Plan:
+                 instances: bool = False, raters: int = 0) -> Plan:
     """All configurations for the dataset; 3D datasets get 2d, 2.5d, 3d_fullres and, when needed, 3d_lowres +
     cascade. Which one to use is measured, not guessed: ``medseg find-best`` over their cross-validation.
     ``instances`` (a dataset with ``instancesTr/``, or asked for): also ``instance``, the 2d (2D data) or
-    3d_fullres network with a distance-map head."""
+    3d_fullres network with a distance-map head. ``raters`` (label maps per case, ``labelsTr/<case>_r<K>``):
+    also ``probabilistic``, a probabilistic U-Net on the same topology that learns the raters' spread."""
     is_3d = len(fingerprint.median_spacing) == 3
     num_classes = len([v for v in fingerprint.labels.values() if isinstance(v, int)])
     configurations: dict[str, Configuration] = {}
@@ -82,6 +83,14 @@ def plan_dataset(fingerprint: Fingerprint, budget: Budget, *, calibration: dict 
                         "its border (1 at its centre); a marker watershed of that map inside the predicted "
                         "foreground separates touching objects")
         configurations["instance"] = instance
+    if raters:
+        probabilistic = _plan_configuration("3d_fullres" if is_3d else "2d", fingerprint, budget, num_classes)
+        probabilistic.name, probabilistic.raters = "probabilistic", int(raters)
+        probabilistic.network_name = "prob_unet"
+        probabilistic.decide("raters", int(raters), f"{raters} raters per case: a probabilistic U-Net (prior and "
+                             "posterior latent nets on the planned topology) learns the spread between them; each "
+                             "patch trains on one rater drawn at random")
+        configurations["probabilistic"] = probabilistic
     return Plan(
         dataset_name=fingerprint.dataset_name, channel_names=list(fingerprint.channel_names),
         labels=dict(fingerprint.labels), device=budget.device, budget_seconds=budget.seconds,

@@ -21,7 +21,8 @@ def make_plan(dataset: str | Path, *, device: str = "cpu", budget: str | float |
               flops_per_second: float | None = None, progress: bool | None = None,
               instances: bool | None = None) -> Plan:
     """The plan of ``dataset`` for ``device`` and ``budget`` (see ``plan_dataset``). ``instances``: plan the
-    ``instance`` configuration too; None: when the dataset has ``instancesTr/``."""
+    ``instance`` configuration too; None: when the dataset has ``instancesTr/``. A dataset with several raters'
+    label maps per case (``labelsTr/<case>_r<K>``) also gets the ``probabilistic`` configuration."""
     if device not in ("cpu", "cuda"):
         raise MedsegError(f"unknown device {device!r}", fix="use --device cpu or --device cuda")
     if device == "cuda":
@@ -54,7 +55,8 @@ def make_plan(dataset: str | Path, *, device: str = "cpu", budget: str | float |
         from medseg.data.validate import INSTANCES_FOLDER
 
         instances = INSTANCES_FOLDER in data.extra_folders
-    plan = plan_dataset(fingerprint, budget_spec, calibration=calibration, instances=instances)
+    plan = plan_dataset(fingerprint, budget_spec, calibration=calibration, instances=instances,
+                        raters=data.num_raters)
     if seconds is not None and calibration.get("source") != "given by the user":
         plan = _correct_by_measurement(fingerprint, budget_spec, plan, calibration)
     plan = apply_overrides(plan, list(overrides or []))
@@ -71,7 +73,9 @@ def _correct_by_measurement(fingerprint: Fingerprint, budget: Budget, plan: Plan
             config = plan.configurations[name]
             measured = measure_step_seconds(config.network, config.patch_size, config.batch_size, budget.device)
             budget.flops_per_second_by_dims[dims] = budget.throughput(dims) * config.estimated_step_seconds / measured
-    plan = plan_dataset(fingerprint, budget, calibration=calibration, instances="instance" in plan.configurations)
+    raters = plan.configurations["probabilistic"].raters if "probabilistic" in plan.configurations else 0
+    plan = plan_dataset(fingerprint, budget, calibration=calibration, instances="instance" in plan.configurations,
+                        raters=raters)
     measured_steps = {}
     for name, config in plan.configurations.items():
         key = (tuple(config.patch_size), config.batch_size, str(config.network["features_per_stage"]),

@@ -50,7 +50,8 @@ def class_locations(seg: np.ndarray, rng: np.random.Generator,
 
 def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list[float],
                       config: Configuration, *, seed: int = 0, previous: np.ndarray | None = None,
-                      previous_labels: Sequence[int] = (), instances: np.ndarray | None = None) -> PreprocessedCase:
+                      previous_labels: Sequence[int] = (), instances: np.ndarray | None = None,
+                      raters: np.ndarray | None = None, rater_labels: Sequence[int] = ()) -> PreprocessedCase:
     """``image`` ``(C, *spatial)``, ``label`` ``(1, *spatial)`` or None, ``spacing`` in array order.
 
     For a 2d configuration of 3D data the volume stays 3D: only the in-plane axes are resampled and the
@@ -58,7 +59,9 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list
     grid (a cascade configuration), appended to ``data`` as one-hot channels of ``previous_labels``
     (``(C + F, *S)``; see ``previous_stage_channels``). ``instances`` ``(1, *spatial)``: an instance map (an
     instance configuration's training case), resampled nearest and appended as its distance-map target
-    (``medseg.transforms.instance_distance``), the last channel of ``data``.
+    (``medseg.transforms.instance_distance``), the last channel of ``data``. ``raters`` ``(K, *spatial)``: the
+    raters' label maps (a probabilistic configuration's training case), each resampled as the label and appended
+    one-hot over ``rater_labels`` (the foreground values): ``K * len(rater_labels)`` last channels of ``data``.
     """
     if previous is not None:
         check_previous_stage(previous, image.shape[1:])
@@ -88,6 +91,12 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list
             objects = resample_image(objects, shape, order=0, separate_z=separate_z, z_order=0)
         distance = distance_target(np.rint(objects[0]).astype(np.int64), spacing=tuple(target))
         data = np.concatenate([data, distance[None]])
+    if raters is not None:
+        channels = []
+        for rater in raters[crop]:
+            resampled = resample_label(rater[None], shape, separate_z=separate_z)[0]
+            channels += [(resampled == value).astype(np.float32) for value in rater_labels]
+        data = np.concatenate([data, np.stack(channels)])
     locations = class_locations(seg, np.random.default_rng(seed)) if seg is not None else {}
     properties = {
         "spacing": [float(s) for s in spacing],
@@ -112,9 +121,11 @@ def preprocess_case(dataset: Dataset, config: Configuration, folder: Path, item:
     image, label, extras = validated_case(dataset, case)  # checked again as read: nothing is cached from a bad case
     previous = previous_stage.read(case.case_id) if previous_stage is not None else None
     instances = instance_map(label.array, extras) if config.instances else None
+    raters = rater_maps(dataset, case, config, extras) if config.raters else None
     result = preprocess_arrays(image.array, label.array, list(image.spacing), config, seed=index, previous=previous,
                                previous_labels=previous_stage.labels if previous_stage is not None else (),
-                               instances=instances)
+                               instances=instances, raters=raters,
+                               rater_labels=dataset.spec.predicted_label_values[1:])
     result.properties.update(case_id=case.case_id, shape_before_crop=list(image.spatial_shape),
                              origin=list(image.origin), direction=image.direction.tolist())
     if source is not None:
@@ -137,6 +148,19 @@ def instance_map(label: np.ndarray, extras: dict) -> np.ndarray:
         components = label_instances(label[0] == value).astype(np.int64)
         objects[0] = np.where(components > 0, components + objects.max(), objects[0])
     return objects
+
+
+def rater_maps(dataset: Dataset, case: Case, config: Configuration, extras: dict) -> np.ndarray:
+    """A probabilistic configuration's training case: its raters' label maps ``(K, *spatial)``, as many as the
+    configuration was planned for."""
+    from medseg.data.validate import RATERS
+
+    found = extras[RATERS].num_channels if RATERS in extras else 0
+    if found != config.raters:
+        raise MedsegError(f"case {case.case_id} has {found} raters' label maps, the {config.name} configuration "
+                          f"was planned for {config.raters}", path=dataset.root / "labelsTr",
+                          fix=f"give every case labelsTr/{case.case_id}_r1 .. _r{config.raters}, or plan again")
+    return np.asarray(extras[RATERS].array)
 
 
 def check_dataset_for_plan(dataset: Dataset, plan: Plan, *, plans_path: Path | None = None,

@@ -18,6 +18,8 @@ from medseg.metrics import Confusion, confusion, dice
 
 
 DISTANCE_WEIGHT = 1.0  # an instance head's distance-map MSE beside the segmentation loss (HoVer-Net weighs it 1)
+PRIOR_KL_WEIGHT = 1.0  # a probabilistic U-Net: the KL term that fits the prior to the posterior
+POSTERIOR_KL_WEIGHT = 0.05  # ... and the one that keeps the posterior near the prior (small: samples stay varied)
 CASCADE_MORPHOLOGY_P = 0.4  # nnU-Net's cascade: a random binary operator on each first-stage channel
 RANK_SEED_STRIDE = 2**40  # rank r's loader seeds sit r * this above rank 0's (no epoch or seed reaches it)
 
@@ -70,6 +72,10 @@ class SegmentationTask:
         self.num_classes = len(label_values)
         self.criterion = create(options.loss)
         self.deep_criterion = DeepSupervisionLoss(self.criterion, zero_coarsest=True)
+        self.raters = int(configuration.raters)
+        # the last data channels that are training targets: an instance model's distance map, or each rater's
+        # foreground labels one-hot
+        self.target_channels = 1 if configuration.instances else self.raters * (self.num_classes - 1)
 
     def batches(self, epoch: int, count: int) -> Iterator[dict[str, Any]]:
         return self.shard_batches(epoch, count, 0, 1)
@@ -88,8 +94,8 @@ class SegmentationTask:
                 intensity_channels=image_channels,
                 p_previous_stage_morphology=(CASCADE_MORPHOLOGY_P if not self.options.augmentation
                                              else augmentation.p_previous_stage_morphology))
-        if self.configuration.instances:  # the cached distance map is a target, not an input
-            augmentation = augmentation.with_changes(target_channels=1)
+        if self.target_channels:  # the cached distance map or raters' maps are targets, not inputs
+            augmentation = augmentation.with_changes(target_channels=self.target_channels)
         context = self.configuration.slice_context
         if context:  # 2.5D: the neighbouring slices of each image channel share its intensity changes
             augmentation = augmentation.with_changes(slice_stack=1 + 2 * context)
@@ -102,8 +108,11 @@ class SegmentationTask:
     def loss(self, network: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """Deep-supervision loss when the network gives a list of outputs (fine -> coarse), else the plain loss.
         An instance configuration adds the mean squared error of its last output channel (through a sigmoid)
-        against the batch's distance map ``(B, 1, *P)``, the image's last channel, at full resolution."""
+        against the batch's distance map ``(B, 1, *P)``, the image's last channel, at full resolution; a
+        probabilistic one trains on one rater per patch (``_rater_loss``)."""
         image = batch["image"].to(self.device, non_blocking=True)
+        if self.raters:
+            return self._rater_loss(network, image)
         target = self.label_lut[batch["label"].long()].to(self.device, non_blocking=True)
         distance = None
         if self.configuration.instances:
@@ -121,6 +130,21 @@ class SegmentationTask:
                                                                    distance)
         return loss
 
+    def _rater_loss(self, network: nn.Module, image: torch.Tensor) -> torch.Tensor:
+        """A probabilistic configuration: each patch's target is one of its raters' maps, drawn at random, which
+        the posterior net sees; the segmentation loss at the posterior's sample plus the two KL terms."""
+        image, maps = image[:, :-self.target_channels], image[:, -self.target_channels:]
+        foreground = self.num_classes - 1
+        maps = maps.reshape(maps.shape[0], self.raters, foreground, *maps.shape[2:])
+        drawn = torch.randint(self.raters, (maps.shape[0],), device=maps.device)
+        chosen = maps[torch.arange(maps.shape[0], device=maps.device), drawn]  # (B, F, *P), warped: not 0/1
+        best, index = chosen.max(1, keepdim=True)
+        target = torch.where(best > 0.5, index + 1, torch.zeros_like(index))  # (B, 1, *P) class indices
+        onehot = nn.functional.one_hot(target[:, 0], self.num_classes).movedim(-1, 1).float()
+        logits, to_prior, of_posterior = network(image, onehot)
+        return (self.criterion(logits.float(), target) + PRIOR_KL_WEIGHT * to_prior.mean()
+                + POSTERIOR_KL_WEIGHT * of_posterior.mean())
+
     def validate(self, network: nn.Module) -> dict[str, list[float]]:
         """``{"val_dice": [Dice of class 1, 2, ...]}`` over all validation patches pooled (nnU-Net's pseudo-Dice);
         a class absent from both prediction and reference scores 1 (``medseg.metrics`` convention)."""
@@ -136,7 +160,7 @@ class SegmentationTask:
             network.deep_supervision = False
         totals = [Confusion(0, 0, 0, 0) for _ in range(self.num_classes)]
         for batch in loader:
-            image = batch["image"][:, :-1] if self.configuration.instances else batch["image"]
+            image = batch["image"][:, :-self.target_channels] if self.target_channels else batch["image"]
             logits = network(image.to(self.device))[:, :self.num_classes]
             prediction = logits.argmax(1).cpu().numpy()
             target = self.label_lut[batch["label"].long()][:, 0].numpy()

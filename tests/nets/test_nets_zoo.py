@@ -64,7 +64,14 @@ def test_forward_backward_shape(name, dims):
     assert isinstance(y, torch.Tensor), "without deep supervision a network returns one tensor"
     assert tuple(y.shape) == _expected(model, x)
     assert tuple(y.shape[2:]) == SIZES[dims]  # the tiny configs are documented to keep these sizes
-    y.square().mean().backward()
+    loss = y.square().mean()
+    if hasattr(model, "posterior"):  # a probabilistic U-Net trains through its posterior net (one rater's map)
+        onehot = torch.nn.functional.one_hot(y.argmax(1), K).movedim(-1, 1).float()
+        logits, to_prior, of_posterior = model(x, onehot)
+        assert tuple(logits.shape) == tuple(y.shape) and tuple(to_prior.shape) == (B,)
+        assert bool((to_prior >= 0).all()) and torch.equal(to_prior, of_posterior)
+        loss = loss + logits.square().mean() + to_prior.mean() + of_posterior.mean()
+    loss.backward()
     dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
     assert not dead, f"parameters without gradient: {dead[:5]}"
 
