@@ -512,11 +512,11 @@ def run_raters(args) -> None:
     train, test = split(name, ids)
     test = evenly(test, args.test_cases)
     work = args.work
-    train_view = subset_dataset(dataset, train, work / "train")
-    plans = work / "plans.json"
-    with open(work / "plans.lock", "w") as lock:
+    train_view, plans = work / "train", work / "plans.json"
+    with open(work / "plans.lock", "w") as lock:  # the view and plan once: the other process reads them
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not plans.is_file():
+            subset_dataset(dataset, train, train_view)
             write_json_atomic(make_plan(train_view, budget=args.budget, progress=False).to_dict(), plans)
     labels = dataset.spec.predicted_label_values[1:]
     for model_name in args.models:
