@@ -35,6 +35,10 @@ def evaluate(
     instances: bool = typer.Option(False, "--instances", help="PRED and REF hold instance maps (0 background, one "
                                    "value per object, e.g. instancesTr/): PQ, SQ, RQ, detection F1 and AJI on the "
                                    "objects, Dice on the foreground (the default metrics then)."),
+    raters: bool = typer.Option(False, "--raters", help="PRED holds a probabilistic model's samples <case>_s<K> "
+                                "(medseg predict --samples: OUTPUT/samples), REF the raters' <case>_r<K> maps: "
+                                "generalised energy distance, best-of-N Dice and calibration against the raters' "
+                                "vote share per case (raters.csv, raters.json)."),
     probabilities: Optional[Path] = typer.Option(None, "--probabilities", help="Folder of <case>.npz (medseg "
                                                  "predict --save-probabilities): also ECE, Brier score and a "
                                                  "reliability diagram per class (calibration.json, "
@@ -46,6 +50,16 @@ def evaluate(
     from medseg.metrics.compute import ALL_METRICS, DEFAULT_METRICS, INSTANCE_MAP_METRICS, MetricOptions
     from medseg.output_paths import prepare_output_dir
 
+    if raters:
+        from medseg.evaluation.raters_report import evaluate_raters
+
+        prepare_output_dir(output, inputs=[pred, ref], overwrite=overwrite, names=["raters.csv", "raters.json"])
+        values = [int(v) for v in labels.split(",")] if labels else None
+        summary = evaluate_raters(pred, ref, output, labels=values)
+        typer.echo("raters: " + ", ".join(f"{key} {value['mean']:.4g}" for key, value in summary["metrics"].items())
+                   + f" over {summary['cases']} case(s)")
+        typer.echo(f"wrote {output / 'raters.csv'} and {output / 'raters.json'}")
+        return
     prepare_output_dir(output, inputs=[pred, ref] + ([roi] if roi is not None else [])
                        + ([probabilities] if probabilities is not None else []), overwrite=overwrite,
                        names=["metrics.csv", "summary.json", "plots"]

@@ -302,6 +302,19 @@ class Predictor:
         """An instance model's label map and instance map ``(1, *spatial)`` uint16/32 (0 background, objects 1..n)
         on ``image``'s grid: the predicted foreground split by a marker watershed of the predicted distance map
         (``medseg.transforms.instance_distance``)."""
+        labels, objects, _ = self._instances(image, previous, probabilities=False)
+        return labels, objects
+
+    def predict_instances_with_probabilities(self, image: Image, previous: np.ndarray | None = None
+                                             ) -> tuple[Image, Image, Image]:
+        """``predict_instances``'s two maps and the class probabilities ``(K, *spatial)`` float32 of
+        ``predict_with_probabilities``, from one sliding-window pass."""
+        labels, objects, probabilities = self._instances(image, previous, probabilities=True)
+        assert probabilities is not None
+        return labels, objects, probabilities
+
+    def _instances(self, image: Image, previous: np.ndarray | None, *, probabilities: bool
+                   ) -> tuple[Image, Image, Image | None]:
         from medseg.transforms.instance_distance import instances_from_distance
 
         if not self.instances:
@@ -309,12 +322,18 @@ class Predictor:
                               fix="train the instance configuration (medseg plan --instances)")
         slabs, bbox = self._probability_slabs(image, previous, keep_distance=True)
         distance = np.zeros((1, *image.spatial_shape), dtype=np.float32)
+        classes = _kept(slabs, bbox, distance, slice(-1, None), slice(None, -1))
+        kept = None
+        if probabilities:
+            kept = np.zeros((self.num_classes, *image.spatial_shape), dtype=np.float32)
+            kept[0] = 1.0
+            classes = _kept(classes, bbox, kept, slice(None))
         lookup, dtype = label_lookup(self.label_values)
         labels = np.zeros(image.spatial_shape, dtype=dtype)
-        paste_labels(_kept(slabs, bbox, distance, slice(-1, None), slice(None, -1)), lookup, labels, bbox)
+        paste_labels(classes, lookup, labels, bbox)
         finished = self._finish(image, labels)
         objects = instances_from_distance(finished.array[0] != 0, distance[0])
-        return finished, image.with_array(objects[None])
+        return finished, image.with_array(objects[None]), image.with_array(kept) if kept is not None else None
 
     @property
     def latent_dim(self) -> int:

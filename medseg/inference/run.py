@@ -168,14 +168,17 @@ def predict_cases(predictor, cases: Sequence[InputCase], output: str | Path, *, 
             if save_probabilities:
                 save(output / f"{case.case_id}.npz", probabilities.array, predictor.label_values)
         elif save_probabilities or quality is not None:
-            labels, probabilities = predictor.predict_with_probabilities(image)
+            if instances:  # one pass: labels, distance map and probabilities
+                labels, objects, probabilities = predictor.predict_instances_with_probabilities(image)
+            else:
+                labels, probabilities = predictor.predict_with_probabilities(image)
             if save_probabilities:
                 save(output / f"{case.case_id}.npz", probabilities.array, predictor.label_values)
         elif instances:
             labels, objects = predictor.predict_instances(image)
         else:
             labels = predictor.predict(image)
-        if instances:  # with probabilities or uncertainty too: a second pass for the distance map
+        if instances:  # with uncertainty maps too: a second pass for the distance map
             objects = objects if objects is not None else predictor.predict_instances(image)[1]
             write_image(objects, output / INSTANCES_FOLDER / instance_name(case))
         if samples:

@@ -65,6 +65,14 @@ def test_instance_model_trains_on_distance_maps_and_predicts_instance_maps(tmp_p
         assert objects.spatial_shape == labels.spatial_shape == (512, 512)
         assert np.issubdtype(objects.array.dtype, np.unsignedinteger)
         assert ((objects.array > 0) == (labels.array > 0)).all()
+    from medseg.inference import Predictor
+
+    predictor = Predictor.from_folder(model, tta=False)
+    image = read_image(dataset / "imagesTr" / "monuseg_000_0000.png")
+    labels, objects = predictor.predict_instances(image)
+    one_pass = predictor.predict_instances_with_probabilities(image)  # one sliding window for all three
+    assert np.array_equal(one_pass[0].array, labels.array) and np.array_equal(one_pass[1].array, objects.array)
+    np.testing.assert_allclose(one_pass[2].array, predictor.predict_with_probabilities(image)[1].array, atol=1e-6)
     result = runner.invoke(app, ["evaluate", str(out / "instances"), str(dataset / "instancesTr"), "--instances",
                                  "-o", str(tmp_path / "eval"), "--no-plots"])
     assert result.exit_code == 0 and result.output.startswith("instances: pq"), result.output
