@@ -477,6 +477,9 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
                   "tests/active/test_active.py",
         "synth": "folders of label maps, missing, holding an image, and an existing output: "
                  "tests/synth/test_synthseg.py",
+        "raters simulate": "a dataset with a bad case, one with raters already, an existing output: "
+                           "tests/data/test_raters.py",
+        "raters consensus": "a dataset without raters, a rater on another grid: tests/data/test_raters.py",
     }
     covered = set(COMMANDS) | {"evaluate"}
     assert set(CLI_COMMANDS) - set(elsewhere) - covered == set()

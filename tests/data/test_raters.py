@@ -105,3 +105,34 @@ def test_check_names_a_missing_rater_and_a_rater_on_another_grid(tmp_path: Path)
     assert "cvc_clinicdb_0002_r3.png: not on the grid of cvc_clinicdb_0002_0000.png" in result.output
     result = runner.invoke(app, ["plan", str(out), "-o", str(tmp_path / "plans.json"), "--flops", "1e10"])
     assert result.exit_code == 2 and "rater 2's label map missing" in result.output
+
+
+def test_the_raters_commands_refuse_bad_input_with_one_line_and_write_nothing(tmp_path: Path) -> None:
+    runner = CliRunner()
+    source = _polyps(tmp_path / "cvc")
+    out = tmp_path / "raters"
+    assert runner.invoke(app, ["raters", "simulate", str(source), "-o", str(out), "--raters", "2"]).exit_code == 0
+    again = runner.invoke(app, ["raters", "simulate", str(source), "-o", str(out)])
+    assert again.exit_code == 2 and "the output exists" in again.output
+    twice = runner.invoke(app, ["raters", "simulate", str(out), "-o", str(tmp_path / "twice")])
+    assert twice.exit_code == 2 and "already has 2 raters' label maps" in twice.output
+    assert not (tmp_path / "twice").exists()
+    none = runner.invoke(app, ["raters", "consensus", str(source)])
+    assert none.exit_code == 2 and "no raters' label maps" in none.output
+
+    label = read_image(source / "labelsTr" / "cvc_clinicdb_0001.png")
+    (source / "labelsTr" / "cvc_clinicdb_0001.png").unlink()
+    write_image(Image(label.array[:, ::2, ::2].copy(), label.spacing, label.origin, label.direction),
+                source / "labelsTr" / "cvc_clinicdb_0001.png")
+    bad = runner.invoke(app, ["raters", "simulate", str(source), "-o", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "cvc_clinicdb_0001.png: not on the grid" in bad.output
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad*"))
+
+    (out / "labelsTr" / "cvc_clinicdb_0002.png").unlink()
+    rater = read_image(out / "labelsTr" / "cvc_clinicdb_0002_r1.png")
+    (out / "labelsTr" / "cvc_clinicdb_0002_r1.png").unlink()
+    write_image(Image(rater.array[:, ::2, ::2].copy(), rater.spacing, rater.origin, rater.direction),
+                out / "labelsTr" / "cvc_clinicdb_0002_r1.png")
+    consensus = runner.invoke(app, ["raters", "consensus", str(out)])
+    assert consensus.exit_code == 2 and "cvc_clinicdb_0002_r1.png: not on the grid" in consensus.output
+    assert not (out / "labelsTr" / "cvc_clinicdb_0002.png").exists()
