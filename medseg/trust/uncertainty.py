@@ -130,7 +130,8 @@ class UncertaintyPredictor:
         self.predictor.check_image(image)
 
     def _softmax(self, logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
-        return torch.softmax(logits.float(), dim)
+        """Softmax over the class channels only (an instance model's distance channel, after them, is not one)."""
+        return torch.softmax(logits.narrow(dim, 0, self.predictor.num_classes).float(), dim)
 
     def _calibrated(self, probabilities: torch.Tensor, dim: int = 1) -> torch.Tensor:
         spec = self.predictor.calibration

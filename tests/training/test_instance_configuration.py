@@ -73,6 +73,13 @@ def test_instance_model_trains_on_distance_maps_and_predicts_instance_maps(tmp_p
     one_pass = predictor.predict_instances_with_probabilities(image)  # one sliding window for all three
     assert np.array_equal(one_pass[0].array, labels.array) and np.array_equal(one_pass[1].array, objects.array)
     np.testing.assert_allclose(one_pass[2].array, predictor.predict_with_probabilities(image)[1].array, atol=1e-6)
+    from medseg.trust.uncertainty import UncertaintyPredictor
+
+    mirrored = UncertaintyPredictor(Predictor.from_folder(model), "tta")  # members: the mirrored copies
+    uncertain = mirrored.predict_with_uncertainty(image)  # over the class channels, not the distance channel
+    assert uncertain.probabilities.array.shape == one_pass[2].array.shape
+    np.testing.assert_allclose(uncertain.probabilities.array.sum(0), 1.0, atol=1e-5)
+    assert uncertain.maps["entropy"].array.shape == (1, 512, 512)
     result = runner.invoke(app, ["evaluate", str(out / "instances"), str(dataset / "instancesTr"), "--instances",
                                  "-o", str(tmp_path / "eval"), "--no-plots"])
     assert result.exit_code == 0 and result.output.startswith("instances: pq"), result.output
