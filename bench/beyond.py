@@ -120,8 +120,8 @@ def run_classical(args) -> None:
         work = args.work / name
         train_view = work / "train" if (work / "train").is_dir() else subset_dataset(dataset, train, work / "train")
         test_view = work / "test" if (work / "test").is_dir() else subset_dataset(dataset, test, work / "test")
-        entry = section.setdefault(name, {"train_cases": len(train), "held_out_cases": test,
-                                          "pipeline_model": pipeline_figures(name), "methods": {}})
+        entry = section.setdefault(name, {"train_cases": len(train), "held_out_cases": test, "methods": {}})
+        entry["pipeline_model"] = pipeline_figures(name)
         for method in methods:
             if method in entry["methods"]:
                 continue

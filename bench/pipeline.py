@@ -7,6 +7,9 @@ shared data are never written):
   cvc_clinicdb     train on the first 80 % of the sorted case ids, test on the rest (blocks, not random:
                    neighbouring frames are near-duplicates) (2d)
   brats2013_mini   train on the first 3 cases, test on the 4th, scored on the BraTS regions (3d_fullres)
+  cxr_lungs, drive, monuseg (2d), hippocampus (3d_fullres)
+                   first 80 % of the sorted case ids / the rest, as blocks (not in the default run: they give the
+                   classical baselines of ``bench/beyond.py`` their learned model to stand beside)
 
 medseg: ``medseg plan --budget`` and ``medseg train -f all --budget`` on the train folder, ``medseg predict`` on
 the test images (defaults: mirroring TTA, step 0.5). ``medseg_cascade`` (3D datasets whose plan has
@@ -29,6 +32,11 @@ whereas medseg's schedule is a function of the fraction of the budget spent.
     python bench/pipeline.py --budget 20m --work /tmp/medseg_pipeline      # all three, about 2 h on 2 cores
     python bench/pipeline.py --datasets isbi2012_em --budget 2m --work /tmp/smoke               # smoke run
     python bench/pipeline.py --datasets cvc_clinicdb --budget 1m --test-cases 4 --only medseg   # smoke, 4 test cases
+    python bench/pipeline.py --datasets drive monuseg --only medseg --threads 1   # two such runs side by side
+
+``--threads N`` limits every child process to N torch threads (``OMP_NUM_THREADS``), so that two runs can share a
+2-core machine without oversubscribing it; the entry records it. Entries are merged into the results file when
+each is written, so runs side by side keep each other's.
 
 Writes ``bench/results/pipeline.json`` (merged per dataset and tool with what is there) and prints a table.
 """
@@ -71,7 +79,12 @@ DATASETS = {
     "isbi2012_em": {"configuration": "2d", "task_id": 901, "split": _split_isbi, "regions": False},
     "cvc_clinicdb": {"configuration": "2d", "task_id": 902, "split": _split_blocks, "regions": False},
     "brats2013_mini": {"configuration": "3d_fullres", "task_id": 903, "split": _split_brats, "regions": True},
+    "cxr_lungs": {"configuration": "2d", "task_id": 904, "split": _split_blocks, "regions": False},
+    "drive": {"configuration": "2d", "task_id": 905, "split": _split_blocks, "regions": False},
+    "monuseg": {"configuration": "2d", "task_id": 906, "split": _split_blocks, "regions": False},
+    "hippocampus": {"configuration": "3d_fullres", "task_id": 907, "split": _split_blocks, "regions": False},
 }
+MAIN_DATASETS = ("isbi2012_em", "cvc_clinicdb", "brats2013_mini")  # the default run: medseg vs nnU-Net
 
 
 def parse_budget(text: str) -> float:
@@ -282,14 +295,17 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--datasets", nargs="+", default=list(MAIN_DATASETS), choices=list(DATASETS))
     parser.add_argument("--budget", default="20m", help="training wall-clock budget per tool and dataset, e.g. 20m")
     parser.add_argument("--work", type=Path, default=Path("/tmp/medseg_pipeline"), help="work folder (symlinks, "
                         "caches, models, predictions)")
     parser.add_argument("--only", choices=TOOLS, help="run one tool only")
     parser.add_argument("--test-cases", type=int, help="score only the first N held-out cases (smoke runs only)")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=int, help="torch threads per child process (default: torch's own)")
     args = parser.parse_args()
+    if args.threads:
+        os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))  # the children's
     work = args.work.resolve()
     budget_seconds = parse_budget(args.budget)
     results = json.loads(args.output.read_text()).get("results", {}) if args.output.is_file() else {}
@@ -319,7 +335,9 @@ def main() -> None:
                          machine=f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                          load_average_start=[round(x, 2) for x in load_start],
                          load_average_end=[round(x, 2) for x in os.getloadavg()],
-                         work=str(out))
+                         threads=args.threads or "default", work=str(out))
+            if args.output.is_file():  # another run may have written its entries meanwhile
+                results = json.loads(args.output.read_text()).get("results", {})
             results.setdefault(name, {})[tool] = entry
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(json.dumps({"benchmark": "pipeline: medseg vs nnU-Net v2 at equal CPU budget",
