@@ -18,6 +18,17 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+def shared_subset(name: str, count: int, folder: Path) -> Path:
+    """The first ``count`` cases (sorted ids) of ``../shared/data/<name>`` as a dataset folder of symlinks at
+    ``folder`` (``medseg.data.subset.subset_dataset``: images, labels, raters' maps and extras such as instancesTr);
+    skips the calling test when the battery is not there."""
+    from medseg.data.layout import open_dataset
+    from medseg.data.subset import subset_dataset
+
+    dataset = open_dataset(shared_dataset(name))
+    return subset_dataset(dataset, sorted(case.case_id for case in dataset.cases)[:count], folder)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

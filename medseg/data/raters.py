@@ -154,12 +154,13 @@ def write_consensus(root: str | Path, *, overwrite: bool = False, log: Callable[
         if case.label_file is not None and not overwrite:
             continue
         reading = read_case(dataset, case)
-        problems = [p for p in reading.problems if not p.message.startswith("label file missing")]
+        target = dataset.root / "labelsTr" / f"{case.case_id}{ending}"
+        problems = [p for p in reading.problems if p.path != target]  # the consensus missing is why we are here
         if problems or RATERS not in reading.extras:
             raise problems_error(problems or reading.problems, dataset.root)
         raters = reading.extras[RATERS]
         consensus = majority_vote(raters.array, dataset.spec.label_values)
-        write_image(raters.with_array(consensus[None]), dataset.root / "labelsTr" / f"{case.case_id}{ending}")
+        write_image(raters.with_array(consensus[None]), target)
         written += 1
     if log:
         log(f"wrote the consensus of {written} case(s) in {dataset.root / 'labelsTr'}")

@@ -51,12 +51,19 @@ def reliability(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = DEFAULT_
     """Bin the top-label confidence into ``n_bins`` equal-width bins; a binary foreground probability ``p``
     predicts foreground when ``p >= 0.5`` with confidence ``max(p, 1 - p)``."""
     confidence, correct = _top_label(probs, labels, roi)
+    return binned_reliability(confidence, correct.astype(np.float64), n_bins)
+
+
+def binned_reliability(confidence: np.ndarray, observed: np.ndarray, n_bins: int) -> Reliability:
+    """Voxels binned by ``confidence`` ``(N,)`` into ``n_bins`` equal-width bins of [0, 1] (the first including 0);
+    per bin the mean confidence and the mean of ``observed`` ``(N,)`` (0/1 correctness, or a soft target such as
+    the raters' vote share)."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
     count = np.bincount(index, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_confidence = np.bincount(index, weights=confidence, minlength=n_bins) / count
-        accuracy = np.bincount(index, weights=correct.astype(np.float64), minlength=n_bins) / count
+        accuracy = np.bincount(index, weights=observed, minlength=n_bins) / count
     return Reliability(edges, mean_confidence, accuracy, count)
 
 

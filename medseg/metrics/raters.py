@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medseg.metrics.calibration import Reliability
+from medseg.metrics.calibration import Reliability, binned_reliability
 from medseg.metrics.conventions import DEFAULT_CALIBRATION_BINS
 from medseg.metrics.overlap import confusion, dice, iou
 
@@ -76,14 +76,7 @@ def soft_reliability(probability: np.ndarray, frequency: np.ndarray, *, n_bins: 
     if roi is not None:
         roi = np.asarray(roi, dtype=bool)
         p, f = p[roi], f[roi]
-    p, f = p.ravel(), f.ravel()
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    index = np.clip(np.searchsorted(edges, p, side="left") - 1, 0, n_bins - 1)
-    count = np.bincount(index, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        confidence = np.bincount(index, weights=p, minlength=n_bins) / count
-        observed = np.bincount(index, weights=f, minlength=n_bins) / count
-    return Reliability(edges, confidence, observed, count)
+    return binned_reliability(p.ravel(), f.ravel(), n_bins)
 
 
 def rater_calibration(probability: np.ndarray, raters: np.ndarray, label: int, *,

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from skimage.morphology import dilation, disk, erosion
 from typer.testing import CliRunner
 
@@ -16,22 +15,11 @@ from medseg.cli.app import app
 from medseg.data.layout import open_dataset
 from medseg.data.raters import RaterModel, majority_vote, simulate_raters
 from medseg.io import Image, read_image, write_image
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.conftest import shared_subset
 
 
 def _polyps(root: Path, count: int = 3) -> Path:
-    source = SHARED / "cvc_clinicdb"
-    if not source.is_dir():
-        pytest.skip(f"cvc_clinicdb not found at {source}")
-    for index in range(count):
-        case = f"cvc_clinicdb_{index:04d}"
-        for sub, tail in (("imagesTr", "_0000"), ("labelsTr", "")):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-            (root / sub / f"{case}{tail}.png").symlink_to(source / sub / f"{case}{tail}.png")
-    spec = json.loads((source / "dataset.json").read_text())
-    (root / "dataset.json").write_text(json.dumps({**spec, "numTraining": count}))
-    return root
+    return shared_subset("cvc_clinicdb", count, root)
 
 
 def test_without_jitter_the_raters_are_erosion_label_and_dilation_of_a_real_polyp(tmp_path: Path) -> None:

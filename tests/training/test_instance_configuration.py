@@ -5,11 +5,10 @@ objects are the connected components of the labels."""
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -19,23 +18,14 @@ from medseg.data import cache
 from medseg.io import read_image
 from medseg.transforms import AugmentationConfig, SampledBatch, augment
 from medseg.transforms.instance_distance import distance_target
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.conftest import shared_subset
 
 
 def _nuclei(root: Path, count: int = 3, instances: bool = True) -> Path:
-    source = SHARED / "monuseg"
-    if not (source / "instancesTr").is_dir():
-        pytest.skip(f"monuseg with instancesTr not found at {source}")
-    folders = [("imagesTr", "_0000"), ("labelsTr", "")] + ([("instancesTr", "")] if instances else [])
-    for index in range(count):
-        case = f"monuseg_{index:03d}"
-        for sub, tail in folders:
-            (root / sub).mkdir(parents=True, exist_ok=True)
-            (root / sub / f"{case}{tail}.png").symlink_to(source / sub / f"{case}{tail}.png")
-    spec = json.loads((source / "dataset.json").read_text())
-    (root / "dataset.json").write_text(json.dumps({**spec, "numTraining": count}))
-    return root
+    dataset = shared_subset("monuseg", count, root)
+    if not instances:
+        shutil.rmtree(dataset / "instancesTr")
+    return dataset
 
 
 def test_instance_model_trains_on_distance_maps_and_predicts_instance_maps(tmp_path: Path) -> None:

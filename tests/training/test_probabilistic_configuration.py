@@ -5,7 +5,6 @@ label maps on the input's grid."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,23 +18,12 @@ from medseg.config import Plan, read_json
 from medseg.data import cache
 from medseg.io import read_image
 from medseg.training.segmentation_task import SegmentationOptions, SegmentationTask
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.conftest import shared_subset
 
 
 @pytest.fixture
 def rater_dataset(tmp_path: Path) -> Path:
-    source = SHARED / "cvc_clinicdb"
-    if not source.is_dir():
-        pytest.skip(f"cvc_clinicdb not found at {source}")
-    root = tmp_path / "cvc"
-    for index in range(3):
-        case = f"cvc_clinicdb_{index:04d}"
-        for sub, tail in (("imagesTr", "_0000"), ("labelsTr", "")):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-            (root / sub / f"{case}{tail}.png").symlink_to(source / sub / f"{case}{tail}.png")
-    spec = json.loads((source / "dataset.json").read_text())
-    (root / "dataset.json").write_text(json.dumps({**spec, "numTraining": 3}))
+    root = shared_subset("cvc_clinicdb", 3, tmp_path / "cvc")
     result = CliRunner().invoke(app, ["raters", "simulate", str(root), "-o", str(tmp_path / "raters"),
                                       "--raters", "3", "--bias", "4"])
     assert result.exit_code == 0, result.output
