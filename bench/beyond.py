@@ -142,11 +142,15 @@ def run_classical(args) -> None:
                 "load_average": os.getloadavg(), "date": datetime.now(timezone.utc).isoformat()}
             dice = {cls: round(v["dice"], 3) for cls, v in entry["methods"][method]["metrics"].items()}
             print(f"{name} {method}: {dice} ({seconds:.0f} s; {model.params})", flush=True)
-            with locked_results(args.output) as stored:
-                stored["classical"] = section
-                stored["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
-                stored.setdefault("commands", {})["classical"] = " ".join(["python", "bench/beyond.py",
-                                                                           *sys.argv[1:]])
+            _store_classical(args, section)
+        _store_classical(args, section)  # the pipeline model's figures, even when every method was there
+
+
+def _store_classical(args, section: dict) -> None:
+    with locked_results(args.output) as stored:
+        stored["classical"] = section
+        stored["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+        stored.setdefault("commands", {})["classical"] = " ".join(["python", "bench/beyond.py", *sys.argv[1:]])
 
 
 @contextlib.contextmanager
