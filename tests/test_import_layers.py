@@ -16,7 +16,7 @@ import pytest
 LAYERS: list[set[str]] = [
     {"errors", "settings", "workers"},
     {"progress", "atomic"},
-    {"parallel", "weights_file", "output_paths", "distributed"},
+    {"parallel", "weights_file", "output_paths", "distributed", "devices"},
     {"io", "config"},
     {"metrics", "nets", "losses", "transforms"},
     {"data", "synth", "visualize"},

@@ -111,6 +111,9 @@ def train(
     previous_stage: Optional[Path] = typer.Option(None, "--previous-stage", help="For 3d_cascade_fullres: the "
                                                   "3d_lowres model folder, all of whose folds are trained (their "
                                                   "validation predictions join the input)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: the device the plan was "
+                                         "made for, medseg plan --device; on cuda the steps run under bfloat16 "
+                                         "autocast)."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Train data-parallel in N processes on this machine "
                                         "(runs torchrun --standalone --nproc-per-node N -m medseg train ...; "
                                         "each process draws its own batches of the plan's size)."),
@@ -132,7 +135,8 @@ def train(
                         budget_seconds=parse_duration(budget) if budget else None, resume=resume, split_mode=split,
                         groups_file=groups, train_config={"optimizer": optimizer, "num_workers": workers,
                                                           "seed": seed, "max_iterations": max_iterations,
-                                                          "iterations_per_epoch": iterations_per_epoch, "loss": loss},
+                                                          "iterations_per_epoch": iterations_per_epoch, "loss": loss,
+                                                          "device": device},
                         network=network, network_options=parse_network_overrides(set_) or None,
                         validate=validation, previous_stage=previous_stage)
     last = result.state.history[-1] if result.state.history else {}

@@ -130,11 +130,13 @@ class Predictor:
                     tta: bool = True, **options) -> "Predictor":
         """Load ``model``'s folds (default: every fold with weights) and its post-processing decision."""
         from medseg.config.model_folder import available_folds, read_segmentation_model
+        from medseg.devices import require_device
         from medseg.nets.from_folder import load_network
 
         model = Path(model)
         if not model.is_dir():
             raise MedsegError("model folder not found", path=model, fix="pass the folder that medseg train wrote")
+        require_device(device)
         spec, plan, _ = read_segmentation_model(model)
         if spec.configuration not in plan.configurations:
             raise MedsegError(f"configuration {spec.configuration!r} is not in plans.json", path=model,

@@ -7,6 +7,7 @@ from pathlib import Path
 from medseg.config import Fingerprint, Plan, read_json
 from medseg.data.layout import open_dataset
 from medseg.data.validate import dataset_record
+from medseg.devices import require_device
 from medseg.errors import MedsegError
 from medseg.planning.budget import (available_memory, calibrate, measure_step_seconds, parse_duration,
                                    parse_memory)
@@ -23,13 +24,7 @@ def make_plan(dataset: str | Path, *, device: str = "cpu", budget: str | float |
     """The plan of ``dataset`` for ``device`` and ``budget`` (see ``plan_dataset``). ``instances``: plan the
     ``instance`` configuration too; None: when the dataset has ``instancesTr/``. A dataset with several raters'
     label maps per case (``labelsTr/<case>_r<K>``) also gets the ``probabilistic`` configuration."""
-    if device not in ("cpu", "cuda"):
-        raise MedsegError(f"unknown device {device!r}", fix="use --device cpu or --device cuda")
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise MedsegError("--device cuda but no CUDA GPU is visible", fix="plan with --device cpu")
+    require_device(device)
     seconds = None if budget is None else (float(budget) if isinstance(budget, (int, float)) else parse_duration(budget))
     memory_bytes = available_memory(device) if memory is None else (
         int(memory) if isinstance(memory, int) else parse_memory(memory))

@@ -117,6 +117,7 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
                   previous_stage: str | Path | None) -> PreparedFold:
     """``train_fold``'s work before training: every argument checked, then the plan (made if missing), the
     model folder, the preprocessed cache and the splits."""
+    from medseg.devices import require_device
     from medseg.planning.service import make_plan
     from medseg.preprocess.pipeline import check_dataset_for_plan, preprocess_dataset
 
@@ -140,7 +141,9 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
     elif previous_stage is not None:
         raise MedsegError(f"{configuration} has no previous stage", path=previous_stage,
                           fix="--previous-stage is for a cascade configuration (3d_cascade_fullres)")
-    run_config = segmentation_train_config(train_config or {}, configuration=configuration, fold=fold,
+    train_config = dict(train_config or {})
+    train_config["device"] = require_device(train_config.get("device") or plan.device)  # default: the plan's
+    run_config = segmentation_train_config(train_config, configuration=configuration, fold=fold,
                                            budget_seconds=budget_seconds if budget_seconds is not None
                                            else plan.budget_seconds)
     if network is None and network_options:  # --set net.KEY=VALUE alone: the planned network with these options
