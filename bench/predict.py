@@ -41,6 +41,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -194,7 +195,8 @@ def _ct_volume(path: Path, shape: tuple[int, int, int]) -> None:
     write_image(Image.from_array(volume, spacing=(1.0, 0.8, 0.8)), path)
 
 
-def _memory_model(folder: Path, patch: list[int]) -> None:
+def _memory_model(folder: Path, patch: list[int], classes: int = 3, median_shape: tuple[int, ...] = (300, 512, 512)
+                  ) -> None:
     import torch
     from safetensors.torch import save_file
 
@@ -202,29 +204,40 @@ def _memory_model(folder: Path, patch: list[int]) -> None:
     from medseg.nets.plan_unet import PlanUNet
     from medseg.config.model_folder import ModelSpec, plan_network_spec, write_segmentation_model
 
-    network = _network_config([2, 4], 1, 3, kernel=1)  # 1x1x1 convolutions: cheap, and memory is not the network's
-    config = Configuration(name="3d_fullres", spatial_dims=3, target_spacing=[1.0, 0.8, 0.8], median_shape=[],
+    network = _network_config([2, 4], 1, classes, kernel=1)  # 1x1x1 convolutions: cheap; memory is not the network's
+    config = Configuration(name="3d_fullres", spatial_dims=3, target_spacing=[1.0, 0.8, 0.8],
+                           median_shape=list(median_shape),
                            normalization=[Normalization("ct", clip=[-1000.0, 1000.0], mean=0.0, std=300.0)],
-                           resampling={}, patch_size=patch, batch_size=2, network=network, estimated_memory_bytes=0,
-                           estimated_step_seconds=0.0, num_iterations=0)
-    labels = {"background": 0, "body": 1, "organ": 2}
+                           resampling={}, patch_size=patch, batch_size=2, network=network, estimated_memory_bytes=1,
+                           estimated_step_seconds=0.1, num_iterations=1)
+    labels = {"background": 0, "body": 1, "organ": 2} if classes == 3 else \
+        {"background": 0, **{f"structure_{k}": k for k in range(1, classes)}}
     plan = Plan("ct_like", ["CT"], labels, "cpu", None, 0, {}, {"3d_fullres": config})
-    write_segmentation_model(folder, ModelSpec("segmentation", plan_network_spec(network), [0, 1, 2], "3d_fullres"),
+    write_segmentation_model(folder, ModelSpec("segmentation", plan_network_spec(network), list(range(classes)),
+                                               "3d_fullres"),
                              plan, DatasetSpec("ct_like", ["CT"], labels, ".nii"))
     torch.manual_seed(0)
     (folder / "fold_0").mkdir()
     save_file(PlanUNet.from_config(network).state_dict(), str(folder / "fold_0" / "weights.safetensors"))
 
 
-def memory_run(folder: Path, shape: tuple[int, int, int], patch: list[int], threads: int) -> list[dict]:
-    """``medseg predict`` on the large volume, streamed and not, each in a fresh process (peak RSS)."""
-    _ct_volume(folder / "ct.nii", shape)
-    _memory_model(folder / "model", patch)
+MEMORY_MODES = (("default --memory-limit 2GB (accumulator fits: whole volume)", "2GB"),
+                ("streamed (--memory-limit 256MB)", "256MB"),
+                ("whole volume (--memory-limit 100GB)", "100GB"))
+
+
+def memory_run(folder: Path, shape: tuple[int, int, int], patch: list[int], threads: int, classes: int = 3,
+               modes: tuple = MEMORY_MODES) -> list[dict]:
+    """``medseg predict`` on the large volume with a model of ``classes`` classes, in each of ``modes`` (streamed
+    and not), each in a fresh process (peak RSS)."""
+    if not (folder / "ct.nii").is_file():
+        _ct_volume(folder / "ct.nii", shape)
+    shutil.rmtree(folder / "model", ignore_errors=True)
+    _memory_model(folder / "model", patch, classes, shape)
     results = []
     # 3 classes: the whole-volume accumulator is (3 + 1) x 78.6 M x 4 B = 1.26 GB, under the default 2 GB limit
-    for name, limit in (("default --memory-limit 2GB (accumulator fits: whole volume)", "2GB"),
-                        ("streamed (--memory-limit 256MB)", "256MB"),
-                        ("whole volume (--memory-limit 100GB)", "100GB")):
+    for name, limit in modes:
+        shutil.rmtree(folder / "out", ignore_errors=True)
         code = ("import os, resource, sys, json, time\n"
                 f"os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:{threads}]))\n"
                 "import torch\n"
@@ -240,8 +253,29 @@ def memory_run(folder: Path, shape: tuple[int, int, int], patch: list[int], thre
                 "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")
         result, _ = _subprocess([sys.executable, "-c", code])
         result["mode"] = name
+        result["classes"] = classes
         results.append(result)
     return results
+
+
+def memory_by_classes(args: argparse.Namespace) -> None:
+    """The streamed memory run at each of ``args.only_memory`` class counts, replacing ``memory_run``'s streamed
+    entries of those counts in ``args.output`` (the other entries kept; those without ``classes`` had 3)."""
+    shape = tuple(int(s) for s in args.memory_shape.split(","))
+    result = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    entries = [dict(m, classes=m.get("classes", 3)) for m in result.get("memory_run", [])]
+    with tempfile.TemporaryDirectory(prefix="medseg_bench_memory_") as tmp:
+        for classes in args.only_memory:
+            new = memory_run(Path(tmp), shape, [64, 128, 128], args.threads, classes, modes=MEMORY_MODES[1:2])
+            for m in new:
+                print(f"memory run {classes} classes {m['mode']}: {m['seconds']:.1f} s, peak RSS "
+                      f"{m['peak_rss_mb']:.0f} MB", flush=True)
+            entries = [m for m in entries if not (m["classes"] == classes and m["mode"] == new[0]["mode"])]
+            entries += [dict(m, shape=list(shape), patch=[64, 128, 128],
+                             date=datetime.now(timezone.utc).isoformat(timespec="minutes"),
+                             load=os.getloadavg()) for m in new]
+    result["memory_run"] = entries
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def main() -> None:
@@ -265,7 +299,12 @@ def main() -> None:
     parser.add_argument("--only-onnxruntime", action="store_true", help="run only the onnxruntime row "
                         "(bench/predict_onnx.py) and merge it into --output")
     parser.add_argument("--skip-onnxruntime", action="store_true", help="leave the onnxruntime row out")
+    parser.add_argument("--only-memory", type=int, nargs="+", metavar="CLASSES", help="run only the streamed memory "
+                        "run, with models of these class counts (e.g. 3 15 50), and merge it into --output")
     args = parser.parse_args()
+    if args.only_memory:
+        memory_by_classes(args)
+        return
     patch = [int(p) for p in args.patch.split(",")]
     if args.worker:
         print(json.dumps(worker(args.worker, args.folder, patch, args.threads)))

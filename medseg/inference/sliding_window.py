@@ -141,7 +141,8 @@ def sliding_window_slabs(predict: PredictFn, image: torch.Tensor, patch_size: Se
     """Streamed ``sliding_window``: yields ``(z0, slab)`` with ``slab`` ``(K, dz, *S[1:])`` float32 equal to
     ``sliding_window(...)[:, z0:z0 + dz]``, in order along the first axis and covering it exactly once.
 
-    Memory: the accumulator spans at most one patch plus the first-axis spread of one batch of windows.
+    Memory: one band of the accumulator, allocated once: a patch plus the first-axis spread of one batch of
+    windows deep; yielded rows are moved out of it in place (no growing or copying of the whole band).
     """
     patch_size = [int(p) for p in patch_size]
     padded, before = pad_to_patch(image, patch_size)
@@ -150,19 +151,17 @@ def sliding_window_slabs(predict: PredictFn, image: torch.Tensor, patch_size: Se
     rest = padded.shape[2:]
     crop = tuple(slice(b, b + s) for b, s in zip(before[1:], image.shape[2:]))
     z_before, z_size = before[0], image.shape[1]
-    low = 0  # first row (padded coordinates) not yet yielded; the buffers start there
+    # batch b starts where every earlier row is finished (z-major order), and reaches its last start + a patch
+    firsts = range(0, len(windows), batch_size)
+    depth = max(max(w[0] for w in windows[f:f + batch_size]) - windows[f][0] for f in firsts) + patch_size[0]
+    low = 0  # first row (padded coordinates) not yet yielded: row 0 of the band
     accumulator: torch.Tensor | None = None
-    total = torch.zeros((0, *rest), dtype=torch.float32)
+    total = torch.zeros((depth, *rest), dtype=torch.float32)
     done = 0
     for batch, predictions in _weighted_batches(predict, padded, windows, patch_size, weights, batch_size, device,
                                                      context):
         if accumulator is None:
-            accumulator = torch.zeros((predictions.shape[1], 0, *rest), dtype=accumulate_dtype)
-        high = max(w[0] for w in batch) + patch_size[0]
-        grow = high - low - total.shape[0]
-        if grow > 0:
-            accumulator = torch.cat([accumulator, accumulator.new_zeros((accumulator.shape[0], grow, *rest))], 1)
-            total = torch.cat([total, total.new_zeros((grow, *rest))])
+            accumulator = torch.zeros((predictions.shape[1], depth, *rest), dtype=accumulate_dtype)
         for window, prediction in zip(batch, predictions):
             region = (slice(window[0] - low, window[0] - low + patch_size[0]), *_slices(window[1:], patch_size[1:]))
             accumulator[(slice(None), *region)] += prediction.to(accumulate_dtype)
@@ -177,5 +176,17 @@ def sliding_window_slabs(predict: PredictFn, image: torch.Tensor, patch_size: Se
             a, b = max(low, z_before), min(finished, z_before + z_size)
             if b > a:
                 yield a - z_before, slab[(slice(None), slice(a - low, b - low), *crop)]
-            accumulator, total = accumulator[:, rows:].clone(), total[rows:].clone()
+            del slab
+            _shift_band(accumulator, rows)
+            _shift_band(total[None], rows)
             low = finished
+
+
+def _shift_band(band: torch.Tensor, rows: int) -> None:
+    """Move ``band`` ``(K, depth, ...)`` up by ``rows`` on its second axis in place and zero the freed rows; the
+    move goes in chunks of at most ``rows`` rows, so that source and destination never overlap."""
+    depth = band.shape[1]
+    for start in range(0, depth - rows, rows):
+        stop = min(start + rows, depth - rows)
+        band[:, start:stop] = band[:, start + rows:stop + rows]
+    band[:, max(depth - rows, 0):].zero_()
