@@ -9,6 +9,7 @@ the one place medseg reads them. Everything else asks a :class:`RankGroup`, whic
 
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,6 +162,12 @@ def process_group(device: str | torch.device = "cpu") -> Iterator[RankGroup]:
     dist.init_process_group(backend_for(device), timeout=COLLECTIVE_TIMEOUT)
     try:
         yield RankGroup(device)
+        # Every rank done with every collective before any tears its connections down: a rank that destroys
+        # the group while a peer is still in its last collective (or still holds a DDP reducer) can abort in
+        # gloo's threads ("terminate called without an active exception"). Skipped on an error, where the peers
+        # may never arrive.
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -53,3 +53,33 @@ def test_without_a_gpu_plan_train_and_predict_on_cuda_refuse_before_any_work(tmp
                                 str(tmp_path / "plans.json"), "--device", "cuda", "--max-iterations", "1"])
     assert train.exit_code == 2 and "no CUDA GPU is visible" in train.output
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_without_a_gpu_the_promptable_and_in_context_commands_on_cuda_refuse_before_any_work(tmp_path: Path
+                                                                                            ) -> None:
+    from typer.testing import CliRunner
+
+    from medseg.cli.app import app
+    from medseg.errors import MedsegError
+    from medseg.incontext.session import InContextSession
+    from medseg.interactive.predictor import load_segmenter
+    from medseg.nets.incontext_unet import InContextConfig, InContextUNet
+
+    runner = CliRunner()
+    dataset = ROOT.parent / "shared" / "data" / "isbi2012_em"
+    for command in ("train-incontext", "train-interactive"):
+        done = runner.invoke(app, [command, str(dataset), "-o", str(tmp_path / command), "--budget", "5s",
+                                   "--device", "cuda"])
+        assert done.exit_code == 2 and "no CUDA GPU is visible" in done.output, done.output
+        assert not (tmp_path / command).exists()
+    (tmp_path / "support").mkdir()
+    (tmp_path / "target.png").write_bytes(b"")
+    done = runner.invoke(app, ["incontext", "--support", str(tmp_path / "support"), "--target",
+                               str(tmp_path / "target.png"), "-o", str(tmp_path / "out"), "--device", "cuda"])
+    assert done.exit_code == 2 and "no CUDA GPU is visible" in done.output, done.output
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(MedsegError, match="no CUDA GPU is visible"):
+        load_segmenter(tmp_path / "no_model", device="cuda")
+    with pytest.raises(MedsegError, match="no CUDA GPU is visible"):
+        InContextSession(InContextUNet(InContextConfig(features=[4, 8], grid=[16, 16])), device="cuda")

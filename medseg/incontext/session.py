@@ -68,6 +68,9 @@ class InContextSession:
     ``batch`` target slices run through the network at once."""
 
     def __init__(self, model: str | Path | InContextUNet | None = None, *, device: str = "cpu", batch: int = 4):
+        from medseg.devices import require_device
+
+        require_device(device)
         if isinstance(model, InContextUNet):
             self.network, self.info = model.eval().to(device), {}
         else:
@@ -83,7 +86,8 @@ class InContextSession:
     def stochastic(self) -> bool:
         return bool(self.network.config.stochastic)
 
-    def _support_tensors(self, slices: Sequence[SupportSlice], channel: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _support_tensors(self, slices: Sequence[SupportSlice], channel: int | None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> ``images (k, 1, *grid)``, ``masks (k, 1, *grid)``."""
         images = torch.stack([image_to_grid(s.image, self.grid, channel) for s in slices])
         masks = torch.stack([mask_to_grid(s.mask, self.grid) for s in slices])

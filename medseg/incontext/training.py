@@ -245,8 +245,11 @@ def train_incontext(datasets: Sequence[str | Path], output: str | Path, *, exclu
                     resume: bool = False, progress: bool | None = None) -> Path:
     """Load the training and held-out blocks of ``datasets`` (minus ``exclude``; at most ``max_cases`` cases of
     each block) and meta-train one model."""
+    from medseg.devices import require_device
     from medseg.incontext.tasks import load_task_bank
 
+    if config is not None:
+        require_device(config.device)  # before the datasets are read
     network_config = network_config or InContextConfig()
     chosen = selected_datasets(datasets, exclude)
     grid = tuple(network_config.grid)

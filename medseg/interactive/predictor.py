@@ -126,8 +126,10 @@ def save_model(network: PromptableUNet, folder: str | Path, info: dict[str, Any]
 def load_segmenter(folder: str | Path, device: str = "cpu", display_channel: int = 0) -> PromptableSegmenter:
     """A trained interactive model folder -> a ``Segmenter``; ``info`` holds the folder's extra (datasets,
     train and held-out cases) and its weights card."""
+    from medseg.devices import require_device
     from medseg.nets.from_folder import load_network
 
+    require_device(device)
     spec = read_model_spec(folder)
     if spec.task != "interactive":
         raise MedsegError(f"a {spec.task} model, not an interactive one", path=folder,

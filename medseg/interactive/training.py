@@ -185,7 +185,8 @@ class InteractiveModel:
         cases = self.info.get("train_cases", {})
         card = WeightsCard.now(training_data=[Path(d).name for d in self.info.get("datasets", [])],
                                training_cases=sum(len(v) for v in cases.values()) if isinstance(cases, dict) else 0,
-                               budget_seconds=trainer.config.budget_seconds, train_seconds=round(trainer.state.elapsed, 1),
+                               budget_seconds=trainer.config.budget_seconds,
+                               train_seconds=round(trainer.state.elapsed, 1),
                                steps=trainer.state.iteration, figures={"holdout_slices": figures})
         write_model_spec(self.model_folder, interactive_spec(trainer.network.config, self.info, card))
 
@@ -215,8 +216,11 @@ def train_interactive(datasets: Sequence[str | Path], output: str | Path, *, con
                       grid: Sequence[int] = (128, 128), slice_step: int = 2, resume: bool = False,
                       progress: bool | None = None) -> Path:
     """Load the training and held-out slices of ``datasets`` and train one model across them."""
+    from medseg.devices import require_device
     from medseg.interactive.slices import load_slices
 
+    if config is not None:
+        require_device(config.device)  # before the datasets are read
     train = load_slices(datasets, part="train", train_fraction=train_fraction, grid=grid, slice_step=slice_step)
     holdout = None
     if train_fraction < 1:

@@ -10,8 +10,8 @@ from typing import Any
 
 from medseg.atomic import remove_stale_temporaries
 from medseg.config import Configuration, Plan, read_json, write_json_atomic
-from medseg.config.model_folder import (INSTANCE_HEAD, PREVIOUS_STAGE, ModelSpec, WeightsCard, fold_folder, plan_network_spec,
-                                        previous_stage_reference, read_model_spec, write_model_spec,
+from medseg.config.model_folder import (INSTANCE_HEAD, PREVIOUS_STAGE, ModelSpec, WeightsCard, fold_folder,
+                                        plan_network_spec, previous_stage_reference, read_model_spec, write_model_spec,
                                         write_segmentation_model)
 from medseg.config.train_config import TrainConfig
 from medseg.data.layout import open_dataset
@@ -24,7 +24,8 @@ from medseg.training.splits import fold_cases, load_or_make_splits
 from medseg.training.trainer import Trainer, TrainState
 
 
-PLANNED_CONFIGURATIONS = ("2d", "2.5d", "3d_fullres", "3d_lowres", "3d_cascade_fullres", "instance")  # names the planner can make
+# the configuration names the planner can make
+PLANNED_CONFIGURATIONS = ("2d", "2.5d", "3d_fullres", "3d_lowres", "3d_cascade_fullres", "instance")
 DEFAULT_FOLDS = 5  # make_splits' default; fewer when the dataset has fewer cases
 
 
@@ -81,7 +82,7 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
     model_dir = Path(model_dir)
     fold = str(fold)
     fold_dir = fold_folder(model_dir, fold)
-    with process_group(str((train_config or {}).get("device") or "cpu")) as ranks:
+    with process_group(_group_device(train_config, plans, model_dir)) as ranks:
         prepared = ranks.run_on_main(
             lambda: _prepare_fold(dataset, configuration, fold, model_dir=model_dir, plans=plans,
                                   preprocessed=preprocessed, budget_seconds=budget_seconds, resume=resume,
@@ -108,6 +109,19 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
                                         previous_stage=prepared.first_stage)
     _record_fold(model_dir, fold, state, len(prepared.train_cases), validation)
     return TrainResult(model_dir, fold_dir, state, resumed, validation)
+
+
+def _group_device(train_config: dict | None, plans: str | Path | None, model_dir: Path) -> str:
+    """The device the ranks' process group is for (NCCL on CUDA, gloo otherwise), known before rank 0 reads the
+    plan: the train options' device, else the device of the plan already on disk, else the CPU (a plan made by
+    this run is a CPU plan)."""
+    if (train_config or {}).get("device"):
+        return str(train_config["device"])
+    plan_path = Path(plans) if plans is not None else model_dir / "plans.json"
+    try:
+        return str(read_json(plan_path).get("device") or "cpu")
+    except (OSError, ValueError, AttributeError, MedsegError):
+        return "cpu"  # missing or broken: rank 0's checks name the problem
 
 
 def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_dir: Path,
