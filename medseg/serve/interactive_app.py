@@ -10,16 +10,27 @@ concurrently, and what waits for what, is said in ``store``.
     POST /api/images/open        {"path"}       open a file or DICOM folder under the allowed roots
     GET  /api/images/{id}                       shape, slices, spacing
     GET  /api/images/{id}/slices/{k}/image.png  the slice for display
-    GET  /api/images/{id}/slices/{k}/mask       the slice's mask (run lengths, see ``encoding.mask_rle``), prompts
-    POST /api/images/{id}/prompts  {"slice", "type": click|box|scribble, "positive", "point"|"start","stop"|"points"}
-    POST /api/images/{id}/undo     {"slice"}      POST /api/images/{id}/reset {"slice"}
-    POST /api/images/{id}/propagate {"slice", "max_distance"?}  carry a 3D slice's mask to its neighbours:
-                                                the filled slices and the time it took
+    DELETE /api/images/{id}                     close it (what was done on it is forgotten)
+    GET  /api/images/{id}/planes/{axis}/{k}/data    a plane for display with the page's window: float32 bytes,
+                                                C x H x W in the ``x-shape`` header (axis 0: the model's slices)
+    GET  /api/images/{id}/planes/{axis}/{k}/labels  the multi-label map there: uint8 bytes, H x W
+    POST /api/images/{id}/labels   {"value", "name"}  name (or add) a structure; the label list
+    GET  /api/images/{id}/slices/{k}/mask[?label=]  a structure's mask on a slice (run lengths, see
+                                                ``encoding.mask_rle``), its prompts, whether redo can act
+    POST /api/images/{id}/prompts  {"slice", "label"?, "type": click|box|scribble, "positive",
+                                    "point"|"start","stop"|"points"}
+    POST /api/images/{id}/edit     {"slice", "label"?, "kind": paint|erase|fill_holes|largest_component,
+                                    "points"?, "radius"?}  a manual edit
+    POST /api/images/{id}/undo     {"slice", "label"?}   POST .../redo {"slice", "label"?}   POST .../reset (same)
+    POST /api/images/{id}/propagate {"slice", "label"?, "max_distance"?}  carry a 3D slice's mask to its
+                                                neighbours: the filled slices and the time it took
     POST /api/images/{id}/save     {"path"}     write the mask under the allowed roots
     GET  /api/images/{id}/mask-file[?suffix=]   the mask file, in the image's geometry, for download
 
-Coordinates are ``(row, col)`` pixels of the slice, as in ``medseg.interactive.prompts``. User errors are 400 (a
-bad path, slice or prompt), 403 (outside the roots), 404 (unknown image), 413 (too large), 422 (malformed JSON).
+Every open image keeps its structures, masks and undo history on the server until it is closed (or the server
+stops), so a reload of the page finds them again. Coordinates are ``(row, col)`` pixels of the slice, as in
+``medseg.interactive.prompts``. User errors are 400 (a bad path, slice, label or prompt), 403 (outside the roots),
+404 (unknown image), 413 (too large), 422 (malformed JSON).
 """
 
 from __future__ import annotations
@@ -68,15 +79,31 @@ class PathRequest(BaseModel):
 
 class SliceRequest(BaseModel):
     slice: int = 0
+    label: int = 1
 
 
 class PropagateRequest(BaseModel):
     slice: int
+    label: int = 1
     max_distance: Optional[int] = None
+
+
+class LabelRequest(BaseModel):
+    value: int
+    name: str = Field(max_length=200)
+
+
+class EditRequest(BaseModel):
+    slice: int = 0
+    label: int = 1
+    kind: Literal["paint", "erase", "fill_holes", "largest_component"]
+    points: list[Point] = Field(default_factory=list, max_length=MAX_SCRIBBLE_POINTS)
+    radius: float = 0.0
 
 
 class PromptRequest(BaseModel):
     slice: int = 0
+    label: int = 1
     type: Literal["click", "box", "scribble"]
     positive: bool = True
     point: Optional[Point] = None
@@ -181,9 +208,38 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
             png = entry.slice_png(index)
         return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=600"})
 
+    @app.delete("/api/images/{image_id}")
+    def close_image(image_id: str) -> dict:
+        store.close(image_id)
+        return {"closed": image_id}
+
+    @app.get("/api/images/{image_id}/planes/{axis}/{index}/data")
+    def plane_data(image_id: str, axis: int, index: int) -> Response:
+        entry = store.get(image_id)
+        prompts_first.wait_turn()
+        plane = entry.session.plane(axis, index)
+        return Response(plane.astype("<f4").tobytes(), media_type="application/octet-stream",
+                        headers={"x-shape": ",".join(str(s) for s in plane.shape),
+                                 "cache-control": "private, max-age=600"})
+
+    @app.get("/api/images/{image_id}/planes/{axis}/{index}/labels")
+    def plane_labels(image_id: str, axis: int, index: int) -> Response:
+        entry = store.get(image_id)
+        with entry.lock:  # the labels of other axes read across slices a prompt may be changing
+            labels = entry.session.label_plane(axis, index)
+        return Response(labels.tobytes(), media_type="application/octet-stream",
+                        headers={"x-shape": ",".join(str(s) for s in labels.shape), "cache-control": "no-store"})
+
+    @app.post("/api/images/{image_id}/labels")
+    def set_label(image_id: str, request: LabelRequest) -> list[dict]:
+        entry = store.get(image_id)
+        with entry.lock:
+            entry.session.set_label(request.value, request.name)
+        return entry.labels()
+
     @app.get("/api/images/{image_id}/slices/{index}/mask")
-    def slice_mask(image_id: str, index: int) -> dict:
-        return store.get(image_id).mask_state(index)
+    def slice_mask(image_id: str, index: int, label: int = 1) -> dict:
+        return store.get(image_id).mask_state(index, label)
 
     @app.post("/api/images/{image_id}/prompts")
     def add_prompt(image_id: str, request: PromptRequest) -> dict:
@@ -192,17 +248,30 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
         index = entry.check_slice(request.slice)
         with prompts_first.model(), entry.lock:
             start = time.perf_counter()
-            entry.session.add(prompt, index)
+            entry.session.add(prompt, index, request.label)
             total_ms = (time.perf_counter() - start) * 1000
-            return {**entry.publish(index), "predict_ms": entry.session.last_latency_ms, "total_ms": total_ms}
+            return {**entry.publish(index, label=request.label), "predict_ms": entry.session.last_latency_ms,
+                    "total_ms": total_ms}
+
+    @app.post("/api/images/{image_id}/edit")
+    def manual_edit(image_id: str, request: EditRequest) -> dict:
+        entry = store.get(image_id)
+        index = entry.check_slice(request.slice)
+        with entry.lock:
+            entry.session.edit(request.kind, index, request.label, points=request.points, radius=request.radius)
+            return entry.publish(index, label=request.label)
 
     @app.post("/api/images/{image_id}/undo")
     def undo(image_id: str, request: SliceRequest) -> dict:
-        return _edit_slice(store.get(image_id), InteractiveSession.undo, request.slice)
+        return _edit_slice(store.get(image_id), InteractiveSession.undo, request)
+
+    @app.post("/api/images/{image_id}/redo")
+    def redo(image_id: str, request: SliceRequest) -> dict:
+        return _edit_slice(store.get(image_id), InteractiveSession.redo, request)
 
     @app.post("/api/images/{image_id}/reset")
     def reset(image_id: str, request: SliceRequest) -> dict:
-        return _edit_slice(store.get(image_id), InteractiveSession.reset, request.slice)
+        return _edit_slice(store.get(image_id), InteractiveSession.reset, request)
 
     @app.post("/api/images/{image_id}/propagate")
     def propagate(image_id: str, request: PropagateRequest) -> dict:
@@ -210,9 +279,9 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
         index = entry.check_slice(request.slice)
         with entry.lock:
             start = time.perf_counter()
-            filled = entry.session.propagate(index, request.max_distance)
+            filled = entry.session.propagate(index, request.max_distance, request.label)
             total_ms = (time.perf_counter() - start) * 1000
-            entry.publish(*filled)
+            entry.publish(*filled, label=request.label)
         return {"slice": index, "filled": filled, "total_ms": total_ms,
                 "ms_per_slice": total_ms / len(filled) if filled else None}
 
@@ -258,11 +327,12 @@ def _open_upload(store: SessionStore, reader: ImageReader, file: StarletteUpload
     return store.open(image, name, suffix)
 
 
-def _edit_slice(entry: OpenImage, edit: Callable[[InteractiveSession, int], object], index: int) -> dict:
-    index = entry.check_slice(index)
+def _edit_slice(entry: OpenImage, edit: Callable[[InteractiveSession, int, int], object],
+                request: SliceRequest) -> dict:
+    index = entry.check_slice(request.slice)
     with entry.lock:
-        edit(entry.session, index)
-        return entry.publish(index)
+        edit(entry.session, index, request.label)
+        return entry.publish(index, label=request.label)
 
 
 def _write_mask(entry: OpenImage, path: Path) -> Path:

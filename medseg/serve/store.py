@@ -66,14 +66,18 @@ class OpenImage:
     suffix: str  # of the source file; "" for a DICOM folder
     session: InteractiveSession
     lock: threading.Lock = field(default_factory=threading.Lock)
-    states: dict[int, dict] = field(default_factory=dict)  # slice -> ``mask_state`` JSON; absent: empty slice
+    # (label, slice) -> ``mask_state`` JSON; absent: empty
+    states: dict[tuple[int, int], dict] = field(default_factory=dict)
 
     def info(self) -> dict:
         image = self.session.image
         return {"id": self.id, "name": self.name, "ndim": image.ndim, "channels": image.num_channels,
                 "spatial_shape": list(image.spatial_shape), "slice_shape": list(self.session.slice_shape),
                 "num_slices": self.session.num_slices, "spacing": list(image.spacing),
-                "mask_name": self.mask_name()}
+                "mask_name": self.mask_name(), "labels": self.labels(), "presets": self.session.display_presets()}
+
+    def labels(self) -> list[dict]:
+        return [{"value": value, "name": name} for value, name in self.session.labels.items()]
 
     def mask_name(self, suffix: str | None = None) -> str:
         """``<name>_mask<suffix>``; by default the source's format, PNG for lossy rasters, NIfTI for DICOM."""
@@ -101,25 +105,25 @@ class OpenImage:
             pixels = pixels[..., 0]  # display_slice repeats the grey channel three times
         return png_bytes(pixels)
 
-    def mask_state(self, index: int) -> dict:
-        """The last committed mask and prompts of a slice. No lock."""
-        state = self.states.get(self.check_slice(index))
+    def mask_state(self, index: int, label: int = 1) -> dict:
+        """The last committed mask and prompts of a slice's structure. No lock."""
+        state = self.states.get((label, self.check_slice(index)))
         if state is not None:
             return state
         height, width = self.session.slice_shape
-        return {"slice": index, "area": 0, "prompts": [], "mask": {"shape": [height, width],
-                                                                   "counts": [height * width]}}
+        return {"slice": index, "label": label, "area": 0, "prompts": [], "can_redo": False,
+                "mask": {"shape": [height, width], "counts": [height * width]}}
 
-    def publish(self, *indices: int) -> dict:
-        """Commit the session's current state of ``indices`` to ``states`` (call with ``lock`` held); returns the
-        first one's."""
+    def publish(self, *indices: int, label: int = 1) -> dict:
+        """Commit the session's current state of ``indices`` for ``label`` to ``states`` (call with ``lock``
+        held); returns the first one's."""
         for index in indices:
-            mask = self.session.slice_mask(index)
-            if mask.any() or self.session.prompts(index).prompts:
-                self.states[index] = _state_json(self.session, index, mask)
+            mask = self.session.slice_mask(index, label)
+            if mask.any() or self.session.prompts(index, label).prompts or self.session.can_redo(index, label):
+                self.states[(label, index)] = _state_json(self.session, index, label, mask)
             else:
-                self.states.pop(index, None)
-        return self.mask_state(indices[0]) if indices else {}
+                self.states.pop((label, index), None)
+        return self.mask_state(indices[0], label) if indices else {}
 
 
 class SessionStore:
@@ -155,13 +159,20 @@ class SessionStore:
         with self._lock:
             return list(self._images.values())
 
+    def close(self, image_id: str) -> None:
+        """Forget an open image and everything done on it (404 when it is not open)."""
+        self.get(image_id)
+        with self._lock:
+            self._images.pop(image_id, None)
+
     def _over_budget(self) -> bool:
         return self.max_bytes is not None and sum(e.nbytes for e in self._images.values()) > self.max_bytes
 
 
-def _state_json(session: InteractiveSession, index: int, mask: np.ndarray) -> dict:
-    prompts = [_prompt_json(p) for p in session.prompts(index).prompts]
-    return {"slice": index, "area": int(mask.sum()), "prompts": prompts, "mask": mask_rle(mask)}
+def _state_json(session: InteractiveSession, index: int, label: int, mask: np.ndarray) -> dict:
+    prompts = [_prompt_json(p) for p in session.prompts(index, label).prompts]
+    return {"slice": index, "label": label, "area": int(mask.sum()), "prompts": prompts,
+            "can_redo": session.can_redo(index, label), "mask": mask_rle(mask)}
 
 
 def _prompt_json(prompt: Prompt) -> dict:
