@@ -25,8 +25,12 @@ def interactive(
                                          "(channels x voxels) as its header declares them, checked before "
                                          "decoding; default 512^3 (a 512x512x512 CT)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (for --model)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="The structures to annotate: VALUE=NAME pairs "
+                                         "(1=liver,2=tumour) or a dataset.json (or its folder) whose labels to use "
+                                         "(default: one, 'object'; the page adds more)."),
 ) -> None:
-    """Segment images in the browser with clicks, boxes and scribbles; save the mask in the image's geometry."""
+    """Annotate images in the browser: clicks, boxes and scribbles for the model, a brush and eraser beside it,
+    several structures, window/level and three views of a volume; save the label map in the image's geometry."""
     import secrets
 
     from medseg.errors import MedsegError
@@ -40,6 +44,9 @@ def interactive(
         raise MedsegError(f"--max-image-voxels {max_image_voxels} must be at least 1")
     if image is not None and not image.exists():
         raise MedsegError("file not found", path=image, fix="check the --image path")
+    from medseg.interactive.structures import parse_structures
+
+    structures = parse_structures(labels) if labels is not None else None
     if model is not None:
         from medseg.interactive.predictor import load_segmenter
 
@@ -55,7 +62,8 @@ def interactive(
 
     token = token or secrets.token_urlsafe(24)
     app = create_app(segmenter, token=token, allowed_roots=allow_root or [Path.cwd()], image=image,
-                     max_upload_bytes=max_upload_mb * 2**20, max_image_voxels=max_image_voxels)
+                     max_upload_bytes=max_upload_mb * 2**20, max_image_voxels=max_image_voxels,
+                     structures=structures)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     typer.echo(f"medseg interactive ({getattr(segmenter, 'name', 'model')}): open "
                f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/?token={token}")

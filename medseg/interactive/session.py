@@ -21,6 +21,7 @@ import numpy as np
 from medseg.errors import MedsegError
 from medseg.interactive.prompts import Prompt, PromptSet, Scribble
 from medseg.interactive.segmenter import Segmenter
+from medseg.interactive.structures import MAX_LABEL
 from medseg.io import Image, write_image
 
 WINDOW_PERCENTILES = (0.5, 99.5)
@@ -29,7 +30,6 @@ CT_WINDOWS = (("CT soft tissue", 400, 40), ("CT lung", 1500, -600), ("CT bone", 
 _WINDOW_SAMPLES = 1_000_000  # windowing statistics from at most this many voxels per channel
 
 
-MAX_LABEL = 255
 _BASE = "propagated"  # what an undo of a propagated-only slice takes away (and a redo puts back)
 
 
@@ -103,6 +103,14 @@ class InteractiveSession:
         self._embeddings.clear()
         self._slices.clear()
 
+    def set_labels(self, structures: dict[int, str]) -> None:
+        """Start with these structures (value -> name) instead of the one default "object" (1)."""
+        if not structures:
+            raise MedsegError("no structures given", fix="name at least one, e.g. {1: 'liver'}")
+        self.labels = {}
+        for value, name in structures.items():
+            self.set_label(value, name)
+
     def set_label(self, value: int, name: str) -> None:
         """Name the structure of label ``value`` (1..255); a new value adds a structure."""
         if not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_LABEL:
@@ -166,10 +174,10 @@ class InteractiveSession:
         return _plane(self.mask()[None], axis, index, self.image.ndim)[0]
 
     def display_presets(self) -> list[dict]:
-        """Window presets for the viewer, ``[{"name", "low", "high"}]``, the first the default: the display
-        channel's 0.5-99.5 percentile range (as ``display_slice``), then for a CT (values down to -500 HU or
-        below) the soft tissue, lung, bone and brain windows, else the 1-99 and 5-95 percentile ranges; last the
-        full range."""
+        """Window presets for the viewer, ``[{"name", "low", "high"}]``, the first the default (as
+        ``display_slice``): 0-255 for an 8-bit photo, then the display channel's 0.5-99.5 percentile range; then
+        for a CT (values down to -500 HU or below) the soft tissue, lung, bone and brain windows, else the 1-99 and
+        5-95 percentile ranges; last the full range."""
         image = self.image
         channel = 0 if self._is_rgb(image) else self.display_channel
         values = image.array[channel].reshape(-1)
@@ -178,6 +186,8 @@ class InteractiveSession:
         values = values if values.size else np.zeros(1)
         low, high = float(self._windows[channel, 0]), float(self._windows[channel, 1])
         presets = [("auto (0.5-99.5 %)", low, high)]
+        if self._is_rgb(image) and image.array.dtype == np.uint8:
+            presets.insert(0, ("photo (0-255)", 0.0, 255.0))  # an 8-bit photo as it is, as display_slice shows it
         if not self._is_rgb(image) and values.min() <= -500:
             presets += [(name, level - width / 2, level + width / 2) for name, width, level in CT_WINDOWS]
         else:

@@ -127,16 +127,25 @@ class PromptRequest(BaseModel):
 
 def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_roots: list[Path] | None = None,
                image: Path | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_image_voxels: int = DEFAULT_MAX_IMAGE_VOXELS) -> FastAPI:
+               max_image_voxels: int = DEFAULT_MAX_IMAGE_VOXELS, structures: dict[int, str] | None = None
+               ) -> FastAPI:
     """The app for a segmenter (one ``InteractiveSession`` per opened image) or a factory of sessions.
 
     ``allowed_roots``: folders whose files may be opened and written by path (none when None: upload and
     download only). ``image``: a file to open at start (it need not lie under the roots; ``ImageTooLarge``, a
     ``MedsegError``, when its header declares more than ``max_image_voxels`` values). ``max_upload_bytes``: the
     largest upload body. The open images together keep at most ``8 * max_image_voxels`` bytes of arrays (older
-    ones are closed), beside the newest.
+    ones are closed), beside the newest. ``structures``: the label list every opened image starts with (value
+    -> name; default one "object", 1); the page adds more.
     """
-    factory = (lambda: InteractiveSession(source, cache_size=EMBEDDING_CACHE)) if _is_segmenter(source) else source
+    make = (lambda: InteractiveSession(source, cache_size=EMBEDDING_CACHE)) if _is_segmenter(source) else source
+
+    def factory() -> InteractiveSession:
+        session = make()
+        if structures:
+            session.set_labels(structures)
+        return session
+
     roots = [Path(root).resolve() for root in allowed_roots or []]
     reader = ImageReader(max_image_voxels)
     store = SessionStore(factory, max_bytes=8 * reader.max_voxels)

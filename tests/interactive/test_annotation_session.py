@@ -173,3 +173,41 @@ def test_the_server_answers_labels_edits_redo_planes_and_close(tmp_path):
     assert written.same_grid(image) and set(np.unique(written.array)) == {0, 1, 2}
     assert client.delete(f"/api/images/{image_id}").status_code == 200
     assert client.get(f"/api/images/{image_id}").status_code == 404
+
+
+def test_structures_come_from_value_name_pairs_or_a_dataset_json(tmp_path):
+    from medseg.interactive.structures import parse_structures
+
+    assert parse_structures("2=tumour, 1=liver") == {1: "liver", 2: "tumour"}
+    brats = tmp_path / "brats"
+    brats.mkdir()
+    (brats / "dataset.json").write_text('{"channel_names": {"0": "T1"}, "labels": {"background": 0, "edema": 1, '
+                                        '"enhancing": [2, 3], "core": 2}, "numTraining": 1, '
+                                        '"file_ending": ".nii.gz"}')
+    assert parse_structures(str(brats)) == {1: "edema", 2: "core"}  # the region [2, 3] is not one value
+    for bad, message in (("liver", "cannot read"), ("0=background", "outside 1..255"), (",", "no structures")):
+        with pytest.raises(MedsegError, match=message):
+            parse_structures(bad)
+    session = InteractiveSession(DiscSegmenter())
+    session.set_labels({3: "kidney"})
+    assert session.labels == {3: "kidney"}
+    app = create_app(DiscSegmenter(), token=TOKEN, structures={1: "liver", 2: "tumour"})
+    client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"})
+    from medseg.io import write_image
+
+    path = write_image(volume_image(), tmp_path / "scan.nii.gz")
+    with path.open("rb") as stream:
+        info = client.post("/api/images", files={"file": ("scan.nii.gz", stream)}).json()
+    assert [entry["name"] for entry in info["labels"]] == ["liver", "tumour"]
+
+
+def test_medseg_interactive_refuses_unreadable_structures_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from medseg.cli.app import app
+
+    for labels, message in (("liver", "cannot read the structure"), (str(tmp_path / "missing.json"),
+                                                                     "file not found")):
+        done = CliRunner().invoke(app, ["interactive", "--baseline", "random_walker", "--labels", labels])
+        assert done.exit_code == 2 and message in done.output, done.output
+        assert "Traceback" not in done.output
