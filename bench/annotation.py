@@ -18,11 +18,9 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -35,25 +33,7 @@ DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results" / "annotation.json"
 TOKEN = "annotation-bench"
 
-
-def serve(app):
-    """``app`` on a free local port in a thread; returns (base URL, stop)."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-    return f"http://127.0.0.1:{sock.getsockname()[1]}", stop
+from tests.browser_support import click_pixel, serve_in_thread, wait_for  # noqa: E402 (after sys.path)
 
 
 def chromium(width: int = 1500, height: int = 950):
@@ -68,24 +48,6 @@ def chromium(width: int = 1500, height: int = 950):
         options.add_argument(flag)
     options.add_argument(f"--window-size={width},{height}")
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
-def wait(driver, script: str, timeout: float = 60):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.02).until(lambda d: d.execute_script(script))
-
-
-def click(driver, canvas, row: float, col: float, *, right: bool = False) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    height, width = driver.execute_script("return [arguments[0].height, arguments[0].width]", canvas)
-    rect = driver.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]",
-                                 canvas)
-    dx = (col + 0.5) * rect[0] / width - rect[0] / 2
-    dy = (row + 0.5) * rect[1] / height - rect[1] / 2
-    actions = ActionChains(driver).move_to_element_with_offset(canvas, round(dx), round(dy))
-    (actions.context_click() if right else actions.click()).perform()
 
 
 def test_image(folder: Path) -> Path:
@@ -104,17 +66,17 @@ def latency(segmenter, image: Path, clicks: int, seed: int) -> dict:
 
     from medseg.serve.interactive_app import create_app
 
-    base, stop = serve(create_app(segmenter, token=TOKEN, image=image))
+    base, stop = serve_in_thread(create_app(segmenter, token=TOKEN, image=image))
     driver = chromium()
     try:
         driver.get(f"{base}/?token={TOKEN}")
-        wait(driver, "return window.medseg.picture !== null && !window.medseg.busy")
+        wait_for(driver, "return window.medseg.picture !== null && !window.medseg.busy")
         canvas = driver.find_element(By.ID, "canvas")
         points = np.random.default_rng(seed).uniform(16, 240, (clicks + 1, 2))
         page, server = [], []
         for i, (row, col) in enumerate(points, start=1):
-            click(driver, canvas, row, col, right=bool(i % 3 == 0))
-            wait(driver, f"return document.getElementById('status').dataset.interactions === '{i}' && "
+            click_pixel(driver, canvas, row, col, right=bool(i % 3 == 0))
+            wait_for(driver, f"return document.getElementById('status').dataset.interactions === '{i}' && "
                          "!window.medseg.busy")
             page.append(driver.execute_script("return window.medseg.lastLatencyMs"))
             server.append(driver.execute_script("return window.medseg.lastServerMs"))
@@ -146,24 +108,24 @@ def screenshot(output: Path) -> Path:
     enhancing = np.argwhere(labels[z] == 4)
     app = create_app(create_baseline("random_walker"), token=TOKEN, image=image,
                      structures={2: "edema", 4: "enhancing"})
-    base, stop = serve(app)
+    base, stop = serve_in_thread(app)
     driver = chromium(1500, 900)
     try:
         driver.get(f"{base}/?token={TOKEN}")
-        wait(driver, "return window.medseg.planes[2] !== undefined && !window.medseg.busy")
+        wait_for(driver, "return window.medseg.planes[2] !== undefined && !window.medseg.busy")
         driver.execute_script("document.getElementById('slice').value = arguments[0];"
                               "document.getElementById('slice').dispatchEvent(new Event('input'));", z)
-        wait(driver, f"return window.medseg.slice === {z} && !window.medseg.busy")
+        wait_for(driver, f"return window.medseg.slice === {z} && !window.medseg.busy")
         canvas = driver.find_element(By.ID, "canvas")
         count = 0
         for points, key in ((edema, "1"), (enhancing, "2")):
             driver.find_element(By.TAG_NAME, "body").send_keys(key)
-            wait(driver, "return !window.medseg.busy")
+            wait_for(driver, "return !window.medseg.busy")
             time.sleep(0.3)
             for row, col in points[np.linspace(0, len(points) - 1, 3).astype(int)]:
                 count += 1
-                click(driver, canvas, row, col)
-                wait(driver, f"return document.getElementById('status').dataset.interactions === '{count}' && "
+                click_pixel(driver, canvas, row, col)
+                wait_for(driver, f"return document.getElementById('status').dataset.interactions === '{count}' && "
                              "!window.medseg.busy")
         time.sleep(0.5)
         output.parent.mkdir(parents=True, exist_ok=True)

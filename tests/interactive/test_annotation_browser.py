@@ -7,9 +7,6 @@ latency the page measures is printed (bench/annotation_latency.py reports it).""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +17,7 @@ from medseg.interactive.baselines import create_baseline
 from medseg.interactive.edits import stroke_pixels
 from medseg.io import Image, read_image, write_image
 from medseg.serve.interactive_app import create_app
-from tests.interactive.test_interactive_browser import click_pixel, wait_for
+from tests.browser_support import click_pixel, serve_in_thread, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,28 +42,16 @@ def two_object_volume(path: Path) -> tuple[Path, Image]:
 def page(tmp_path, browser):
     """The server (random walker) with the volume open, and the browser showing it; yields (browser, base URL,
     image, API client)."""
-    import uvicorn
-
     path, volume = two_object_volume(tmp_path / "scan.nii.gz")
-    app = create_app(create_baseline("random_walker"), token=TOKEN, allowed_roots=[tmp_path], image=path)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    base, stop = serve_in_thread(create_app(create_baseline("random_walker"), token=TOKEN,
+                                            allowed_roots=[tmp_path], image=path))
     browser.set_window_size(1400, 900)
     browser.get(f"{base}/?token={TOKEN}")
     wait_for(browser, "return window.medseg.picture !== null && window.medseg.planes[2] !== undefined && "
                       "!window.medseg.busy")
     api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"})
     yield browser, base, volume, api
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    stop()
 
 
 def canvas_pixels(browser, element_id: str) -> np.ndarray:

@@ -5,8 +5,6 @@ chromium or chromedriver is missing (CI's .ci/run installs them)."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from medseg.interactive.baselines import create_baseline
 from medseg.io import Image, read_image, write_image
 from medseg.serve.encoding import rle_mask
 from medseg.serve.interactive_app import create_app
+from tests.browser_support import click_pixel, serve_in_thread, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -28,22 +27,9 @@ CVC = Path(__file__).resolve().parents[3] / "shared" / "data" / "cvc_clinicdb"
 @pytest.fixture
 def server(tmp_path):
     """The app on 127.0.0.1 at a free port, in a thread; yields the base URL."""
-    import uvicorn
-
-    app = create_app(create_baseline("random_walker"), token=TOKEN, allowed_roots=[tmp_path])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert uv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    uv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    base, stop = serve_in_thread(create_app(create_baseline("random_walker"), token=TOKEN, allowed_roots=[tmp_path]))
+    yield base
+    stop()
 
 
 def polyp_image(tmp_path: Path) -> tuple[Path, tuple[int, int]]:
@@ -62,25 +48,6 @@ def polyp_image(tmp_path: Path) -> tuple[Path, tuple[int, int]]:
                     image_path)
     depth = distance_transform_edt(label)
     return image_path, tuple(int(v) for v in np.unravel_index(np.argmax(depth), depth.shape))
-
-
-def wait_for(driver, script: str, timeout: float = 60):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: d.execute_script(script))
-
-
-def click_pixel(driver, canvas, row: int, col: int, *, right: bool = False) -> None:
-    """Click at the centre of pixel ``(row, col)`` of the slice shown on the canvas."""
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    height, width = driver.execute_script("return [arguments[0].height, arguments[0].width]", canvas)
-    rect = driver.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]",
-                                 canvas)
-    dx = (col + 0.5) * rect[0] / width - rect[0] / 2  # selenium offsets are from the element's centre
-    dy = (row + 0.5) * rect[1] / height - rect[1] / 2
-    actions = ActionChains(driver).move_to_element_with_offset(canvas, int(round(dx)), int(round(dy)))
-    (actions.context_click() if right else actions.click()).perform()
 
 
 def test_open_click_undo_save_in_a_real_browser(server, browser, tmp_path):
