@@ -1,9 +1,12 @@
 """Train the weights that ship with medseg, reproducibly: ``--incontext`` meta-trains the default in-context model
 on every shared dataset's training block plus synthetic tasks and installs it as package data in
-``medseg/incontext/weights/`` (``model.json`` with its WeightsCard, ``fold_all/weights.safetensors`` and its
-sha256 record; no checkpoint), refusing weights over the 10 MB package limit.
+``medseg/incontext/weights/``; ``--interactive`` trains the promptable model of ``medseg interactive`` (today's
+interaction simulator) on every shared dataset's training block into ``medseg/interactive/weights/``. Each is
+installed as ``model.json`` with its WeightsCard, ``fold_all/weights.safetensors`` and its sha256 record (no
+checkpoint), refusing weights over the 10 MB package limit.
 
-    python bench/train_shipped.py --incontext --budget 2h            # the shipped model (CPU, 2 cores)
+    python bench/train_shipped.py --incontext --budget 2h            # the shipped models (CPU, 2 cores)
+    python bench/train_shipped.py --interactive --budget 1h
     python bench/train_shipped.py --incontext --budget 20s --grid 32 --features 4,8 --max-cases 2 \\
         --datasets hippocampus --output /tmp/shipped_smoke            # a smoke run
 
@@ -22,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = ["isbi2012_em", "drive", "cvc_clinicdb", "brats2013_mini", "monuseg", "hippocampus", "cxr_lungs"]
 MAX_BYTES = 10 * 2**20
+DEFAULT_FEATURES = "16,32,64,128"
 SHIPPED_FILES = ["model.json", "fold_all/weights.safetensors", "fold_all/weights.json"]
 
 
@@ -66,13 +70,35 @@ def train_incontext_weights(args: argparse.Namespace) -> Path:
     return destination
 
 
+def train_interactive_weights(args: argparse.Namespace) -> Path:
+    from medseg.interactive.predictor import SHIPPED, load_segmenter
+    from medseg.interactive.training import interactive_train_config, train_interactive
+    from medseg.nets.promptable_unet import PromptableConfig
+    from medseg.planning.budget import parse_duration
+
+    datasets = [DATA / name if not Path(name).is_dir() else Path(name) for name in args.datasets]
+    work = Path(args.work or tempfile.mkdtemp(prefix="medseg_shipped_interactive_"))
+    config = interactive_train_config(budget_seconds=parse_duration(args.budget), seed=args.seed,
+                                      threads=args.threads)
+    features = args.features if args.features != DEFAULT_FEATURES else "8,16,32,64,128"  # train-interactive's
+    network = PromptableConfig(features=[int(f) for f in features.split(",")], grid=[args.grid, args.grid])
+    train_interactive(datasets, work / "model", config=config, network_config=network,
+                      grid=(args.grid, args.grid), resume=(work / "model" / "fold_all" / "checkpoint.pt").is_file())
+    destination = install(work / "model", Path(args.output) if args.output else SHIPPED)
+    load_segmenter(destination)  # the installed folder loads (sha256 verified)
+    print(f"installed {destination} (run folder {work})")
+    return destination
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--incontext", action="store_true", help="train the shipped in-context model")
+    parser.add_argument("--interactive", action="store_true", help="train the shipped promptable model")
     parser.add_argument("--datasets", nargs="+", default=DATASETS, help="shared dataset names or folders")
     parser.add_argument("--budget", default="2h")
     parser.add_argument("--grid", type=int, default=128)
-    parser.add_argument("--features", default="16,32,64,128")
+    parser.add_argument("--features", default=DEFAULT_FEATURES, help="channels per level (default: 16,32,64,128 "
+                        "in-context, 8,16,32,64,128 promptable)")
     parser.add_argument("--stochastic", action="store_true", help="the Tyche network (several candidates)")
     parser.add_argument("--max-cases", type=int, default=None, help="cases per dataset block (smoke runs)")
     parser.add_argument("--validate-every", type=int, default=100)
@@ -81,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="run folder (resumed when it holds a checkpoint)")
     parser.add_argument("--output", default=None, help="install here instead of medseg/incontext/weights/")
     args = parser.parse_args(argv)
-    if not args.incontext:
-        parser.error("choose what to train: --incontext")
-    train_incontext_weights(args)
+    if args.incontext == args.interactive:
+        parser.error("choose what to train: --incontext or --interactive")
+    if args.incontext:
+        train_incontext_weights(args)
+    else:
+        train_interactive_weights(args)
     return 0
 
 

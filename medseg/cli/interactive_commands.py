@@ -10,7 +10,7 @@ import typer
 
 def interactive(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model folder of a promptable model "
-                                         "(medseg train-interactive)."),
+                                         "(medseg train-interactive; default: the shipped model)."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Use a classical method instead of a model: "
                                            "random_walker, watershed or grabcut."),
     image: Optional[Path] = typer.Option(None, "--image", "-i", help="An image to open at start."),
@@ -35,8 +35,8 @@ def interactive(
 
     from medseg.errors import MedsegError
 
-    if (model is None) == (baseline is None):
-        raise MedsegError("give either --model or --baseline",
+    if model is not None and baseline is not None:
+        raise MedsegError("give either --model or --baseline, not both",
                           fix="--model MODEL_FOLDER, or --baseline random_walker to work without a trained model")
     if max_upload_mb < 1:
         raise MedsegError(f"--max-upload-mb {max_upload_mb} must be at least 1")
@@ -47,10 +47,10 @@ def interactive(
     from medseg.interactive.structures import parse_structures
 
     structures = parse_structures(labels) if labels is not None else None
-    if model is not None:
+    if baseline is None:
         from medseg.interactive.predictor import load_segmenter
 
-        segmenter = load_segmenter(model, device=device)
+        segmenter = load_segmenter(model, device=device)  # None: the shipped model
     else:
         from medseg.interactive.baselines import create_baseline
 

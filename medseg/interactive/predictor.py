@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from medseg.config.model_folder import (ModelSpec, NetworkSpec, WeightsCard, fold_folder, read_model_spec,
-                                        write_fold_weights, write_model_spec)
+from medseg.config.model_folder import (MODEL_JSON, ModelSpec, NetworkSpec, WeightsCard, fold_folder,
+                                        read_model_spec, write_fold_weights, write_model_spec)
 from medseg.errors import MedsegError
 from medseg.interactive.prompts import PromptSet, encode_prompts, grid_factor
 from medseg.nets.promptable_unet import PromptableConfig, PromptableUNet
 
 FOLD = "all"  # an interactive model is trained on all its training slices: one fold
+SHIPPED = Path(__file__).resolve().parent / "weights"
 
 
 def normalize_channels(image: np.ndarray, channels: int = 3, display_channel: int = 0) -> np.ndarray:
@@ -123,13 +124,25 @@ def save_model(network: PromptableUNet, folder: str | Path, info: dict[str, Any]
     return folder
 
 
-def load_segmenter(folder: str | Path, device: str = "cpu", display_channel: int = 0) -> PromptableSegmenter:
-    """A trained interactive model folder -> a ``Segmenter``; ``info`` holds the folder's extra (datasets,
-    train and held-out cases) and its weights card."""
+def shipped_model_folder() -> Path:
+    """The promptable model that ships with medseg (``bench/train_shipped.py --interactive``); a ``MedsegError``
+    saying what to do when this install has none."""
+    if not (SHIPPED / MODEL_JSON).is_file():
+        raise MedsegError("this medseg install has no shipped promptable model", path=SHIPPED,
+                          fix="pass --model MODEL_FOLDER (medseg train-interactive DATASETS... -o MODEL_FOLDER), or "
+                              "--baseline random_walker to work without a trained model")
+    return SHIPPED
+
+
+def load_segmenter(folder: str | Path | None = None, device: str = "cpu", display_channel: int = 0
+                   ) -> PromptableSegmenter:
+    """A trained interactive model folder (None: the shipped model) -> a ``Segmenter``; ``info`` holds the
+    folder's extra (datasets, train and held-out cases) and its weights card."""
     from medseg.devices import require_device
     from medseg.nets.from_folder import load_network
 
     require_device(device)
+    folder = shipped_model_folder() if folder is None else folder
     spec = read_model_spec(folder)
     if spec.task != "interactive":
         raise MedsegError(f"a {spec.task} model, not an interactive one", path=folder,

@@ -176,13 +176,18 @@ def test_mask_run_lengths_round_trip():
     assert mask_rle(np.array([[True, False]]))["counts"] == [0, 1, 1]
 
 
-def test_cli_needs_a_model_or_a_baseline(tmp_path):
+def test_cli_needs_a_model_or_a_baseline(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from medseg.cli.app import app
+    from medseg.interactive import predictor
 
+    monkeypatch.setattr(predictor, "SHIPPED", tmp_path / "no_weights")  # an install without the shipped model
     neither = CliRunner().invoke(app, ["interactive"])
-    assert neither.exit_code == 2 and "--baseline random_walker" in neither.output
+    assert neither.exit_code == 2 and "no shipped promptable model" in neither.output
+    assert "--baseline random_walker" in neither.output
+    both = CliRunner().invoke(app, ["interactive", "--baseline", "random_walker", "--model", str(tmp_path)])
+    assert both.exit_code == 2 and "not both" in both.output
     missing = CliRunner().invoke(app, ["interactive", "--baseline", "random_walker", "--image",
                                        str(tmp_path / "nope.png")])
     assert missing.exit_code == 2 and "file not found" in missing.output
