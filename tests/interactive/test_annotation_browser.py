@@ -113,6 +113,14 @@ def test_window_level_and_the_physical_aspect_of_the_three_views(page):
         assert height / width == pytest.approx(rows / cols, rel=0.02), view
     coronal = browser.execute_script("const c = document.getElementById('view-coronal'); return [c.height, c.width]")
     assert coronal == [SHAPE[0], SHAPE[2]]
+    # the coronal view: plane y of the cursor, the last slice on top; off the crosshair, each pixel as windowed
+    z, y, x = browser.execute_script("return window.medseg.cursor")
+    shown = canvas_pixels(browser, "view-coronal")[..., 0]
+    expected = windowed(volume.array[0, :, y, :], after["low"], after["high"])[::-1]
+    off = np.ones(shown.shape, bool)
+    off[SHAPE[0] - 1 - z] = False
+    off[:, x] = False
+    assert np.abs(shown - expected)[off].max() <= 1
 
 
 def test_two_structures_a_brush_undo_redo_save_and_reload(page, tmp_path):

@@ -3,7 +3,8 @@
 // structure's masks and undo history per open image (so a reload finds them again).
 // Coordinates are (row, col) pixels of a plane; the pixel centre of [r, c] is (r, c). A 3D volume (Z, Y, X) is
 // shown as the model's slices (axis 0, "axial", (Y, X)), axis 1 ("coronal", (Z, X)) and axis 2 ("sagittal",
-// (Z, Y)), each at the physical aspect of its spacing.
+// (Z, Y)), each at the physical aspect of its spacing; the coronal and sagittal views put the last slice at the top
+// (the head, for a scan whose slices run from feet to head).
 "use strict";
 
 const PALETTE = [[255, 70, 70], [62, 224, 122], [74, 163, 255], [255, 210, 62], [214, 94, 255], [255, 140, 40],
@@ -270,6 +271,7 @@ function drawView(axis) {
   const size = height * width;
   const alpha = state.opacity;
   const lut = [null, ...PALETTE.map(() => null)];
+  const flip = axis > 0;  // plane row z is drawn at height - 1 - z
   for (let i = 0; i < size; i++) {
     const grey = windowed(plane.data[i]);
     let r = grey;
@@ -282,7 +284,7 @@ function drawView(axis) {
       g = Math.round(g * (1 - alpha) + colour[1] * alpha);
       b = Math.round(b * (1 - alpha) + colour[2] * alpha);
     }
-    const o = i * 4;
+    const o = (flip ? (height - 1 - Math.floor(i / width)) * width + (i % width) : i) * 4;
     out[o] = r;
     out[o + 1] = g;
     out[o + 2] = b;
@@ -301,7 +303,7 @@ function drawView(axis) {
 
 function drawCrosshair(context, axis, unit) {
   // axis 1 (Z, X): rows at z, columns at x; axis 2 (Z, Y): rows at z, columns at y
-  const row = state.cursor[0];
+  const row = context.canvas.height - 1 - state.cursor[0];  // drawn flipped: see drawView
   const col = axis === 1 ? state.cursor[2] : state.cursor[1];
   context.strokeStyle = "rgba(255, 230, 90, 0.8)";
   context.lineWidth = unit;
@@ -532,9 +534,9 @@ canvas.addEventListener("wheel", (event) => {
 [1, 2].forEach((axis) => {
   VIEWS[axis].addEventListener("mousedown", (event) => {
     if (!state.image || state.image.ndim !== 3) return;
-    const [row, col] = pixelOf(event, VIEWS[axis]).map(Math.round);
+    const [shown, col] = pixelOf(event, VIEWS[axis]).map(Math.round);
     state.cursor[axis === 1 ? 2 : 1] = col;
-    goTo(row, axis);
+    goTo(VIEWS[axis].height - 1 - shown, axis);  // drawn flipped: see drawView
   });
 });
 
