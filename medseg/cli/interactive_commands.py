@@ -25,6 +25,9 @@ def interactive(
                                          "(channels x voxels) as its header declares them, checked before "
                                          "decoding; default 512^3 (a 512x512x512 CT)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (for --model)."),
+    incontext_model: Optional[Path] = typer.Option(None, "--incontext-model", help="In-context model folder of "
+                                                   "the page's examples mode (medseg train-incontext; default: "
+                                                   "the shipped model)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="The structures to annotate: VALUE=NAME pairs "
                                          "(1=liver,2=tumour) or a dataset.json (or its folder) whose labels to use "
                                          "(default: one, 'object'; the page adds more)."),
@@ -63,11 +66,27 @@ def interactive(
     token = token or secrets.token_urlsafe(24)
     app = create_app(segmenter, token=token, allowed_roots=allow_root or [Path.cwd()], image=image,
                      max_upload_bytes=max_upload_mb * 2**20, max_image_voxels=max_image_voxels,
-                     structures=structures)
+                     structures=structures, incontext=_incontext_loader(incontext_model, device))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     typer.echo(f"medseg interactive ({getattr(segmenter, 'name', 'model')}): open "
                f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/?token={token}")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _incontext_loader(folder: Optional[Path], device: str):
+    """The examples mode's model, loaded on first use (None: the shipped model); a missing folder fails now."""
+    from medseg.errors import MedsegError
+
+    if folder is not None and not folder.is_dir():
+        raise MedsegError("in-context model folder not found", path=folder,
+                          fix="pass a folder written by medseg train-incontext, or leave --incontext-model out")
+
+    def load():
+        from medseg.incontext.session import InContextSession
+
+        return InContextSession(folder, device=device)
+
+    return load
 
 
 def eval_interactive(

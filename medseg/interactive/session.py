@@ -301,6 +301,22 @@ class InteractiveSession:
         self._slices.update({(label, target): SliceState(base=result) for target, result in checked.items()})
         return sorted(checked)
 
+    def annotated_slices(self, label: int = 1) -> list[int]:
+        """The sorted slices where the user prompted or edited a structure and its mask is not empty (examples
+        for an in-context model; propagated slices are not among them)."""
+        return sorted(index for (value, index), state in self._slices.items()
+                      if value == label and state.steps and (state.probability >= 0.5).any())
+
+    def fill(self, probabilities: dict[int, np.ndarray], label: int = 1) -> list[int]:
+        """Give slices a base probability ``(H, W)`` of a structure from another model (the in-context model's
+        answer from the annotated examples), as ``propagate`` does: slices with prompts or edits of that structure
+        keep them, an empty answer fills nothing. Returns the sorted slices filled."""
+        checked = {self._key(index, label)[1]: self._checked(p) for index, p in probabilities.items()}
+        filled = [index for index, p in checked.items() if (p >= 0.5).any()
+                  and not (self._slices.get((label, index)) and self._slices[(label, index)].steps)]
+        self._slices.update({(label, index): SliceState(base=checked[index]) for index in filled})
+        return sorted(filled)
+
     def reset(self, slice_index: int = 0, label: int = 1) -> np.ndarray:
         """Forget every step and the mask of a slice's structure; returns the empty mask ``(H, W)``."""
         key = self._key(slice_index, label)

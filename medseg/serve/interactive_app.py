@@ -24,6 +24,8 @@ concurrently, and what waits for what, is said in ``store``.
     POST /api/images/{id}/undo     {"slice", "label"?}   POST .../redo {"slice", "label"?}   POST .../reset (same)
     POST /api/images/{id}/propagate {"slice", "label"?, "max_distance"?}  carry a 3D slice's mask to its
                                                 neighbours: the filled slices and the time it took
+    POST /api/images/{id}/examples {"label"?}    the in-context model fills the structure in from the slices
+                                                marked (a volume) or from the other open 2D images marked
     POST /api/images/{id}/save     {"path"}     write the mask under the allowed roots
     GET  /api/images/{id}/mask-file[?suffix=]   the mask file, in the image's geometry, for download
 
@@ -93,6 +95,10 @@ class LabelRequest(BaseModel):
     name: str = Field(max_length=200)
 
 
+class ExamplesRequest(BaseModel):
+    label: int = 1
+
+
 class EditRequest(BaseModel):
     slice: int = 0
     label: int = 1
@@ -127,8 +133,8 @@ class PromptRequest(BaseModel):
 
 def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_roots: list[Path] | None = None,
                image: Path | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_image_voxels: int = DEFAULT_MAX_IMAGE_VOXELS, structures: dict[int, str] | None = None
-               ) -> FastAPI:
+               max_image_voxels: int = DEFAULT_MAX_IMAGE_VOXELS, structures: dict[int, str] | None = None,
+               incontext: Callable[[], object] | None = None) -> FastAPI:
     """The app for a segmenter (one ``InteractiveSession`` per opened image) or a factory of sessions.
 
     ``allowed_roots``: folders whose files may be opened and written by path (none when None: upload and
@@ -136,7 +142,8 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
     ``MedsegError``, when its header declares more than ``max_image_voxels`` values). ``max_upload_bytes``: the
     largest upload body. The open images together keep at most ``8 * max_image_voxels`` bytes of arrays (older
     ones are closed), beside the newest. ``structures``: the label list every opened image starts with (value
-    -> name; default one "object", 1); the page adds more.
+    -> name; default one "object", 1); the page adds more. ``incontext``: makes the in-context model of the
+    examples mode (an ``InContextSession``) when it is first used; default: the shipped model.
     """
     make = (lambda: InteractiveSession(source, cache_size=EMBEDDING_CACHE)) if _is_segmenter(source) else source
 
@@ -151,6 +158,7 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
     store = SessionStore(factory, max_bytes=8 * reader.max_voxels)
     prompts_first = ModelFirst()
     rendering = threading.BoundedSemaphore(RENDERS_AT_ONCE)
+    examples_model = _FirstUse(incontext or _shipped_incontext)
     app = FastAPI(title="medseg interactive", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TokenGuard, token=token)
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
@@ -294,6 +302,21 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
         return {"slice": index, "filled": filled, "total_ms": total_ms,
                 "ms_per_slice": total_ms / len(filled) if filled else None}
 
+    @app.post("/api/images/{image_id}/examples")
+    def examples(image_id: str, request: ExamplesRequest) -> dict:
+        from medseg.serve.examples import fill_from_examples
+
+        entry = store.get(image_id)
+        model = examples_model.get()
+        others = [e.session for e in store.list() if e.id != entry.id]
+        with prompts_first.model(), entry.lock:
+            start = time.perf_counter()
+            filled, count = fill_from_examples(model, entry.session, request.label, others)
+            total_ms = (time.perf_counter() - start) * 1000
+            if filled:
+                entry.publish(*filled, label=request.label)
+        return {"label": request.label, "filled": filled, "examples": count, "total_ms": total_ms}
+
     @app.post("/api/images/{image_id}/save")
     def save(image_id: str, request: PathRequest) -> dict:
         entry = store.get(image_id)
@@ -363,6 +386,26 @@ def _inside_roots(text: str, roots: list[Path], action: str) -> Path:
         raise HTTPException(403, f"{path}: the server may {action} files only under {where} (fix: use a path "
                                  "there, upload the file instead, or restart the server with that folder allowed)")
     return path
+
+
+class _FirstUse:
+    """``make()`` called once, on the first ``get()`` (under a lock); its ``MedsegError`` is raised at each call
+    until it succeeds."""
+
+    def __init__(self, make: Callable[[], object]):
+        self.make, self.value, self.lock = make, None, threading.Lock()
+
+    def get(self) -> object:
+        with self.lock:
+            if self.value is None:
+                self.value = self.make()
+            return self.value
+
+
+def _shipped_incontext() -> object:
+    from medseg.incontext.session import InContextSession
+
+    return InContextSession()
 
 
 def _is_segmenter(source: object) -> bool:

@@ -586,6 +586,20 @@ function propagate() {
   });
 }
 
+function fillFromExamples() {
+  const image = state.image;
+  if (!image) return;
+  busy("filling from examples", async () => {
+    const body = { label: state.label };
+    const result = await (await api("POST", `/api/images/${image.id}/examples`, body)).json();
+    if (state.image === image) await loadSlice(state.slice);
+    await refreshLabels([0, 1, 2]);
+    const filled = result.filled;
+    if (!filled.length) return `examples (${result.examples}): nothing was filled`;
+    return `filled ${filled.length} slice(s) from ${result.examples} example(s) in ${result.total_ms.toFixed(0)} ms`;
+  });
+}
+
 function download() {
   const image = state.image;
   if (!image) return;
@@ -618,6 +632,7 @@ $("redo").addEventListener("click", () => sliceCommand("redo"));
 $("fill-holes").addEventListener("click", () => edit("fill_holes"));
 $("largest-component").addEventListener("click", () => edit("largest_component"));
 $("propagate").addEventListener("click", propagate);
+$("examples").addEventListener("click", fillFromExamples);
 $("reset").addEventListener("click", () => sliceCommand("reset"));
 $("zoom-reset").addEventListener("click", resetZoom);
 $("help-button").addEventListener("click", () => { $("help").hidden = !$("help").hidden; });
@@ -665,6 +680,8 @@ window.addEventListener("keydown", (event) => {
     changeSlice(state.slice + 1);
   } else if (key === "t") {
     propagate();
+  } else if (key === "x") {
+    fillFromExamples();
   } else if (key === "f") {
     edit("fill_holes");
   } else if (key === "l") {
