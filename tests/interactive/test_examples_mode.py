@@ -11,11 +11,9 @@ from fastapi.testclient import TestClient
 from medseg.errors import MedsegError
 from medseg.incontext.session import InContextPrediction
 from medseg.interactive.session import InteractiveSession
-from medseg.io import Image, read_image, write_image
-from medseg.metrics import confusion, dice
+from medseg.io import Image, write_image
 from medseg.serve.examples import fill_from_examples
 from medseg.serve.interactive_app import create_app
-from tests.conftest import shared_dataset
 from tests.interactive.test_interactive_session import DiscSegmenter, volume_image
 
 TOKEN = "examples-test-token"
@@ -89,10 +87,6 @@ def test_a_2d_image_is_filled_from_the_other_open_images_over_the_api(tmp_path):
     assert done["filled"] == [0] and done["examples"] == 2
     state = client.get(f"/api/images/{ids[2]}/slices/0/mask").json()
     assert state["area"] == 7 * 9
-
-
-def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    return dice(confusion(prediction, truth))
 
 
 @pytest.mark.slow
