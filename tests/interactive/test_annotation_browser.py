@@ -122,6 +122,33 @@ def test_window_level_and_the_physical_aspect_of_the_three_views(page):
     off[:, x] = False
     assert np.abs(shown - expected)[off].max() <= 1
 
+    # zoom (Ctrl+wheel) and pan (middle-button drag): the view grows and moves, and a click still lands on the
+    # pixel under the pointer
+    width_before = browser.execute_script("return document.getElementById('canvas').getBoundingClientRect().width")
+    browser.execute_script("const c = document.getElementById('canvas'); for (let i = 0; i < 3; i++) "
+                           "c.dispatchEvent(new WheelEvent('wheel', {deltaY: -100, ctrlKey: true, bubbles: true,"
+                           " cancelable: true}));")
+    assert browser.execute_script("return window.medseg.zoom") == pytest.approx(1.15 ** 3)
+    width_after = browser.execute_script("return document.getElementById('canvas').getBoundingClientRect().width")
+    assert width_after == pytest.approx(width_before * 1.15 ** 3, rel=0.01)
+    browser.execute_script("const c = document.getElementById('canvas');"
+                           "c.dispatchEvent(new MouseEvent('mousedown', {button: 1, clientX: 400, clientY: 300, "
+                           "bubbles: true})); window.dispatchEvent(new MouseEvent('mousemove', {clientX: 430, "
+                           "clientY: 310})); window.dispatchEvent(new MouseEvent('mouseup', {clientX: 430, "
+                           "clientY: 310}));")
+    assert browser.execute_script("return window.medseg.pan") == [30, 10]
+    # the zoomed view overflows its box, where selenium aims at the visible part's centre: click by coordinates
+    browser.execute_script(
+        "const c = document.getElementById('canvas'); const r = c.getBoundingClientRect();"
+        "const x = r.left + (arguments[1] + 0.5) * r.width / c.width, y = r.top + (arguments[0] + 0.5) * r.height "
+        "/ c.height; c.dispatchEvent(new MouseEvent('mousedown', {button: 0, clientX: x, clientY: y, bubbles: true}));"
+        "c.dispatchEvent(new MouseEvent('mouseup', {button: 0, clientX: x, clientY: y, bubbles: true}));",
+        *CENTRES[0][1:])
+    wait_for(browser, "return document.getElementById('status').dataset.interactions === '1' && "
+                      "!window.medseg.busy")
+    point = browser.execute_script("return window.medseg.prompts[0].point")
+    assert point == pytest.approx(list(CENTRES[0][1:]), abs=0.6)
+
 
 def test_two_structures_a_brush_undo_redo_save_and_reload(page, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
