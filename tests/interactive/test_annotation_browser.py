@@ -182,7 +182,12 @@ def test_two_structures_a_brush_undo_redo_save_and_reload(page, tmp_path):
     browser.find_element(By.TAG_NAME, "body").send_keys("p")
     size = browser.find_element(By.ID, "brush-size")
     size.clear()
-    size.send_keys("2")
+    size.send_keys("2")  # typed into the field: not the shortcut of structure 2 ... and 1 stays selected
+    browser.find_element(By.TAG_NAME, "body").send_keys("1")
+    size.send_keys(Keys.BACKSPACE, "2")
+    assert browser.execute_script("return window.medseg.label") == 1
+    browser.find_element(By.TAG_NAME, "body").send_keys("2")
+    assert browser.execute_script("return window.medseg.label") == 2
     browser.execute_script("document.activeElement.blur()")
     assert browser.execute_script("return window.medseg.tool") == "paint"
     before = labels_on(api, image_id, 0, slice_index)

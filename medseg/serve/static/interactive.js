@@ -653,7 +653,10 @@ $("close-image").addEventListener("click", () => {
 
 const TOOL_KEYS = { c: "click", b: "box", s: "scribble", p: "paint", e: "erase", w: "window", m: "pan" };
 window.addEventListener("keydown", (event) => {
-  if (event.target instanceof HTMLInputElement && event.target.type === "text") return;
+  const target = event.target;
+  const typing = target instanceof HTMLSelectElement || target instanceof HTMLTextAreaElement ||
+    (target instanceof HTMLInputElement && ["text", "number"].includes(target.type));
+  if (typing) return;  // keys typed into a field (the brush size, a path, a name) are not shortcuts
   const key = event.key.toLowerCase();
   const command = event.ctrlKey || event.metaKey;
   if (command && key === "z") {
