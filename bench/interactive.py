@@ -13,6 +13,11 @@ block the model did not train on). Dice after 1..N interactions and NoC@80/85/90
 
     python bench/interactive.py --model interactive_model --latency
     python bench/interactive.py --model interactive_model --quality --cases 24 --automatic MODEL_FOLDER
+    python bench/interactive.py --quality --datasets all --cases 12   # the shipped model on every shared dataset
+
+``--datasets`` (names under ../shared/data, or ``all``) scores each dataset's held-out block and stores it under
+``quality_by_dataset`` (without it: CVC-ClinicDB under ``quality``); without ``--model`` the shipped model is
+scored. 3D cases are scored on their axial slice with the largest object, as ``medseg eval-interactive`` does.
 
 Writes ``bench/results/interactive.json`` (merged with what is there) and prints the figures.
 """
@@ -34,6 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results" / "interactive.json"
+DATASETS = ["isbi2012_em", "drive", "cvc_clinicdb", "brats2013_mini", "monuseg", "hippocampus", "cxr_lungs"]
 CANDIDATES = {  # name -> PromptableConfig fields (at the 128 grid unless said)
     "decoder fusion 8-128, grid 128": {"features": [8, 16, 32, 64, 128], "fusion": "decoder"},
     "input fusion 8-128, grid 128": {"features": [8, 16, 32, 64, 128], "fusion": "input"},
@@ -106,18 +112,19 @@ def run_latency(model: Path | None, threads: int) -> dict:
     return out
 
 
-def run_quality(model: Path, cases: int | None, max_interactions: int, automatic: Path | None,
-                baselines: list[str]) -> dict:
+def run_quality(model: Path | None, cases: int | None, max_interactions: int, automatic: Path | None,
+                baselines: list[str], dataset: Path = DATA / "cvc_clinicdb",
+                modes: tuple[str, ...] | None = None) -> dict:
     from medseg.interactive.baselines import AutomaticSegmenter, create_baseline
     from medseg.interactive.cases import dataset_cases
     from medseg.interactive.evaluate import evaluate_interactive
     from medseg.interactive.predictor import load_segmenter
 
-    dataset = DATA / "cvc_clinicdb"
     ids = evenly(holdout_ids(dataset), cases)
     selection = ",".join(ids)
+    options = {"modes": modes} if modes else {}
     model_result = evaluate_interactive({"medseg": load_segmenter(model)}, dataset_cases([dataset], cases=selection),
-                                        max_interactions=max_interactions)
+                                        max_interactions=max_interactions, **options)
     others = {name: create_baseline(name) for name in baselines}
     if automatic is not None:
         others["automatic"] = AutomaticSegmenter.from_folder(automatic)
@@ -130,10 +137,10 @@ def run_quality(model: Path, cases: int | None, max_interactions: int, automatic
                          "dice_at": {str(k + 1): round(d, 4) for k, d in enumerate(s.mean_dice)},
                          "noc": s.noc, "failures": s.failures, "embed_ms": round(1000 * s.embed_seconds, 1),
                          "interaction_ms": round(1000 * s.predict_seconds, 1)})
-            print(f"{s.method:14s} {s.mode:11s} Dice@1 {s.mean_dice[0]:.3f} Dice@5 {s.mean_dice[4]:.3f} "
-                  f"NoC@85 {s.noc['85']:.2f} NoF@85 {s.failures['85']}", flush=True)
-    return {"dataset": "cvc_clinicdb", "split": "held-out block: last 20 % of sorted case ids",
-            "cases": ids, "max_interactions": max_interactions, "model": str(model),
+            print(f"{s.method:14s} {s.mode:11s} Dice@1 {s.mean_dice[0]:.3f} Dice@{len(s.mean_dice)} "
+                  f"{s.mean_dice[-1]:.3f} NoC@85 {s.noc['85']:.2f} NoF@85 {s.failures['85']}", flush=True)
+    return {"dataset": dataset.name, "split": "held-out block: last 20 % of sorted case ids",
+            "cases": ids, "max_interactions": max_interactions, "model": str(model or "shipped"),
             "automatic": None if automatic is None else str(automatic), "summaries": rows}
 
 
@@ -147,6 +154,7 @@ def main() -> None:
     parser.add_argument("--max-interactions", type=int, default=20)
     parser.add_argument("--baselines", default="watershed,grabcut,random_walker")
     parser.add_argument("--automatic", type=Path, help="an automatic pipeline model folder (reference)")
+    parser.add_argument("--datasets", nargs="+", default=None, help="shared dataset names, or all")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     results = json.loads(args.output.read_text()) if args.output.is_file() else {}
@@ -156,10 +164,18 @@ def main() -> None:
     if args.latency:
         results["latency"] = {**stamp, **run_latency(args.model, args.threads),
                               "load_average_end": [round(x, 2) for x in os.getloadavg()]}
-    if args.quality:
-        if args.model is None:
-            parser.error("--quality needs --model")
-        baselines = [b for b in args.baselines.split(",") if b]
+    baselines = [b for b in args.baselines.split(",") if b]
+    if args.quality and args.datasets:
+        names = DATASETS if args.datasets == ["all"] else args.datasets
+        by_dataset = results.setdefault("quality_by_dataset", {})
+        for name in names:
+            print(f"--- {name}", flush=True)
+            by_dataset[name] = {**stamp, **run_quality(args.model, args.cases or None, args.max_interactions,
+                                                       args.automatic, baselines, DATA / name,
+                                                       ("clicks", "box+clicks")),
+                                "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+            args.output.write_text(json.dumps(results, indent=1) + "\n")  # each dataset as it ends
+    elif args.quality:
         results["quality"] = {**stamp, **run_quality(args.model, args.cases or None, args.max_interactions,
                                                      args.automatic, baselines),
                               "load_average_end": [round(x, 2) for x in os.getloadavg()]}
