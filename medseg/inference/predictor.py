@@ -28,8 +28,8 @@ from medseg.config.calibration import CalibrationSpec, read_calibration
 from medseg.errors import MedsegError
 from medseg.inference.calibrated import apply_calibration
 from medseg.inference.postprocess import keep_largest_component, read_postprocessing
-from medseg.inference.restore import SlabResampler, bytes_of, label_lookup, paste_labels
-from medseg.inference.sliding_window import PredictFn, sliding_window, sliding_window_slabs
+from medseg.inference.restore import SlabResampler, bytes_of, label_lookup, paste_best, paste_labels
+from medseg.inference.sliding_window import PredictFn, band_shape, sliding_window, sliding_window_slabs
 from medseg.inference.tta import mirrored
 from medseg.io import Image
 from medseg.nets.memory import inference_activation_bytes
@@ -247,16 +247,32 @@ class Predictor:
         ``window_predict``: another per-window function than ``self.window_predict`` (its channels restored
         the same way, e.g. ``medseg.trust.uncertainty``'s member statistics). An instance model's distance
         channel is dropped unless ``keep_distance`` (then it is the slabs' last channel)."""
-        window = window_predict or self.window_predict
+        data, props = self._prepared(image, previous)
+        return self._restored_slabs(data, props, window_predict=window_predict, keep_distance=keep_distance)
+
+    def _prepared(self, image: Image, previous: np.ndarray | None) -> tuple[torch.Tensor, dict]:
+        """``image`` preprocessed as in training: ``(C, *S)`` on the network's grid and its properties."""
         from medseg.preprocess.pipeline import preprocess_arrays
 
         self.check_image(image)
         prepared = preprocess_arrays(image.array, None, list(image.spacing), self.config,
                                      previous=self.previous_stage_labels(image, previous),
                                      previous_labels=self.previous_labels)
-        data = torch.from_numpy(prepared.data)
         del prepared.seg
-        props = prepared.properties
+        return torch.from_numpy(prepared.data), prepared.properties
+
+    def _restored_slabs(self, data: torch.Tensor, props: dict, *, window_predict: PredictFn | None = None,
+                        keep_distance: bool = False, channels: slice | None = None
+                        ) -> tuple[Iterator[tuple[int, torch.Tensor]], list[list[int]]]:
+        """``_probability_slabs`` of preprocessed ``data``; ``channels``: only these output channels (each window
+        still runs the whole network, and its softmax is over every class)."""
+        window = window_predict or self.window_predict
+        if channels is not None:
+            whole_window = window
+
+            def window(patches: torch.Tensor) -> torch.Tensor:
+                return whole_window(patches)[:, channels]
+
         patch = self._window_patch(data.ndim)
         whole = bytes_of((self.num_classes + 1 + int(self.instances), *data.shape[1:]), self.accumulate_dtype)
         options = self._window_options(data.ndim)
@@ -283,11 +299,36 @@ class Predictor:
     def predict(self, image: Image, previous: np.ndarray | None = None) -> Image:
         """Label map ``(1, *spatial)`` on exactly ``image``'s grid (shape, spacing, origin, direction);
         ``previous``: a cascade's first-stage labels ``(1, *spatial)`` (default: ``previous_stage`` predicts)."""
-        slabs, bbox = self._probability_slabs(image, previous)
+        data, props = self._prepared(image, previous)
         lookup, dtype = label_lookup(self.label_values)
         labels = np.zeros(image.spatial_shape, dtype=dtype)
-        paste_labels(slabs, lookup, labels, bbox)
+        groups = self.class_groups(tuple(data.shape[1:]))
+        if len(groups) == 1:
+            slabs, bbox = self._restored_slabs(data, props)
+            paste_labels(slabs, lookup, labels, bbox)
+            return self._finish(image, labels)
+        logger.info("streaming the classes in %d passes of at most %d", len(groups), groups[0].stop)
+        best = np.full(props["shape_after_crop"], -1.0, np.float32)
+        for group in groups:  # each pass runs the network again, keeps its classes' running best
+            slabs, bbox = self._restored_slabs(data, props, channels=group)
+            paste_best(slabs, lookup[group], best, labels, bbox)
         return self._finish(image, labels)
+
+    def class_groups(self, shape: Sequence[int]) -> list[slice]:
+        """The passes over the classes that a label map of a preprocessed image of spatial ``shape`` takes: one
+        (all classes) unless even the streamed band of every class, ``(K + 1) x band`` with a slab copy and its
+        resampled copy beside it, would exceed ``memory_limit``; then groups of classes as large as fit (at least
+        one), each pass running the network again, so that memory stays flat in the number of classes."""
+        classes = self.num_classes
+        whole = bytes_of((classes + 1 + int(self.instances), *shape), self.accumulate_dtype)
+        if whole <= self.memory_limit or self.instances:
+            return [slice(0, classes)]
+        band = band_shape(shape, self._window_patch(len(shape) + 1), step=self.step, batch_size=self.batch_size)
+        per_channel = bytes_of(band, self.accumulate_dtype) + 2 * bytes_of(band)
+        if (classes + 1) * per_channel <= self.memory_limit:
+            return [slice(0, classes)]
+        size = max(1, self.memory_limit // per_channel - 1)
+        return [slice(start, min(start + size, classes)) for start in range(0, classes, size)]
 
     def predict_with_probabilities(self, image: Image, previous: np.ndarray | None = None) -> tuple[Image, Image]:
         """Label map ``(1, *spatial)`` and class probabilities ``(K, *spatial)`` float32 on ``image``'s grid

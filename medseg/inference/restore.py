@@ -97,6 +97,23 @@ def paste_labels(probabilities: Iterator[tuple[int, torch.Tensor]], lookup: torc
         out[(slice(z, z + labels.shape[0]), *inner)] = labels
 
 
+def paste_best(probabilities: Iterator[tuple[int, torch.Tensor]], lookup: torch.Tensor, best: np.ndarray,
+               out: np.ndarray, bbox: Sequence[Sequence[int]]) -> None:
+    """One pass over a group of classes: where a ``(k, do, *P)`` slab's top probability beats ``best``
+    ``(*crop)`` float32 (strictly: an earlier group keeps a tie, as ``argmax`` does), write it there and the
+    class's label value (``lookup``: the group's channel -> label value) into ``out`` ``(*full)`` inside the crop
+    ``bbox``. Passes over the groups in channel order give ``paste_labels``' labels exactly."""
+    inner = tuple(slice(a, b) for a, b in bbox[1:])
+    for o0, slab in probabilities:
+        top, channel = slab.max(0)
+        rows = slice(o0, o0 + top.shape[0])
+        wins = top.numpy() > best[rows]
+        best[rows][wins] = top.numpy()[wins]
+        z = bbox[0][0] + o0
+        target = out[(slice(z, z + top.shape[0]), *inner)]
+        target[wins] = lookup[channel].numpy().astype(out.dtype, copy=False)[wins]
+
+
 def bytes_of(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> int:
     """Bytes of a tensor of ``shape`` and ``dtype``."""
     return int(math.prod(shape)) * torch.empty((), dtype=dtype).element_size()

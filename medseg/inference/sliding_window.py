@@ -151,9 +151,7 @@ def sliding_window_slabs(predict: PredictFn, image: torch.Tensor, patch_size: Se
     rest = padded.shape[2:]
     crop = tuple(slice(b, b + s) for b, s in zip(before[1:], image.shape[2:]))
     z_before, z_size = before[0], image.shape[1]
-    # batch b starts where every earlier row is finished (z-major order), and reaches its last start + a patch
-    firsts = range(0, len(windows), batch_size)
-    depth = max(max(w[0] for w in windows[f:f + batch_size]) - windows[f][0] for f in firsts) + patch_size[0]
+    depth = _band_depth(windows, patch_size, batch_size)
     low = 0  # first row (padded coordinates) not yet yielded: row 0 of the band
     accumulator: torch.Tensor | None = None
     total = torch.zeros((depth, *rest), dtype=torch.float32)
@@ -180,6 +178,23 @@ def sliding_window_slabs(predict: PredictFn, image: torch.Tensor, patch_size: Se
             _shift_band(accumulator, rows)
             _shift_band(total[None], rows)
             low = finished
+
+
+def _band_depth(windows: Sequence[Window], patch_size: Sequence[int], batch_size: int) -> int:
+    """Rows of ``sliding_window_slabs``' band: batch b starts where every earlier row is finished (z-major
+    order), and reaches its last start plus a patch."""
+    firsts = range(0, len(windows), batch_size)
+    return max(max(w[0] for w in windows[f:f + batch_size]) - windows[f][0] for f in firsts) + patch_size[0]
+
+
+def band_shape(shape: Sequence[int], patch_size: Sequence[int], *, step: float = 0.5, batch_size: int = 1
+               ) -> tuple[int, ...]:
+    """The shape ``(depth, *padded[1:])`` of one channel of ``sliding_window_slabs``' band for an image of
+    spatial ``shape``: what streaming costs per output channel."""
+    patch_size = [int(p) for p in patch_size]
+    padded = [max(int(s), p) for s, p in zip(shape, patch_size)]
+    windows = window_grid(padded, patch_size, step)
+    return (_band_depth(windows, patch_size, batch_size), *padded[1:])
 
 
 def _shift_band(band: torch.Tensor, rows: int) -> None:

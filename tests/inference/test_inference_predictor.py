@@ -59,6 +59,10 @@ def test_streamed_prediction_equals_whole_volume(shapes_dataset: Path, shapes_mo
     np.testing.assert_array_equal(labels_streamed.array, labels.array)
     np.testing.assert_allclose(probabilities_streamed.array, probabilities.array, rtol=0, atol=1e-6)
     np.testing.assert_allclose(probabilities.array.sum(0), 1.0, atol=1e-5)
+    # memory_limit 1 byte: even one class's band is over it, so the label map takes one pass per class (the
+    # network run again each time, its softmax over all classes), and equals the one-pass argmax exactly
+    assert streamed.class_groups((20, 50, 45)) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert whole.class_groups((20, 50, 45)) == [slice(0, 3)]
     np.testing.assert_array_equal(streamed.predict(image).array, labels.array)
     values = np.unique(labels.array)
     assert set(values) <= {0, 1, 2} and len(values) >= 2
@@ -210,3 +214,21 @@ def test_forward_chunk_search_stops_when_a_smaller_chunk_is_slower(shapes_model:
     assert predictor._forward_chunk() == 2
     predictor._chunk_times = {4: 1.0, 2: 1.5}  # 2 lost to 4: 1 is never tried
     assert predictor._forward_chunk() == 4
+
+
+def test_passes_over_class_groups_give_the_argmax_of_all_classes_ties_included() -> None:
+    from medseg.inference.restore import label_lookup, paste_best, paste_labels
+
+    generator = torch.Generator().manual_seed(0)
+    probabilities = (torch.rand(7, 9, 6, 5, generator=generator) * 4).round() / 4  # many ties
+    slabs = [(0, probabilities[:, :4]), (4, probabilities[:, 4:])]
+    lookup, dtype = label_lookup([0, 1, 2, 5, 6, 7, 9])
+    bbox = [[1, 10], [2, 8], [0, 5]]
+    expected = np.zeros((12, 9, 5), dtype)
+    paste_labels(iter(slabs), lookup, expected, bbox)
+    for size in (1, 2, 3, 7):
+        out, best = np.zeros((12, 9, 5), dtype), np.full((9, 6, 5), -1.0, np.float32)
+        for start in range(0, 7, size):
+            group = slice(start, min(start + size, 7))
+            paste_best(iter((o, s[group]) for o, s in slabs), lookup[group], best, out, bbox)
+        np.testing.assert_array_equal(out, expected)
