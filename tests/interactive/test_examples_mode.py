@@ -115,3 +115,25 @@ def test_the_page_fills_from_examples_with_key_x(browser, tmp_path):
         assert slice_index != 1 and shown.reshape(20, 24)[5:12, 6:15].all()
     finally:
         stop()
+
+
+@pytest.mark.slow
+def test_the_shipped_model_fills_a_hippocampus_volume_from_three_marked_slices():
+    from medseg.incontext.session import InContextSession
+    from medseg.io import read_image
+    from medseg.metrics import confusion, dice
+    from tests.conftest import shared_dataset
+
+    root = shared_dataset("hippocampus")
+    image = read_image(root / "imagesTr" / "hippocampus_320_0000.nii.gz")  # in the held-out block
+    truth = read_image(root / "labelsTr" / "hippocampus_320.nii.gz").array[0] > 0
+    session = InteractiveSession(DiscSegmenter())
+    session.set_image(image)
+    present = np.flatnonzero(truth.any((1, 2)))
+    marked = present[np.linspace(0, len(present) - 1, 5).round().astype(int)[1:-1]]
+    for index in marked:
+        paint_mask(session, int(index), truth[index])
+    filled, count = fill_from_examples(InContextSession(), session, 1)
+    assert count == 3 and len(filled) >= 8
+    rest = np.setdiff1d(np.arange(truth.shape[0]), marked)
+    assert dice(confusion(session.mask()[rest] > 0, truth[rest])) >= 0.55  # measured 0.700 (3 of 22 slices marked)
