@@ -6,10 +6,9 @@ baseline; and the README's screenshot of the page on a BraTS case with two struc
     python bench/annotation.py --model MODEL_FOLDER  # a trained promptable model instead of the default network
     python bench/annotation.py --screenshot docs/images/annotation_page.png
 
-Without ``--model`` the promptable segmenter is the default ``PromptableUNet`` architecture with its initial
-weights: the time of a forward pass does not depend on the weights, so this is the latency of any model trained
-with ``medseg train-interactive``'s defaults. Clicks land at 20 seeded random points of a CVC-ClinicDB frame (its
-centre 256x256 crop); the first click of a slice also embeds it and is reported apart.
+Without ``--model`` the promptable segmenter is the shipped model (``medseg interactive``'s default). Clicks
+land at 20 seeded random points of a CVC-ClinicDB frame (its centre 256x256 crop); the first click of a slice also
+embeds it and is reported apart.
 """
 
 from __future__ import annotations
@@ -149,19 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from medseg.interactive.baselines import create_baseline
-    from medseg.interactive.predictor import PromptableSegmenter, load_segmenter
-    from medseg.nets.promptable_unet import PromptableConfig, PromptableUNet
+    from medseg.interactive.predictor import load_segmenter
 
     torch.manual_seed(args.seed)
-    promptable = (load_segmenter(args.model) if args.model else
-                  PromptableSegmenter(PromptableUNet(PromptableConfig()).eval()))
+    promptable = load_segmenter(args.model)  # None: the shipped model
     with tempfile.TemporaryDirectory() as folder:
         image = test_image(Path(folder))
         results = {"promptable": latency(promptable, image, args.clicks, args.seed),
                    "random_walker": latency(create_baseline("random_walker"), image, args.clicks, args.seed)}
     record = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "torch_threads": torch.get_num_threads(), "image": "256x256 (CVC-ClinicDB frame 0000, centre crop)",
-              "promptable_model": str(args.model) if args.model else "PromptableUNet defaults, initial weights",
+              "promptable_model": str(args.model) if args.model else "shipped (medseg/interactive/weights)",
               "command": "python bench/annotation.py", "results": results}
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
