@@ -16,12 +16,21 @@ from medseg.interactive.session import InteractiveSession
 MAX_EXAMPLES = 16  # support slices per target slice
 
 
+def examples_of(session: InteractiveSession, label: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A 2D image's ``(C, H, W)`` array and its mask of ``label`` ``(H, W)`` bool, as another image's example;
+    None when it is not 2D or does not hold the structure. (Call it under that image's lock.)"""
+    if session.image.ndim != 2:
+        return None
+    mask = session.mask() == label
+    return (session.image.array, mask) if mask.any() else None
+
+
 def fill_from_examples(model: InContextSession, session: InteractiveSession, label: int,
-                       others: Sequence[InteractiveSession] = ()) -> tuple[list[int], int]:
+                       others: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> tuple[list[int], int]:
     """Fill ``session``'s slices of structure ``label`` from examples; returns (the slices filled, the number of
     examples). A volume: its annotated slices are the examples, each other slice is segmented with the nearest
-    ones in position (slices beyond the examples' extent stay empty). A 2D image: the masks of ``label`` on the
-    ``others`` (other open 2D images) are the examples."""
+    ones in position (slices beyond the examples' extent stay empty). A 2D image: ``others`` (``examples_of`` the
+    other open 2D images) are the examples."""
     image = session.image
     if image.ndim == 3:
         annotated = session.annotated_slices(label)
@@ -35,8 +44,7 @@ def fill_from_examples(model: InContextSession, session: InteractiveSession, lab
         prediction = model.predict(image, support, k=min(len(annotated), MAX_EXAMPLES), nearest=True)
         rest = {i: prediction.probability[i] for i in range(session.num_slices) if i not in annotated}
         return session.fill(rest, label), len(annotated)
-    pairs = [(other.image.array, other.mask() == label) for other in others
-             if other.image.ndim == 2 and (other.mask() == label).any()]
+    pairs = list(others)
     if not pairs:
         raise MedsegError(f"no other open 2D image holds structure {label}",
                           fix="open a few images of the same kind, mark the structure on them, then come back to "

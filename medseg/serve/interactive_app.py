@@ -304,11 +304,17 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
 
     @app.post("/api/images/{image_id}/examples")
     def examples(image_id: str, request: ExamplesRequest) -> dict:
-        from medseg.serve.examples import fill_from_examples
+        from medseg.serve.examples import examples_of, fill_from_examples
 
         entry = store.get(image_id)
         model = examples_model.get()
-        others = [e.session for e in store.list() if e.id != entry.id]
+        others = []
+        if entry.session.image.ndim == 2:
+            for other in (e for e in store.list() if e.id != entry.id):
+                with other.lock:  # one lock at a time: two fills on two images cannot wait for each other
+                    pair = examples_of(other.session, request.label)
+                if pair is not None:
+                    others.append(pair)
         with prompts_first.model(), entry.lock:
             start = time.perf_counter()
             filled, count = fill_from_examples(model, entry.session, request.label, others)

@@ -68,13 +68,20 @@ class OpenImage:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # (label, slice) -> ``mask_state`` JSON; absent: empty
     states: dict[tuple[int, int], dict] = field(default_factory=dict)
+    _presets: list[dict] | None = field(default=None, repr=False)
 
     def info(self) -> dict:
         image = self.session.image
         return {"id": self.id, "name": self.name, "ndim": image.ndim, "channels": image.num_channels,
                 "spatial_shape": list(image.spatial_shape), "slice_shape": list(self.session.slice_shape),
                 "num_slices": self.session.num_slices, "spacing": list(image.spacing),
-                "mask_name": self.mask_name(), "labels": self.labels(), "presets": self.session.display_presets()}
+                "mask_name": self.mask_name(), "labels": self.labels(), "presets": self.presets()}
+
+    def presets(self) -> list[dict]:
+        """The image's window presets (computed once: the image does not change while it is open)."""
+        if self._presets is None:
+            self._presets = self.session.display_presets()
+        return self._presets
 
     def labels(self) -> list[dict]:
         return [{"value": value, "name": name} for value, name in self.session.labels.items()]
