@@ -274,7 +274,7 @@ class Predictor:
                 return whole_window(patches)[:, channels]
 
         patch = self._window_patch(data.ndim)
-        whole = bytes_of((self.num_classes + 1 + int(self.instances), *data.shape[1:]), self.accumulate_dtype)
+        whole = self._accumulator_bytes(data.shape[1:])
         options = self._window_options(data.ndim)
         if whole > self.memory_limit:
             logger.info("streaming: the accumulator would take %.2f GB (> limit %.2f GB)", whole / 1e9,
@@ -314,14 +314,18 @@ class Predictor:
             paste_best(slabs, lookup[group], best, labels, bbox)
         return self._finish(image, labels)
 
+    def _accumulator_bytes(self, shape: Sequence[int]) -> int:
+        """Bytes of the whole-volume accumulator (every output channel and the weight sum) over spatial ``shape``:
+        above ``memory_limit`` the volume is streamed."""
+        return bytes_of((self.num_classes + 1 + int(self.instances), *shape), self.accumulate_dtype)
+
     def class_groups(self, shape: Sequence[int]) -> list[slice]:
         """The passes over the classes that a label map of a preprocessed image of spatial ``shape`` takes: one
         (all classes) unless even the streamed band of every class, ``(K + 1) x band`` with a slab copy and its
         resampled copy beside it, would exceed ``memory_limit``; then groups of classes as large as fit (at least
         one), each pass running the network again, so that memory stays flat in the number of classes."""
         classes = self.num_classes
-        whole = bytes_of((classes + 1 + int(self.instances), *shape), self.accumulate_dtype)
-        if whole <= self.memory_limit or self.instances:
+        if self._accumulator_bytes(shape) <= self.memory_limit or self.instances:
             return [slice(0, classes)]
         band = band_shape(shape, self._window_patch(len(shape) + 1), step=self.step, batch_size=self.batch_size)
         per_channel = bytes_of(band, self.accumulate_dtype) + 2 * bytes_of(band)

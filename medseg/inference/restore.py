@@ -106,9 +106,10 @@ def paste_best(probabilities: Iterator[tuple[int, torch.Tensor]], lookup: torch.
     inner = tuple(slice(a, b) for a, b in bbox[1:])
     for o0, slab in probabilities:
         top, channel = slab.max(0)
+        top = top.numpy()
         rows = slice(o0, o0 + top.shape[0])
-        wins = top.numpy() > best[rows]
-        best[rows][wins] = top.numpy()[wins]
+        wins = top > best[rows]
+        best[rows][wins] = top[wins]
         z = bbox[0][0] + o0
         target = out[(slice(z, z + top.shape[0]), *inner)]
         target[wins] = lookup[channel].numpy().astype(out.dtype, copy=False)[wins]

@@ -40,7 +40,6 @@ class Step:
 
     probability: np.ndarray
     prompt: Prompt | None = None
-    kind: str = "prompt"
 
 
 @dataclass
@@ -113,12 +112,11 @@ class InteractiveSession:
 
     def set_label(self, value: int, name: str) -> None:
         """Name the structure of label ``value`` (1..255); a new value adds a structure."""
-        if not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_LABEL:
-            raise MedsegError(f"label {value} is outside 1..{MAX_LABEL}", fix="use a label value from 1 to 255")
+        value = _check_label(value)
         name = str(name).strip()
         if not name or len(name) > 64:
             raise MedsegError("a label needs a name of 1 to 64 characters")
-        self.labels[int(value)] = name
+        self.labels[value] = name
         self.labels = dict(sorted(self.labels.items()))
 
     @property
@@ -180,9 +178,7 @@ class InteractiveSession:
         5-95 percentile ranges; last the full range."""
         image = self.image
         channel = 0 if self._is_rgb(image) else self.display_channel
-        values = image.array[channel].reshape(-1)
-        values = values[:: max(1, values.size // _WINDOW_SAMPLES)].astype(np.float64)
-        values = values[np.isfinite(values)]
+        values = _sampled(image.array[channel])
         values = values if values.size else np.zeros(1)
         low, high = float(self._windows[channel, 0]), float(self._windows[channel, 1])
         presets = [("auto (0.5-99.5 %)", low, high)]
@@ -226,7 +222,7 @@ class InteractiveSession:
         prompts = state.prompts
         prompts.add(prompt)
         probability = self._predict(key[1], prompts, state.probability)
-        state.push(Step(probability, prompt, type(prompt).__name__.lower()))
+        state.push(Step(probability, prompt))
         self._slices[key] = state
         return probability >= 0.5
 
@@ -238,11 +234,11 @@ class InteractiveSession:
         from medseg.interactive.edits import apply_edit
 
         key = self._key(slice_index, label)
-        for point in points:
-            _check_prompt_inside(Scribble((tuple(point),)), self.slice_shape)
+        if len(points):
+            _check_prompt_inside(Scribble(tuple(tuple(p) for p in points)), self.slice_shape)
         state = self._slices.get(key) or SliceState()
         mask = apply_edit(self.slice_mask(*key[::-1]), kind, points=points, radius=radius)
-        state.push(Step(mask.astype(np.float32), None, kind))
+        state.push(Step(mask.astype(np.float32)))
         self._slices[key] = state
         return mask
 
@@ -387,10 +383,7 @@ class InteractiveSession:
 
     def _key(self, index: int, label: int) -> tuple[int, int]:
         """``(label, slice)`` after checking both."""
-        index = self._check_index(index)
-        if not isinstance(label, (int, np.integer)) or not 1 <= label <= MAX_LABEL:
-            raise MedsegError(f"label {label} is outside 1..{MAX_LABEL}", fix="use a label value from 1 to 255")
-        return int(label), index
+        return _check_label(label), self._check_index(index)
 
     def _check_index(self, index: int) -> int:
         if not isinstance(index, (int, np.integer)) or not 0 <= index < self.num_slices:
@@ -412,6 +405,13 @@ def _check_prompt_inside(prompt: Prompt, shape: tuple[int, int]) -> None:
                               fix="give (row, col) inside the image")
 
 
+def _check_label(label: int) -> int:
+    """``label`` as an int when it is a structure's value (1..255); else a ``MedsegError``."""
+    if not isinstance(label, (int, np.integer)) or not 1 <= label <= MAX_LABEL:
+        raise MedsegError(f"label {label} is outside 1..{MAX_LABEL}", fix="use a label value from 1 to 255")
+    return int(label)
+
+
 def _plane(array: np.ndarray, axis: int, index: int, ndim: int) -> np.ndarray:
     """``array (C, *spatial)`` cut at ``index`` along spatial ``axis`` -> ``(C, H, W)`` (a 2D image: axis 0, index
     0, itself)."""
@@ -428,13 +428,18 @@ def _plane(array: np.ndarray, axis: int, index: int, ndim: int) -> np.ndarray:
     return np.take(array, index, axis=1 + axis)
 
 
+def _sampled(channel: np.ndarray) -> np.ndarray:
+    """The finite values of a regular subsample (at most ``_WINDOW_SAMPLES``) of one channel, float64."""
+    values = channel.reshape(-1)
+    values = values[:: max(1, values.size // _WINDOW_SAMPLES)].astype(np.float64)
+    return values[np.isfinite(values)]
+
+
 def _percentile_windows(array: np.ndarray) -> np.ndarray:
     """``(C, 2)`` low/high intensity per channel of ``array (C, *spatial)`` (from a regular subsample)."""
     windows = np.zeros((array.shape[0], 2), np.float64)
     for c in range(array.shape[0]):
-        values = array[c].reshape(-1)
-        values = values[:: max(1, values.size // _WINDOW_SAMPLES)].astype(np.float64)
-        values = values[np.isfinite(values)]
+        values = _sampled(array[c])
         if values.size:
             windows[c] = np.percentile(values, WINDOW_PERCENTILES)
     return windows

@@ -99,9 +99,7 @@ class ExamplesRequest(BaseModel):
     label: int = 1
 
 
-class EditRequest(BaseModel):
-    slice: int = 0
-    label: int = 1
+class EditRequest(SliceRequest):
     kind: Literal["paint", "erase", "fill_holes", "largest_component"]
     points: list[Point] = Field(default_factory=list, max_length=MAX_SCRIBBLE_POINTS)
     radius: float = 0.0
@@ -272,11 +270,8 @@ def create_app(source: Union[Segmenter, SessionFactory], *, token: str, allowed_
 
     @app.post("/api/images/{image_id}/edit")
     def manual_edit(image_id: str, request: EditRequest) -> dict:
-        entry = store.get(image_id)
-        index = entry.check_slice(request.slice)
-        with entry.lock:
-            entry.session.edit(request.kind, index, request.label, points=request.points, radius=request.radius)
-            return entry.publish(index, label=request.label)
+        return _edit_slice(store.get(image_id), lambda session, index, label: session.edit(
+            request.kind, index, label, points=request.points, radius=request.radius), request)
 
     @app.post("/api/images/{image_id}/undo")
     def undo(image_id: str, request: SliceRequest) -> dict:

@@ -23,9 +23,7 @@ const state = {
   pan: [0, 0],
   planes: {},         // axis -> {index, shape [C, H, W], data Float32Array, labels Uint8Array}
   picture: null,      // the axial plane shown (set once it is drawn)
-  mask: null,         // the current structure's mask on the axial slice: {shape, counts}
   prompts: [],
-  canRedo: false,
   drag: null,         // {start, points, positive, moved, mode}
   busy: false,
   interactions: 0,
@@ -207,10 +205,8 @@ async function loadSlice(index, ticket) {
 }
 
 function applyState(result) {
-  state.mask = result.mask;
   state.prompts = result.prompts;
   state.area = result.area;
-  state.canRedo = Boolean(result.can_redo);
   drawAll();
 }
 
@@ -270,7 +266,7 @@ function drawView(axis) {
   const out = pixels.data;
   const size = height * width;
   const alpha = state.opacity;
-  const lut = [null, ...PALETTE.map(() => null)];
+  const colours = {};  // label value -> [r, g, b]
   const flip = axis > 0;  // plane row z is drawn at height - 1 - z
   for (let i = 0; i < size; i++) {
     const grey = windowed(plane.data[i]);
@@ -279,7 +275,7 @@ function drawView(axis) {
     let b = channels === 3 ? windowed(plane.data[2 * size + i]) : grey;
     const value = plane.labels[i];
     if (value) {
-      const colour = lut[value] || (lut[value] = colourOf(value));
+      const colour = colours[value] || (colours[value] = colourOf(value));
       r = Math.round(r * (1 - alpha) + colour[0] * alpha);
       g = Math.round(g * (1 - alpha) + colour[1] * alpha);
       b = Math.round(b * (1 - alpha) + colour[2] * alpha);
