@@ -46,7 +46,7 @@ SCHEMA_VERSION = 2
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"
 WEIGHTS_RECORD = "weights.json"
-TASKS = ("segmentation", "interactive", "incontext")
+TASKS = ("segmentation", "interactive", "incontext", "universal")
 LEGACY_INTERACTIVE_JSON = "interactive.json"
 UPGRADE_FIX = "convert it once with: medseg model upgrade {folder}"
 

@@ -8,7 +8,7 @@ from typing import Any
 from medseg.errors import MedsegError
 
 SCHEMA_VERSION = 1
-TASKS = ("segmentation", "interactive", "tent", "incontext")
+TASKS = ("segmentation", "interactive", "tent", "incontext", "universal")
 OPTIMIZERS = ("sgd", "adamw")
 
 
