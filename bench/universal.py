@@ -42,9 +42,25 @@ ROI = {"drive": "fovTr"}
 
 
 def _splits(work: Path, datasets: list[str]):
-    from medseg.benchmark.split import make_split
+    """Each dataset's split, made once (``split.json`` marks it done: the side that starts second, or a resumed
+    run, reads the same links and never rewrites them under the other side's feet)."""
+    from medseg.benchmark.split import BenchmarkSplit, make_split
 
-    return {d: make_split(DATA / d, work / "splits" / d) for d in datasets}
+    splits = {}
+    for d in datasets:
+        folder, marker = work / "splits" / d, work / "splits" / d / "split.json"
+        if marker.is_file():
+            record = json.loads(marker.read_text())
+            record.update({k: Path(v) for k, v in record.items() if k in ("train", "test_images", "test_labels")})
+            record["test_extras"] = {k: Path(v) for k, v in record["test_extras"].items()}
+            splits[d] = BenchmarkSplit(**record)
+            continue
+        split = make_split(DATA / d, folder)
+        marker.write_text(json.dumps({**split.__dict__, "train": str(split.train),
+                                      "test_images": str(split.test_images), "test_labels": str(split.test_labels),
+                                      "test_extras": {k: str(v) for k, v in split.test_extras.items()}}))
+        splits[d] = split
+    return splits
 
 
 def _per_class(rows: list[dict], names: dict[str, str]) -> dict[str, float]:

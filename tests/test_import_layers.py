@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"training", "evaluation", "importers", "export", "classical"},
     {"trust"},
     {"interactive", "adapt", "active"},
-    {"incontext"},
+    {"incontext", "universal"},
     {"benchmark"},
     {"report"},
     {"serve"},

@@ -38,6 +38,8 @@ COMMANDS: dict[str, str] = {
     "train-interactive": "medseg.cli.interactive_training:train_interactive",
     "incontext": "medseg.cli.incontext_commands:incontext",
     "train-incontext": "medseg.cli.incontext_commands:train_incontext",
+    "segment": "medseg.cli.universal_commands:segment",
+    "train-universal": "medseg.cli.universal_commands:train_universal",
     "model upgrade": "medseg.cli.model_commands:upgrade",
     "adapt": "medseg.cli.adapt_commands:adapt",
     "model merge": "medseg.cli.adapt_commands:merge",

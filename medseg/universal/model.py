@@ -24,6 +24,8 @@ from medseg.universal.sources import SourceView, UniversalSource
 from medseg.universal.training import CONFIGURATION, FOLD, plan_path
 from medseg.universal.vocabulary import Origin, Vocabulary
 
+SHIPPED = Path(__file__).resolve().parent / "weights"  # the shipped model (bench/train_shipped.py --universal)
+
 
 @dataclass
 class PromptMask:
@@ -48,11 +50,17 @@ class UniversalModel:
         self._predictors: dict[str, object] = {}
 
     @classmethod
-    def from_folder(cls, folder: str | Path, *, device: str = "cpu", tta: bool = True,
+    def from_folder(cls, folder: str | Path | None = None, *, device: str = "cpu", tta: bool = True,
                     encoder: TextEncoder | None = None) -> "UniversalModel":
         from medseg.devices import require_device
         from medseg.nets.from_folder import load_network
 
+        """``folder`` None: the shipped model."""
+        if folder is None:
+            if not (SHIPPED / "model.json").is_file():
+                raise MedsegError("this install has no shipped universal model", path=SHIPPED,
+                                  fix="pass a model folder with -m (medseg train-universal writes one)")
+            folder = SHIPPED
         folder = Path(folder)
         if not folder.is_dir():
             raise MedsegError("model folder not found", path=folder,

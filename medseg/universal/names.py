@@ -15,14 +15,13 @@ In 2 and 3 the best structure must lead the best other structure by a margin, el
 from __future__ import annotations
 
 import difflib
-import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from medseg.errors import MedsegError
+from medseg.universal.text import normalise
 from medseg.universal.vocabulary import Vocabulary, VocabularyEntry
 
 FUZZY_ACCEPT = 0.84
@@ -30,41 +29,6 @@ FUZZY_MARGIN = 0.06
 EMBEDDING_ACCEPT = 0.62
 EMBEDDING_MARGIN = 0.04
 NEAREST = 3
-
-FILLER = {"the", "a", "an", "of", "in", "on", "at", "from", "for", "with", "and", "to", "this", "that", "please",
-          "segment", "segmentation", "segmented", "delineate", "outline", "find", "show", "mask", "label", "all",
-          "region", "area", "structure", "image", "scan", "slice", "volume", "picture", "le", "la", "les", "de",
-          "des", "du", "der", "die", "das", "el", "los", "las", "il", "lo", "me", "my", "some", "any"}
-MODALITY_WORDS = {"mri", "mr", "ct", "xray", "x", "ray", "radiograph", "cxr", "chest", "fundus", "fundoscopy",
-                  "flair", "t1", "t1c", "t1w", "t2", "t2w", "weighted", "histology", "histopathology", "he", "stain",
-                  "stained", "microscopy", "microscope", "electron", "tem", "colonoscopy", "endoscopy",
-                  "endoscopic", "frame", "photo", "photograph", "retinal", "retina", "irm", "scanner", "radio"}
-KEEP_ENDINGS = ("ss", "us", "is", "as", "os")
-
-
-def _singular(word: str) -> str:
-    if len(word) <= 3 or word.endswith(KEEP_ENDINGS):
-        return word
-    for plural, single in (("ies", "y"), ("ei", "eus"), ("pi", "pus"), ("aux", "al"), ("ses", "sis"),
-                           ("xes", "x"), ("ches", "ch"), ("s", ""), ("x", "")):
-        if word.endswith(plural):
-            return word[: -len(plural)] + single
-    return word
-
-
-def _plain(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text.lower().replace("œ", "oe").replace("æ", "ae").replace("ß", "ss"))
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    return re.sub(r"[^a-z0-9]+", " ", text).strip()
-
-
-def normalise(text: str) -> str:
-    """The comparable form of a name or prompt (see the module docstring); the plain form when only filler and
-    modality words are left."""
-    plain = _plain(text)
-    kept = [w for w in plain.split() if len(w) > 1 and w not in FILLER and w not in MODALITY_WORDS]
-    return " ".join(_singular(w) for w in (kept or plain.split()))
-
 
 class UnknownStructure(MedsegError):
     """A prompt that names no structure of the vocabulary (or two equally well); ``nearest`` lists the closest."""
@@ -122,9 +86,10 @@ class NameMatcher:
             for name in entry.names:
                 self.texts.append((name, index))
                 self.forms.append((normalise(name), index))
-        self.exact = {}
+        self.exact: dict[str, list[int]] = {}
         for form, index in self.forms:
-            self.exact.setdefault(form, index)
+            if index not in self.exact.setdefault(form, []):
+                self.exact[form].append(index)
         self._encoder = encoder
         self._embedded: np.ndarray | None = None
 
@@ -157,7 +122,10 @@ class NameMatcher:
             raise MedsegError("an empty prompt", fix='name a structure, e.g. --prompt "lung"')
         form = normalise(prompt)
         if form in self.exact:
-            return Match(prompt, self.entries[self.exact[form]], "exact", 1.0)
+            owners = self.exact[form]
+            if len(owners) > 1:  # two structures' names read alike: never pick one
+                raise UnknownStructure(prompt, [self.entries[i] for i in owners[:NEAREST]], ambiguous=True)
+            return Match(prompt, self.entries[owners[0]], "exact", 1.0)
         fuzzy = self.fuzzy_scores(prompt)
         found = self._decide(prompt, fuzzy, FUZZY_ACCEPT, FUZZY_MARGIN, "fuzzy")
         if found is not None:

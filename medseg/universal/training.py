@@ -147,8 +147,8 @@ def train_universal(datasets: Sequence[str | Path], model_dir: str | Path, *, bu
         configurations.append(plan.configurations[CONFIGURATION])
         caches.append(cache_root / CONFIGURATION)
         train_cases.append([c.case_id for c in data.cases])
-    vocabulary = merge_vocabularies([
-        dataset_entries(name, d.spec.foreground_labels, d.spec.channel_names, d.spec.regions) for d, name in zip(opened, names)])
+    vocabulary = merge_vocabularies([dataset_entries(name, d.spec.foreground_labels, d.spec.channel_names,
+                                                     d.spec.regions) for d, name in zip(opened, names)])
     specs = {name: d.spec for d, name in zip(opened, names)}
     sources = _sources(vocabulary, specs)
     num_outputs = 1 + len(set(network_classes(vocabulary).values()))

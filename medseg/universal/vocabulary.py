@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 from medseg.config import read_json, write_json_atomic
 from medseg.errors import MedsegError
+from medseg.universal.text import name_key, normalise
 
 VOCABULARY_JSON = "vocabulary.json"
 SCHEMA_VERSION = 1
@@ -63,7 +64,8 @@ KNOWN_STRUCTURES: dict[str, tuple[str, tuple[str, ...], str]] = {
 
 # dataset name -> modality; else guessed from the channel names
 KNOWN_MODALITIES = {"ISBI2012_EM": "electron microscopy", "DRIVE": "fundus photograph",
-                    "CVC-ClinicDB": "colonoscopy", "BraTS2013_mini": "MRI", "MoNuSeg2018_nuclei_crop512": "histology (H&E)",
+                    "CVC-ClinicDB": "colonoscopy", "BraTS2013_mini": "MRI",
+                    "MoNuSeg2018_nuclei_crop512": "histology (H&E)",
                     "MSD_Task04_Hippocampus": "MRI", "CXR_lung_fields_MC_SZ": "X-ray"}
 CHANNEL_MODALITIES = {"ct": "CT", "mri": "MRI", "t1": "MRI", "t2": "MRI", "flair": "MRI", "t1c": "MRI",
                       "adc": "MRI", "xray": "X-ray", "x-ray": "X-ray", "us": "ultrasound", "pet": "PET",
@@ -195,12 +197,10 @@ def merge_vocabularies(per_dataset: Sequence[list[VocabularyEntry]]) -> Vocabula
     """One vocabulary from each dataset's entries: entries of the same (normalised) name are one structure with
     several origins; a synonym that two different structures claim is dropped from both (a prompt must never
     pick one of them silently: it then goes to fuzzy and embedding matching, which report an ambiguity)."""
-    from medseg.universal.names import normalise
-
     merged: dict[str, VocabularyEntry] = {}
     for entries in per_dataset:
         for entry in entries:
-            key = normalise(entry.name)
+            key = name_key(entry.name)
             if key in merged:
                 known = merged[key]
                 known.origins += entry.origins
@@ -213,6 +213,6 @@ def merge_vocabularies(per_dataset: Sequence[list[VocabularyEntry]]) -> Vocabula
     for key, entry in merged.items():
         for name in entry.names:
             claims.setdefault(normalise(name), set()).add(key)
-    for key, entry in merged.items():
+    for entry in merged.values():
         entry.synonyms = [s for s in entry.synonyms if len(claims[normalise(s)]) == 1]
     return Vocabulary(list(merged.values()))

@@ -467,6 +467,8 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
         "dicomweb watch": "a PACS and its state file: tests/dicomweb/test_dicomweb_watch.py",
         "incontext": "a support folder and a target image: tests/incontext/test_incontext_cli.py",
         "train-incontext": "dataset folders and --exclude: tests/incontext/test_incontext_cli.py",
+        "segment": "an image, prompts and a model folder: tests/universal/test_universal_model.py",
+        "train-universal": "dataset folders, a bad case, an existing run: tests/universal/test_universal_model.py",
         "report": "folders that benchmark and train wrote: tests/benchmark/test_benchmark.py",
         "shift": "datasets, a model folder and its shift reference: tests/trust/test_shift.py",
         "qc": "a model folder with or without CV predictions, a prediction folder: tests/trust/test_qc.py",
