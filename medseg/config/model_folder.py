@@ -208,7 +208,8 @@ def read_segmentation_model(folder: str | Path) -> tuple[ModelSpec, Plan, Datase
     if spec.task != "segmentation":
         raise MedsegError(f"a {spec.task} model, not a segmentation model", path=folder,
                           fix="medseg predict takes the folders of medseg train"
-                              + ("; use medseg interactive for this one" if spec.task == "interactive" else ""))
+                              + {"interactive": "; use medseg interactive for this one",
+                                 "universal": "; use medseg segment --prompt NAME for this one"}.get(spec.task, ""))
     plan = Plan.from_dict(read_json(folder / "plans.json"), path=folder / "plans.json")
     dataset = DatasetSpec.from_dict(read_json(folder / "dataset_spec.json"))
     return spec, plan, dataset

@@ -151,3 +151,24 @@ def test_train_universal_refuses_a_second_run_without_resume_and_a_missing_datas
     result = runner.invoke(app, ["train-universal", str(trained["base"] / "nope"), "-o",
                                  str(trained["base"] / "other"), "--budget", "1m"])
     assert result.exit_code == 2 and not (trained["base"] / "other").exists()
+
+
+def test_medseg_predict_on_a_universal_folder_points_to_medseg_segment(trained, tmp_path):
+    image = sorted((trained["lungs"] / "imagesTr").iterdir())[0]
+    result = CliRunner().invoke(app, ["predict", "-i", str(image), "-o", str(tmp_path / "p"), "-m",
+                                      str(trained["model"])])
+    assert result.exit_code == 2 and "medseg segment" in result.output and not (tmp_path / "p").exists()
+
+
+def test_a_stopped_universal_training_resumes_from_its_checkpoint(trained, tmp_path):
+    from medseg.universal.training import train_universal
+
+    model = tmp_path / "model"
+    options = {"iterations_per_epoch": 4, "threads": 1, "num_workers": 0}
+    train_universal([trained["lungs"]], model, budget_seconds=600, progress=False,
+                    train_config={**options, "max_iterations": 4})
+    result = train_universal([trained["lungs"]], model, budget_seconds=600, progress=False, resume=True,
+                             train_config={**options, "max_iterations": 8})
+    assert result.resumed and result.steps == 8
+    history = json.loads((model / "fold_all" / "training_log.json").read_text())["history"]
+    assert [h["iteration"] for h in history] == [4, 8]
