@@ -172,3 +172,26 @@ def test_a_stopped_universal_training_resumes_from_its_checkpoint(trained, tmp_p
     assert result.resumed and result.steps == 8
     history = json.loads((model / "fold_all" / "training_log.json").read_text())["history"]
     assert [h["iteration"] for h in history] == [4, 8]
+
+
+def test_a_dicom_series_gets_one_dicom_seg_per_prompt_holding_the_same_mask(trained, tmp_path):
+    from medseg.io.dicom_seg import read_dicom_seg
+    from medseg.io.dicom_write import write_dicom_series
+    from medseg.universal.model import UniversalModel
+    from medseg.universal.outputs import write_prompt_masks
+
+    volume = read_image(sorted((trained["hippocampus"] / "imagesTr").iterdir())[1])
+    series = tmp_path / "series"
+    write_dicom_series(volume.with_array((volume.array - volume.array.min()).astype(np.int16)), series)
+    image = read_image(series)
+    answers = UniversalModel.from_folder(trained["model"]).segment(image, ["hippocampus", "hippocampal head"])
+    out = write_prompt_masks(answers, tmp_path / "seg", series, model="test")
+    record = json.loads((out / "segment.json").read_text())
+    for answer, mask in zip(answers, record["masks"]):
+        assert mask["file"].endswith(".seg.dcm")
+        stored = read_dicom_seg(out / mask["file"], image)
+        np.testing.assert_array_equal(stored.array[0] > 0, answer.mask.array[0] > 0)
+    result = CliRunner().invoke(app, ["segment", str(series), "-p", "hippocampus", "-m", str(trained["model"]),
+                                      "-o", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in sorted((tmp_path / "cli").iterdir())] == ["00_hippocampus.seg.dcm", "segment.json"]
