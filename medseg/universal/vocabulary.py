@@ -1,8 +1,9 @@
 """The vocabulary of a universal model (``vocabulary.json`` in its folder): one entry per structure it can
 segment, with the names a user may ask for it by.
 
-An entry is a class of one training dataset (``dataset`` and its ``label_values``: one value, or several for a
-region such as BraTS's whole tumour or a parent structure such as the hippocampus = anterior + posterior), its
+An entry is a structure with its ``origins``: the training datasets that annotate it and, in each, its
+``label_values`` (one value, or several for a region such as BraTS's whole tumour or a parent structure such as
+the hippocampus = anterior + posterior; datasets whose classes have the same name share one entry). It has a
 ``name``, ``synonyms`` (other names, spellings, abbreviations, other languages' common terms), ``parent``
 structure, ``modality`` and an optional ``snomed`` code. ``KNOWN_STRUCTURES`` is medseg's own table of names for
 the structures of the shared datasets; a label it does not know gets its dataset.json name (underscores as
