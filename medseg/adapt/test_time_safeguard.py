@@ -70,9 +70,7 @@ def tile_figures(network: nn.Module, tiles: torch.Tensor, num_classes: int, refe
         for c in range(1, num_classes):
             total = Confusion(0, 0, 0, 0)
             for mine, theirs in zip(predicted, reference):
-                counts = confusion(mine == c, theirs == c)
-                total = Confusion(total.tp + counts.tp, total.fp + counts.fp, total.fn + counts.fn,
-                                  total.tn + counts.tn)
+                total = total + confusion(mine == c, theirs == c)
             scores.append(dice(total))
         figures["mask_dice_vs_unadapted"] = float(np.mean(scores)) if scores else 1.0
     return figures, predicted

@@ -45,7 +45,7 @@ def segment(
         if not path.exists():
             raise MedsegError("image not found", path=path, fix="pass an image file or a DICOM series folder")
     picture = read_image(image[0]) if len(image) == 1 else read_channels(list(image))
-    answers = universal.segment(picture, [m.prompt for m in matches])
+    answers = universal.segment_matches(picture, matches)
     folder = write_prompt_masks(answers, output, image[0], model=str(model) if model else "shipped")
     for answer in answers:
         typer.echo(f"{answer.match.prompt!r} -> {answer.match.entry.name} ({answer.match.method}, "

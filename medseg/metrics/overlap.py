@@ -33,6 +33,10 @@ class Confusion:
     def total(self) -> int:
         return self.tp + self.fp + self.fn + self.tn
 
+    def __add__(self, other: "Confusion") -> "Confusion":
+        """The pooled counts of two comparisons (e.g. of several patches or cases, as nnU-Net's pseudo-Dice)."""
+        return Confusion(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
+
 
 def confusion(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None) -> Confusion:
     """Count TP/FP/FN/TN of two boolean masks of the same shape ``(*spatial)``, restricted to ``roi`` if given.

@@ -165,10 +165,7 @@ class SegmentationTask:
             prediction = logits.argmax(1).cpu().numpy()
             target = self.label_lut[batch["label"].long()][:, 0].numpy()
             for c in range(1, self.num_classes):
-                counts = confusion(prediction == c, target == c)
-                total = totals[c]
-                totals[c] = Confusion(total.tp + counts.tp, total.fp + counts.fp, total.fn + counts.fn,
-                                      total.tn + counts.tn)
+                totals[c] = totals[c] + confusion(prediction == c, target == c)
         if hasattr(network, "deep_supervision"):
             network.deep_supervision = True
         return {"val_dice": [round(dice(totals[c]), 4) for c in range(1, self.num_classes)]}

@@ -52,10 +52,10 @@ class UniversalModel:
     @classmethod
     def from_folder(cls, folder: str | Path | None = None, *, device: str = "cpu", tta: bool = True,
                     encoder: TextEncoder | None = None) -> "UniversalModel":
+        """Load a universal model folder (``folder`` None: the shipped model)."""
         from medseg.devices import require_device
         from medseg.nets.from_folder import load_network
 
-        """``folder`` None: the shipped model."""
         if folder is None:
             if not (SHIPPED / "model.json").is_file():
                 raise MedsegError("this install has no shipped universal model", path=SHIPPED,
@@ -111,7 +111,10 @@ class UniversalModel:
         any prediction; an unknown one raises ``UnknownStructure`` listing the nearest known structures."""
         if not prompts:
             raise MedsegError("no prompt given", fix='name a structure, e.g. --prompt "lung"')
-        matches = [self.match(p) for p in prompts]
+        return self.segment_matches(image, [self.match(p) for p in prompts])
+
+    def segment_matches(self, image: Image, matches: Sequence[Match]) -> list[PromptMask]:
+        """``segment`` for prompts already matched (``match``): each checked against the image, then predicted."""
         origins = [self._origin(m, image) for m in matches]
         labels: dict[str, np.ndarray] = {}
         for origin in origins:

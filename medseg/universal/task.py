@@ -110,9 +110,7 @@ class UniversalTask:
                 prediction = view(batch["image"].to(self.device)).argmax(1).cpu().numpy()
                 reference = batch["label"][:, 0].long().numpy() % 256  # int8 cache values wrap
                 for i, value in enumerate(source.label_values):
-                    c = confusion(prediction == i + 1, reference == value % 256)
-                    t = totals[i]
-                    totals[i] = Confusion(t.tp + c.tp, t.fp + c.fp, t.fn + c.fn, t.tn + c.tn)
+                    totals[i] = totals[i] + confusion(prediction == i + 1, reference == value % 256)
             for i, channel in enumerate(source.classes):
                 scores[channel - 1] = round(dice(totals[i]), 4)
         if hasattr(network, "deep_supervision"):

@@ -128,7 +128,7 @@ def train_universal(datasets: Sequence[str | Path], model_dir: str | Path, *, bu
                           fix="pass --resume to continue it, or choose another folder with -o")
     prepare_output_dir(model_dir, inputs=[d.root for d in opened], overwrite=True)
     share = budget_seconds / len(opened)
-    plans, configurations, caches, train_cases = {}, [], [], []
+    configurations, caches, train_cases = [], [], []
     for data, name in zip(opened, names):
         path = plan_path(model_dir, name)
         if path.is_file():
@@ -143,7 +143,6 @@ def train_universal(datasets: Sequence[str | Path], model_dir: str | Path, *, bu
         check_dataset_for_plan(data, plan, plans_path=path, progress=progress)
         cache_root = model_dir / "preprocessed" / name
         preprocess_dataset(data.root, plan, CONFIGURATION, cache_root, progress=progress, checked=True)
-        plans[name] = plan
         configurations.append(plan.configurations[CONFIGURATION])
         caches.append(cache_root / CONFIGURATION)
         train_cases.append([c.case_id for c in data.cases])
@@ -151,7 +150,7 @@ def train_universal(datasets: Sequence[str | Path], model_dir: str | Path, *, bu
                                                      d.spec.regions) for d, name in zip(opened, names)])
     specs = {name: d.spec for d, name in zip(opened, names)}
     sources = _sources(vocabulary, specs)
-    num_outputs = 1 + len(set(network_classes(vocabulary).values()))
+    num_outputs = 1 + len({c for source in sources for c in source.classes})
     spec = ModelSpec("universal", universal_network(num_outputs), list(range(num_outputs)), CONFIGURATION,
                      WeightsCard.now(training_data=names, training_cases=sum(len(c) for c in train_cases),
                                      budget_seconds=budget_seconds),
