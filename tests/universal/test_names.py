@@ -123,3 +123,11 @@ def test_normalise_drops_filler_and_modality_words_and_makes_words_singular():
     assert normalise("Cell nuclei (H&E)") == "cell nucleus"
     assert normalise("Nécrose") == "necrose"
     assert normalise("the MRI") == "the mri"  # nothing but filler: the plain form
+
+
+def test_loading_the_text_encoder_leaves_torch_device_contexts_working(matcher):
+    import torch
+
+    matcher.match("neuron boundaries")  # loads the sentence-embedding model in this process
+    with torch.device("meta"):
+        assert torch.linspace(0.0, 1.0, 3).device.type == "meta"  # what the planner's meta-device checks need
