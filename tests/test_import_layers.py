@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"progress", "atomic"},
     {"parallel", "weights_file", "output_paths", "distributed", "devices"},
     {"io", "config"},
-    {"metrics", "nets", "losses", "transforms"},
+    {"metrics", "nets", "losses", "transforms", "compute"},
     {"data", "synth", "visualize"},
     {"planning"},
     {"preprocess"},

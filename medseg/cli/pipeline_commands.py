@@ -112,8 +112,13 @@ def train(
                                                   "3d_lowres model folder, all of whose folds are trained (their "
                                                   "validation predictions join the input)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: the device the plan was "
-                                         "made for, medseg plan --device; on cuda the steps run under bfloat16 "
-                                         "autocast)."),
+                                         "made for, medseg plan --device)."),
+    precision: str = typer.Option("auto", "--precision", help="float32, bfloat16 (autocast, float32 master "
+                                  "weights) or auto: bfloat16 where the device has it natively and the plan's "
+                                  "calibration timed it faster (CUDA: bfloat16), else float32."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads on a CPU (default: the fastest "
+                                          "count, measured on the run's own steps and re-measured as load "
+                                          "changes)."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Train data-parallel in N processes on this machine "
                                         "(runs torchrun --standalone --nproc-per-node N -m medseg train ...; "
                                         "each process draws its own batches of the plan's size)."),
@@ -136,7 +141,8 @@ def train(
                         groups_file=groups, train_config={"optimizer": optimizer, "num_workers": workers,
                                                           "seed": seed, "max_iterations": max_iterations,
                                                           "iterations_per_epoch": iterations_per_epoch, "loss": loss,
-                                                          "device": device},
+                                                          "device": device, "precision": precision,
+                                                          "threads": threads},
                         network=network, network_options=parse_network_overrides(set_) or None,
                         validate=validation, previous_stage=previous_stage)
     last = result.state.history[-1] if result.state.history else {}

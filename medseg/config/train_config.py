@@ -7,6 +7,7 @@ from typing import Any
 
 from medseg.errors import MedsegError
 
+PRECISIONS = ("float32", "bfloat16", "auto")
 SCHEMA_VERSION = 1
 TASKS = ("segmentation", "interactive", "tent", "incontext", "universal")
 OPTIMIZERS = ("sgd", "adamw")
@@ -28,7 +29,10 @@ class TrainConfig:
     The schedule: ``fraction = max(wall time used / budget_seconds, steps done / max_iterations)``, learning rate
     ``lr0 * (1 - fraction) ** 0.9``, training ends at ``fraction = 1``. ``max_iterations`` None: no step limit
     under a budget, else the task's default. Every ``iterations_per_epoch`` steps the task validates and a
-    checkpoint is written. ``threads`` None: on a CPU, the cores the ``num_workers`` loader workers leave free.
+    checkpoint is written. ``threads`` None: on a CPU, the fastest count measured as training goes
+    (``medseg.compute.threads``). ``precision``: float32, bfloat16 (autocast; float32 master weights) or auto
+    (bfloat16 where the device has it natively and the plan's calibration timed it faster; else bfloat16 on a
+    GPU, float32 on a CPU).
     ``learning_rate`` None: 1e-2 for sgd (Nesterov, momentum 0.99), 1e-3 for adamw.
     """
 
@@ -42,6 +46,7 @@ class TrainConfig:
     gradient_clip: float = 12.0
     num_workers: int = 1
     threads: int | None = None
+    precision: str = "auto"
     seed: int = 0
     device: str = "cpu"
     task_options: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +57,8 @@ class TrainConfig:
             raise MedsegError(f"unknown training task {self.task!r}", fix=f"use one of {', '.join(TASKS)}")
         if self.optimizer not in OPTIMIZERS:
             raise MedsegError(f"unknown optimizer {self.optimizer!r}", fix=f"use one of {', '.join(OPTIMIZERS)}")
+        if self.precision not in PRECISIONS:
+            raise MedsegError(f"unknown precision {self.precision!r}", fix=f"use one of {', '.join(PRECISIONS)}")
         if self.iterations_per_epoch < 1:
             raise MedsegError(f"iterations_per_epoch={self.iterations_per_epoch}", fix="use 1 or more")
         if self.budget_seconds is not None and self.budget_seconds <= 0:

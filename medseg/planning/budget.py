@@ -48,69 +48,90 @@ def available_memory(device: str) -> int:
     return int(min(ram // 2, 8 * 10**9))
 
 
-def calibrate(device: str, spatial_dims: int, *, seconds: float = 2.0, num_workers: int = 1) -> dict[str, float]:
-    """Measure the training throughput (FLOP/s, forward+backward) of a small plan U-Net on ``device``.
+def calibrate(device: str, spatial_dims: int, *, seconds: float = 2.0, num_workers: int = 1) -> dict:
+    """Measure the training throughput (FLOP/s, forward+backward) of a small plan U-Net on ``device``, and the
+    precision training will use: where the device has native bfloat16, the step is timed in float32 and in
+    bfloat16 autocast and the faster one is ``"precision"`` (what ``--precision auto`` trains with).
 
-    Times training steps of a fixed reference network for about ``seconds`` after one warm-up step and divides
-    the analytic FLOPs of a step (3x the forward FLOPs) by the fastest step time.
+    Times training steps (``medseg.compute.training_step``, at each thread count the trainer may choose) of a
+    fixed reference network for about ``seconds`` per precision after one warm-up step and divides the analytic
+    FLOPs of a step (3x the forward FLOPs) by the fastest step time.
     """
-    import torch
-
+    from medseg.compute import native_bfloat16
     from medseg.planning.topology import features_per_stage, forward_flops, pooling_topology
-    from medseg.parallel import compute_threads
 
     patch = [128, 128] if spatial_dims == 2 else [32, 64, 64]
     topology = pooling_topology([1.0] * spatial_dims, patch, max_stages=5)
     features = features_per_stage(topology.num_stages, 16, 128)
     network = dict(spatial_dims=spatial_dims, in_channels=1, num_classes=2, features_per_stage=features,
                    kernel_sizes=topology.kernel_sizes, strides=topology.strides)
-    step = measure_step_seconds(network, topology.patch_size, 2, device, seconds=seconds, num_workers=num_workers)
+    precisions = ["float32", "bfloat16"] if native_bfloat16(device.split(":")[0]) else ["float32"]
+    steps = {p: measure_step_seconds(network, topology.patch_size, 2, device, seconds=seconds / len(precisions),
+                                     num_workers=num_workers, precision=p) for p in precisions}
+    precision = "bfloat16" if steps.get("bfloat16", float("inf")) < 0.95 * steps["float32"] else "float32"
+    step = steps[precision]
     step_flops = 3 * 2 * forward_flops(topology, features, 1, 2)  # batch of 2; forward + backward = 3x forward
     return {"flops_per_second": step_flops / step, "reference_step_seconds": step,
-            "reference_patch": topology.patch_size,
-            "threads": compute_threads(num_workers) if device == "cpu" else torch.get_num_threads()}
+            "reference_step_seconds_by_precision": steps, "precision": precision,
+            "reference_patch": topology.patch_size}
 
 
 def measure_step_seconds(network: dict, patch_size: list[int], batch_size: int, device: str, *,
-                         seconds: float = 3.0, num_workers: int = 1, network_name: str = "plan_unet") -> float:
-    """Fastest wall time of a training step (forward, cross-entropy on the full-resolution output, backward, SGD)
-    of the planned network (``medseg.nets.create(network_name, **network)``) on random data, after one warm-up
-    step, with the torch threads training will use next to ``num_workers`` loader workers; stops after about
-    ``seconds``."""
+                         seconds: float = 3.0, num_workers: int = 1, network_name: str = "plan_unet",
+                         precision: str = "float32") -> float:
+    """Fastest wall time of a training step of the planned network (``medseg.nets.create(network_name,
+    **network)``) on random data, as training runs it (``medseg.compute.training_step``: ``precision``, the fused
+    SGD, the deep-supervision Dice + cross-entropy loss, gradient clipping), after one warm-up step; on a CPU at
+    each thread count the trainer's chooser may pick next to ``num_workers`` loader workers (the fastest is what
+    it keeps); stops after about ``seconds``."""
     import torch
 
-    from medseg.parallel import compute_threads
+    from medseg.compute import thread_candidates
 
     threads = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(compute_threads(num_workers))
+    candidates = thread_candidates(num_workers) if device == "cpu" else [threads]
     try:
-        return _time_steps(network, patch_size, batch_size, device, seconds, network_name)
+        best = float("inf")
+        for count in candidates:
+            torch.set_num_threads(count)
+            best = min(best, _time_steps(network, patch_size, batch_size, device, seconds / len(candidates),
+                                         network_name, precision))
+        return best
     finally:
         torch.set_num_threads(threads)
 
 
 def _time_steps(network: dict, patch_size: list[int], batch_size: int, device: str, seconds: float,
-                network_name: str) -> float:
+                network_name: str, precision: str) -> float:
     import torch
 
+    from medseg.compute import build_optimizer, training_step
+    from medseg.losses import DeepSupervisionLoss, create as create_loss
     from medseg.nets import create
 
     net = create(network_name, **dict(network)).to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
+    if hasattr(net, "deep_supervision"):
+        net.deep_supervision = True
+    device_type = torch.device(device).type
+    optimizer = build_optimizer(net.parameters(), "sgd", 1e-4, 3e-5, device_type)
+    criterion = create_loss("nnunet_dice_ce")
+    deep = DeepSupervisionLoss(criterion, zero_coarsest=True)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn((batch_size, network["in_channels"], *patch_size), generator=generator).to(device)
-    y = torch.randint(0, network["num_classes"], (batch_size, *patch_size), generator=generator).to(device)
+    y = torch.randint(0, network["num_classes"], (batch_size, 1, *patch_size), generator=generator).to(device)
+
+    def loss_of(model: torch.nn.Module) -> torch.Tensor:  # as SegmentationTask.loss: float32 logits into the loss
+        outputs = model(x)
+        if isinstance(outputs, (list, tuple)):
+            return deep([o.float() for o in outputs], y)
+        return criterion(outputs.float(), y)
+
     times = []
     deadline = time.perf_counter() + seconds
     for step in range(20):
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        outputs = net(x)
-        outputs = outputs if isinstance(outputs, list) else [outputs]
-        torch.nn.functional.cross_entropy(outputs[0], y).backward()
-        optimizer.step()
-        if device == "cuda":
+        training_step(net, optimizer, loss_of, precision=precision, device_type=device_type, gradient_clip=12.0)
+        if device_type == "cuda":
             torch.cuda.synchronize()
         if step > 0:
             times.append(time.perf_counter() - start)

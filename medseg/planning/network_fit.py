@@ -65,9 +65,10 @@ def check_fits_patch(name: str, options: dict[str, Any], patch_size: list[int]) 
 
 def fit_network(config: Configuration, name: str, overrides: dict[str, Any] | None = None, *, memory_bytes: int,
                 budget_seconds: float | None, device: str = "cpu", num_workers: int = 1,
-                measure_seconds: float = 3.0) -> Configuration:
+                measure_seconds: float = 3.0, precision: str = "float32") -> Configuration:
     """A copy of ``config`` that trains network ``name``: its options, the largest batch (up to the planned one)
-    whose activations fit ``memory_bytes``, the measured step time and the steps ``budget_seconds`` allows."""
+    whose activations fit ``memory_bytes``, the step time measured at ``precision`` and the steps
+    ``budget_seconds`` allows."""
     import torch
 
     from medseg.nets import create
@@ -89,7 +90,7 @@ def fit_network(config: Configuration, name: str, overrides: dict[str, Any] | No
                           f"{config.patch_size}, more than the {memory_bytes / 1e9:.1f} GB the plan allows",
                           fix="choose a smaller network (--set net.KEY=VALUE) or a smaller patch (medseg plan --set)")
     step = measure_step_seconds(options, list(config.patch_size), batch, device, seconds=measure_seconds,
-                                num_workers=num_workers, network_name=name)
+                                num_workers=num_workers, network_name=name, precision=precision)
     fitted.network_name, fitted.network, fitted.batch_size = name, options, batch
     fitted.estimated_memory_bytes, fitted.estimated_step_seconds = int(activation), float(step)
     if budget_seconds:

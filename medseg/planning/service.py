@@ -61,12 +61,15 @@ def make_plan(dataset: str | Path, *, device: str = "cpu", budget: str | float |
 
 def _correct_by_measurement(fingerprint: Fingerprint, budget: Budget, plan: Plan, calibration: dict) -> Plan:
     """Small networks reach a lower FLOP rate than the calibration network: time one real step of each planned
-    dimensionality's network, re-plan with the corrected throughput, and time the result again."""
+    dimensionality's network, re-plan with the corrected throughput, and time the result again (each step at
+    the precision the calibration chose)."""
+    precision = calibration.get("precision", "float32")
     representatives = {2: "2d", 3: "3d_fullres"}
     for dims, name in representatives.items():
         if name in plan.configurations:
             config = plan.configurations[name]
-            measured = measure_step_seconds(config.network, config.patch_size, config.batch_size, budget.device)
+            measured = measure_step_seconds(config.network, config.patch_size, config.batch_size, budget.device,
+                                            precision=precision)
             budget.flops_per_second_by_dims[dims] = budget.throughput(dims) * config.estimated_step_seconds / measured
     raters = plan.configurations["probabilistic"].raters if "probabilistic" in plan.configurations else 0
     plan = plan_dataset(fingerprint, budget, calibration=calibration, instances="instance" in plan.configurations,
@@ -77,12 +80,13 @@ def _correct_by_measurement(fingerprint: Fingerprint, budget: Budget, plan: Plan
                config.network.get("in_channels"))
         if key not in measured_steps:
             measured_steps[key] = measure_step_seconds(config.network, config.patch_size, config.batch_size,
-                                                       budget.device)
+                                                       budget.device, precision=precision)
         config.estimated_step_seconds = float(measured_steps[key])
         config.num_iterations = int(max(1, budget.seconds // config.estimated_step_seconds))
         config.decide("num_iterations", config.num_iterations,
                       f"budget {budget.seconds:.0f} s / {config.estimated_step_seconds:.3g} s per step, timed on "
-                      f"this device with the planned network (data loading and validation not included)")
+                      f"this device with the planned network in {precision} (data loading and validation not "
+                      f"included)")
     calibration["flops_per_second_by_dims"] = {str(k): v for k, v in budget.flops_per_second_by_dims.items()}
     plan.calibration = calibration
     return plan

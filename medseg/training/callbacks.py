@@ -13,7 +13,7 @@ from medseg.atomic import atomic_write
 from medseg.config import write_json_atomic
 from medseg.training.checkpoint import save_checkpoint
 
-BOOKKEEPING = ("epoch", "iteration", "elapsed", "train_loss", "lr")
+BOOKKEEPING = ("epoch", "iteration", "elapsed", "train_loss", "lr", "step_seconds", "threads")
 
 
 class Checkpoint:

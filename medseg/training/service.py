@@ -131,6 +131,7 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
                   previous_stage: str | Path | None) -> PreparedFold:
     """``train_fold``'s work before training: every argument checked, then the plan (made if missing), the
     model folder, the preprocessed cache and the splits."""
+    from medseg.compute import resolve_precision
     from medseg.devices import require_device
     from medseg.planning.service import make_plan
     from medseg.preprocess.pipeline import check_dataset_for_plan, preprocess_dataset
@@ -160,6 +161,8 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
     run_config = segmentation_train_config(train_config, configuration=configuration, fold=fold,
                                            budget_seconds=budget_seconds if budget_seconds is not None
                                            else plan.budget_seconds)
+    run_config.precision = resolve_precision(run_config.precision, run_config.device.split(":")[0],
+                                             measured=plan.calibration.get("precision"))
     if network is None and network_options:  # --set net.KEY=VALUE alone: the planned network with these options
         network = config.network_name
     if network is not None and (network != config.network_name or network_options):
@@ -167,7 +170,7 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
 
         config = fit_network(config, network, network_options, memory_bytes=plan.memory_bytes,
                              budget_seconds=run_config.budget_seconds, device=run_config.device,
-                             num_workers=run_config.num_workers)
+                             num_workers=run_config.num_workers, precision=run_config.precision)
         plan.configurations[configuration] = config
     if label_values != list(range(len(label_values))) and max(label_values) > 255:
         raise MedsegError(f"label values {label_values} above 255", fix="relabel to 0..N-1")

@@ -27,13 +27,14 @@ import torch
 from torch import nn
 
 from medseg.atomic import remove_stale_temporaries
+from medseg.compute import NonFiniteLoss, ThreadChooser, build_optimizer, resolve_precision, thread_candidates
+from medseg.compute import training_step
 from medseg.config import write_json_atomic
 from medseg.config.train_config import TrainConfig
 from medseg.distributed import RankGroup, processes_on_this_machine
 from medseg.errors import MedsegError
-from medseg.parallel import compute_threads
 from medseg.progress import FractionBar
-from medseg.training.callbacks import default_callbacks
+from medseg.training.callbacks import BOOKKEEPING, default_callbacks
 from medseg.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -87,15 +88,6 @@ def poly_learning_rate(initial: float, fraction: float, exponent: float = 0.9) -
     return initial * max(0.0, 1.0 - fraction) ** exponent
 
 
-def build_optimizer(network: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum 0.99 (nnU-Net) or AdamW, at the config's initial learning rate."""
-    lr = config.initial_learning_rate
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(network.parameters(), lr=lr, momentum=0.99, nesterov=True,
-                               weight_decay=config.weight_decay)
-    return torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=config.weight_decay)
-
-
 class Trainer:
     """Trains ``network`` on ``task`` into ``folder`` (a model's ``fold_K/``) under ``config``'s schedule.
 
@@ -108,7 +100,9 @@ class Trainer:
         self.config, self.task, self.folder = config, task, Path(folder)
         self.device = torch.device(config.device)
         self.network = network.to(self.device)
-        self.optimizer = build_optimizer(self.network, config)
+        self.optimizer = build_optimizer(self.network.parameters(), config.optimizer, config.initial_learning_rate,
+                                         config.weight_decay, self.device.type)
+        self.precision = resolve_precision(config.precision, self.device.type)
         self.callbacks = list(default_callbacks() if callbacks is None else callbacks)
         # With a time budget the clock ends training; the task's step count is an estimate, not a limit.
         if config.max_iterations is not None:
@@ -156,10 +150,11 @@ class Trainer:
             self.folder.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.config.to_dict(), self.folder / "train_config.json")
         threads = torch.get_num_threads()
-        if self.device.type == "cpu":  # the cores all loader workers on this machine leave free, shared out
-            local = processes_on_this_machine()
-            shared = max(1, compute_threads(self.config.num_workers * local) // local)
-            torch.set_num_threads(self.config.threads or shared)
+        self.thread_chooser = None
+        if self.device.type == "cpu":  # the fastest thread count, measured as training goes (medseg.compute.threads)
+            candidates = ([self.config.threads] if self.config.threads
+                          else thread_candidates(self.config.num_workers, processes_on_this_machine()))
+            self.thread_chooser = ThreadChooser(candidates)
         self.train_network = self.ranks.data_parallel(self.network)
         try:
             with FractionBar(self.task.name, enabled=progress if main else False) as bar:
@@ -177,16 +172,26 @@ class Trainer:
 
     def _epoch(self) -> None:
         started = time.perf_counter()
-        losses = []
+        losses, step_seconds = [], []
         self.network.train()
+        chooser = self.thread_chooser
+        step_started = started
         for batch in self._batches():
             fraction = self.ranks.agree_max(self.fraction(self.state.elapsed + time.perf_counter() - started))
             if fraction >= 1.0:
                 break
             for group in self.optimizer.param_groups:
                 group["lr"] = poly_learning_rate(self.config.initial_learning_rate, fraction)
+            threads = chooser.threads() if chooser else None
+            if threads is not None and threads != torch.get_num_threads():
+                torch.set_num_threads(threads)
             losses.append(self._step(batch))
             self.state.iteration += 1
+            now = time.perf_counter()  # the step's wall time, the wait for its batch included
+            step_seconds.append(now - step_started)
+            if chooser:
+                chooser.record(threads, now - step_started)
+            step_started = now
         figures = {}
         if self.ranks.is_main:
             with torch.no_grad():
@@ -198,21 +203,20 @@ class Trainer:
         self.state.history.append({"epoch": self.state.epoch, "iteration": self.state.iteration,
                                    "elapsed": round(self.state.elapsed, 2),
                                    "train_loss": round(loss, 5) if loss is not None else None,
-                                   "lr": self.optimizer.param_groups[0]["lr"], **figures})
+                                   "lr": self.optimizer.param_groups[0]["lr"],
+                                   "step_seconds": round(float(np.median(step_seconds)), 4) if step_seconds else None,
+                                   "threads": chooser.chosen if chooser else None, **figures})
 
     def _step(self, batch: Any) -> float:
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss = self.task.loss(self.train_network, batch)
-        if not torch.isfinite(loss):
-            raise MedsegError(f"the loss became {loss.item()} at step {self.state.iteration}",
-                              path=self.folder,
+        try:
+            loss = training_step(self.train_network, self.optimizer, lambda net: self.task.loss(net, batch),
+                                 precision=self.precision, device_type=self.device.type,
+                                 gradient_clip=self.config.gradient_clip)
+        except NonFiniteLoss as error:
+            raise MedsegError(f"{error} at step {self.state.iteration}", path=self.folder,
                               fix="check the data for extreme values or lower the learning rate; "
-                                  "--resume continues from the last good checkpoint")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.gradient_clip)
-        self.optimizer.step()
-        return float(loss.detach())
+                                  "--resume continues from the last good checkpoint") from None
+        return float(loss)
 
     def _batches(self) -> Iterable[Any]:
         epoch, count = self.state.epoch, self.config.iterations_per_epoch
@@ -224,6 +228,6 @@ class Trainer:
         last = self.state.history[-1] if self.state.history else {}
         loss = last.get("train_loss")
         figures = ", ".join(f"{k} {np.nanmean(v):.3f}" for k, v in last.items()
-                            if k not in ("epoch", "iteration", "elapsed", "train_loss", "lr")
+                            if k not in BOOKKEEPING
                             and isinstance(v, (int, float, list)) and v != [])
         return f"epoch {self.state.epoch} loss {'-' if loss is None else f'{loss:.3f}'} {figures}".rstrip()
