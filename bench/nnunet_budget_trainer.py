@@ -8,11 +8,15 @@ is checked after every training step. A step that ends past the budget ends trai
 validation is skipped); an epoch whose steps fit but whose validation runs past the budget ends after it. The final
 weights go to ``checkpoint_final.pth`` as usual; the steps done, epochs and seconds to ``budget_run.json``.
 
+``schedule``: ``epochs`` (nnU-Net's default: its poly learning rate per epoch over its 1000 planned epochs, so a
+budget ends it almost undecayed) or ``budget`` (the same poly rule, ``lr0 * (1 - f) ** 0.9``, with ``f`` the
+fraction of the budget spent, set before every step, so it too ends fully decayed, as medseg's schedule does).
+
 nnU-Net finds trainers by class name inside its own package only, so this module runs the trainer itself
 (``train``) and predicts with a predictor that resolves this class by name (``predict``); the installed
 nnunetv2 files are not touched. Both set ``torch.set_num_threads(cpu_count)`` as nnU-Net's own CLI does on a CPU.
 
-    python bench/nnunet_budget_trainer.py train DATASET_NAME CONFIGURATION BUDGET_SECONDS
+    python bench/nnunet_budget_trainer.py train DATASET_NAME CONFIGURATION BUDGET_SECONDS [epochs|budget]
     python bench/nnunet_budget_trainer.py predict MODEL_FOLDER INPUT_FOLDER OUTPUT_FOLDER
 
 (``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` come from the environment, as nnU-Net requires.)
@@ -34,9 +38,18 @@ class nnUNetTrainerBudget(nnUNetTrainer):
     """``nnUNetTrainer`` whose training loop ends when ``budget_seconds`` of wall-clock time are spent."""
 
     budget_seconds: float = float("inf")
+    schedule: str = "epochs"
 
     def _spent(self) -> bool:
         return time.perf_counter() - self._budget_start >= self.budget_seconds
+
+    def _budget_learning_rate(self) -> None:
+        """``schedule == "budget"``: nnU-Net's poly rule driven by the fraction of the budget spent."""
+        if self.schedule != "budget":
+            return
+        fraction = min(1.0, (time.perf_counter() - self._budget_start) / self.budget_seconds)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.initial_lr * (1 - fraction) ** 0.9
 
     def run_training(self) -> None:
         setup_start = time.perf_counter()
@@ -48,6 +61,7 @@ class nnUNetTrainerBudget(nnUNetTrainer):
             self.on_train_epoch_start()
             train_outputs = []
             for _ in range(self.num_iterations_per_epoch):
+                self._budget_learning_rate()
                 train_outputs.append(self.train_step(next(self.dataloader_train)))
                 steps += 1
                 if self._spent():
@@ -74,12 +88,12 @@ class nnUNetTrainerBudget(nnUNetTrainer):
                   "setup_seconds": round(self._budget_start - setup_start, 2),
                   "budget_seconds": self.budget_seconds, "planned_epochs": self.num_epochs,
                   "iterations_per_epoch": self.num_iterations_per_epoch, "final_lr": lr,
-                  "initial_lr": self.initial_lr, "batch_size": self.batch_size,
+                  "initial_lr": self.initial_lr, "schedule": self.schedule, "batch_size": self.batch_size,
                   "patch_size": list(self.configuration_manager.patch_size)}
         (Path(self.output_folder) / "budget_run.json").write_text(json.dumps(record, indent=1))
 
 
-def train(dataset_name: str, configuration: str, budget_seconds: float) -> None:
+def train(dataset_name: str, configuration: str, budget_seconds: float, schedule: str = "epochs") -> None:
     """Train fold ``all`` of ``configuration`` on the CPU (``run_training``'s path without the final validation)."""
     from nnunetv2.run.run_training import get_trainer_from_args
     import nnunetv2.run.run_training as run_module
@@ -88,7 +102,9 @@ def train(dataset_name: str, configuration: str, budget_seconds: float) -> None:
     run_module.recursive_find_trainer_class_by_name = lambda name, *a, **k: nnUNetTrainerBudget
     trainer = get_trainer_from_args(dataset_name, configuration, "all", "nnUNetTrainerBudget",
                                     device=torch.device("cpu"))
-    trainer.budget_seconds = budget_seconds
+    if schedule not in ("epochs", "budget"):
+        raise SystemExit(f"unknown schedule {schedule!r}: epochs or budget")
+    trainer.budget_seconds, trainer.schedule = budget_seconds, schedule
     trainer.run_training()
 
 
@@ -114,7 +130,7 @@ def predict(model_folder: str, input_folder: str, output_folder: str) -> None:
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "train":
-        train(args[0], args[1], float(args[2]))
+        train(args[0], args[1], float(args[2]), *args[3:4])
     elif command == "predict":
         predict(*args)
     else:

@@ -27,12 +27,16 @@ reported): medseg's planning and preprocessing (``medseg train`` preprocesses be
 nnU-Net's ``nnUNetv2_plan_and_preprocess`` and trainer set-up (network, data-loader processes). nnU-Net's
 learning rate follows its per-epoch poly schedule over its planned 1000 epochs, so at a budget it stops with an
 almost undecayed learning rate; that is its default behaviour (the comparison is "default settings otherwise"),
-whereas medseg's schedule is a function of the fraction of the budget spent.
+whereas medseg's schedule is a function of the fraction of the budget spent. ``--nnunet-schedule budget`` gives
+nnU-Net that too (its poly rule driven by the fraction of the budget spent, set before every step; entry
+``nnunet_budget_schedule``), a stronger anchor than its default.
 
     python bench/pipeline.py --budget 20m --work /tmp/medseg_pipeline      # all three, about 2 h on 2 cores
     python bench/pipeline.py --datasets isbi2012_em --budget 2m --work /tmp/smoke               # smoke run
     python bench/pipeline.py --datasets cvc_clinicdb --budget 1m --test-cases 4 --only medseg   # smoke, 4 test cases
     python bench/pipeline.py --datasets drive monuseg --only medseg --threads 1   # two such runs side by side
+    python bench/pipeline.py --datasets isbi2012_em --only nnunet --nnunet-schedule budget --budget 2h \
+        --entry-suffix _2h --work /tmp/nnunet_2h                                  # nnU-Net at 6x the budget
 
 ``--threads N`` limits every child process to N torch threads (``OMP_NUM_THREADS``), so that two runs can share a
 2-core machine without oversubscribing it; the entry records it. Entries are merged into the results file when
@@ -230,7 +234,8 @@ def run_medseg_cascade(name: str, folders: dict, budget: str, out: Path) -> dict
     }
 
 
-def run_nnunet(name: str, folders: dict, budget_seconds: float, work: Path, out: Path) -> dict:
+def run_nnunet(name: str, folders: dict, budget_seconds: float, work: Path, out: Path,
+               schedule: str = "epochs") -> dict:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     configuration, nn_name = DATASETS[name]["configuration"], folders["nn_name"]
@@ -241,7 +246,8 @@ def run_nnunet(name: str, folders: dict, budget_seconds: float, work: Path, out:
            "nnUNet_results": str(roots["results"])}
     prep_s = run([BIN / "nnUNetv2_plan_and_preprocess", "-d", DATASETS[name]["task_id"], "-c", configuration,
                   "-np", "2", "--verify_dataset_integrity"], out / "plan_and_preprocess.log", env)
-    train_s = run([sys.executable, TRAINER, "train", nn_name, configuration, budget_seconds], out / "train.log", env)
+    train_s = run([sys.executable, TRAINER, "train", nn_name, configuration, budget_seconds, schedule],
+                  out / "train.log", env)
     model = roots["results"] / nn_name / f"nnUNetTrainerBudget__nnUNetPlans__{configuration}"
     record = json.loads((model / "fold_all" / "budget_run.json").read_text())
     pred = out / "pred"
@@ -255,6 +261,7 @@ def run_nnunet(name: str, folders: dict, budget_seconds: float, work: Path, out:
         "configuration": configuration, "patch_size": record["patch_size"], "batch_size": record["batch_size"],
         "iterations": record["steps"], "epochs": record["epochs_completed"], "cut_mid_epoch": record["cut_mid_epoch"],
         "train_seconds": record["train_seconds"], "final_lr": record["final_lr"], "initial_lr": record["initial_lr"],
+        "schedule": schedule,
         "outside_budget_seconds": {"plan_and_preprocess": round(prep_s, 1),
                                    "trainer_setup": record["setup_seconds"],
                                    "train_command_minus_loop": round(train_s - record["train_seconds"], 1)},
@@ -293,6 +300,13 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def entry_name(tool: str, args: argparse.Namespace) -> str:
+    """The results entry of ``tool``: ``nnunet_budget_schedule`` for nnU-Net under ``--nnunet-schedule budget``,
+    then ``--entry-suffix``."""
+    schedule = "_budget_schedule" if tool == "nnunet" and args.nnunet_schedule == "budget" else ""
+    return f"{tool}{schedule}{args.entry_suffix}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(MAIN_DATASETS), choices=list(DATASETS))
@@ -303,6 +317,11 @@ def main() -> None:
     parser.add_argument("--test-cases", type=int, help="score only the first N held-out cases (smoke runs only)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, help="torch threads per child process (default: torch's own)")
+    parser.add_argument("--nnunet-schedule", choices=("epochs", "budget"), default="epochs",
+                        help="nnU-Net's learning rate: its per-epoch poly schedule (default), or the poly rule "
+                             "driven by the fraction of the budget spent (entry nnunet_budget_schedule)")
+    parser.add_argument("--entry-suffix", default="", help="appended to each tool's entry name, e.g. _2h for a "
+                        "run at another budget beside the 20-minute ones")
     args = parser.parse_args()
     if args.threads:
         os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))  # the children's
@@ -317,14 +336,14 @@ def main() -> None:
             load_start = os.getloadavg()
             started = datetime.now(timezone.utc)
             print(f"[{started:%H:%M:%S}] {name} {tool} (budget {args.budget}, load {load_start[0]:.1f})", flush=True)
-            out = work / name / tool
+            out = work / name / entry_name(tool, args)
             try:
                 if tool == "medseg":
                     entry = run_medseg(name, folders, args.budget, out)
                 elif tool == "medseg_cascade":
                     entry = run_medseg_cascade(name, folders, args.budget, out)
                 else:
-                    entry = run_nnunet(name, folders, budget_seconds, work, out)
+                    entry = run_nnunet(name, folders, budget_seconds, work, out, args.nnunet_schedule)
             except RuntimeError as error:
                 entry = {"error": str(error)}
                 print(error, file=sys.stderr)
@@ -338,7 +357,7 @@ def main() -> None:
                          threads=args.threads or "default", work=str(out))
             if args.output.is_file():  # another run may have written its entries meanwhile
                 results = json.loads(args.output.read_text()).get("results", {})
-            results.setdefault(name, {})[tool] = entry
+            results.setdefault(name, {})[entry_name(tool, args)] = entry
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(json.dumps({"benchmark": "pipeline: medseg vs nnU-Net v2 at equal CPU budget",
                                                "results": results}, indent=1) + "\n")

@@ -76,13 +76,16 @@ class ThreadChooser:
         self._since_choice.append(seconds)
         recent = self._since_choice[-self.probe_steps:]
         drifted = len(recent) == self.probe_steps and statistics.median(recent) > 1.5 * self._chosen_seconds
-        if drifted or len(self._since_choice) >= self.reprobe_every:
+        if drifted:  # its recent steps are its new measurement: probe the others against them
+            self._start_probe(recent)
+        elif len(self._since_choice) >= self.reprobe_every:
             self._start_probe()
 
-    def _start_probe(self) -> None:
-        current = self.chosen  # probe the kept count first: the others are compared against it
-        self._queue = [current] + [c for c in self.candidates if c != current]
-        self._samples = {}
+    def _start_probe(self, current_samples: list[float] | None = None) -> None:
+        current = self.chosen  # the kept count first: the others are compared against it
+        others = [c for c in self.candidates if c != current]
+        self._queue = others if current_samples else [current] + others
+        self._samples = {current: list(current_samples)} if current_samples else {}
 
     def _choose(self) -> None:
         medians = {t: statistics.median(s) for t, s in self._samples.items() if s}

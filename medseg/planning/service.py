@@ -9,8 +9,8 @@ from medseg.data.layout import open_dataset
 from medseg.data.validate import dataset_record
 from medseg.devices import require_device
 from medseg.errors import MedsegError
-from medseg.planning.budget import (available_memory, calibrate, measure_step_seconds, parse_duration,
-                                   parse_memory)
+from medseg.planning.budget import (EPOCH_OVERHEAD, available_memory, calibrate, measure_step_seconds,
+                                   parse_duration, parse_memory)
 from medseg.planning.fingerprint import compute_fingerprint
 from medseg.planning.overrides import apply_overrides
 from medseg.planning.planner import Budget, plan_dataset
@@ -85,8 +85,8 @@ def _correct_by_measurement(fingerprint: Fingerprint, budget: Budget, plan: Plan
         config.num_iterations = int(max(1, budget.seconds // config.estimated_step_seconds))
         config.decide("num_iterations", config.num_iterations,
                       f"budget {budget.seconds:.0f} s / {config.estimated_step_seconds:.3g} s per step, timed on "
-                      f"this device with the planned network in {precision} (data loading and validation not "
-                      f"included)")
+                      f"this device with the planned network in {precision}, plus {EPOCH_OVERHEAD:.0%} for "
+                      f"validation and checkpoints")
     calibration["flops_per_second_by_dims"] = {str(k): v for k, v in budget.flops_per_second_by_dims.items()}
     plan.calibration = calibration
     return plan

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from medseg.atomic import remove_stale_temporaries
-from medseg.compute import NonFiniteLoss, ThreadChooser, build_optimizer, resolve_precision, thread_candidates
-from medseg.compute import training_step
+from medseg.compute import (NonFiniteLoss, ThreadChooser, autocast, build_optimizer, resolve_precision,
+                            thread_candidates, training_step)
 from medseg.config import write_json_atomic
 from medseg.config.train_config import TrainConfig
 from medseg.distributed import RankGroup, processes_on_this_machine
@@ -194,7 +194,7 @@ class Trainer:
             step_started = now
         figures = {}
         if self.ranks.is_main:
-            with torch.no_grad():
+            with torch.no_grad(), autocast(self.device.type, self.precision):
                 figures = self.task.validate(self.network)
         self.network.train()
         self.state.elapsed = self.ranks.agree_max(self.state.elapsed + time.perf_counter() - started)
