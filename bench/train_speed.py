@@ -152,7 +152,8 @@ def run_medseg(plan, configuration: str, cache: Path, label_values: list[int], f
     if variant.get("channels_last"):
         network = network.to(memory_format=torch.channels_last if config.network["spatial_dims"] == 2
                              else torch.channels_last_3d)
-    trained = torch.compile(network) if variant.get("compile") else network
+    # static shapes: a recompile for the validation batch with dynamic shapes hit an inductor error on the 3D net
+    trained = torch.compile(network, dynamic=False) if variant.get("compile") else network
     trainer = Trainer(trained, task, train_config, folder, callbacks=[])
     trainer.optimizer = build_optimizer(trainer.network.parameters(), "sgd", train_config.initial_learning_rate,
                                         train_config.weight_decay, "cpu", fused=variant["fused"])
@@ -281,8 +282,13 @@ def main() -> None:
             for variant, settings in VARIANTS.items():
                 if variant in args.skip:
                     continue
-                entries[variant] = run_medseg(plan, configuration, cache, label_values, work / variant, args.steps,
-                                              settings)
+                try:
+                    entries[variant] = run_medseg(plan, configuration, cache, label_values, work / variant,
+                                                  args.steps, settings)
+                except Exception as error:  # torch.compile's failures above all: recorded, the run goes on
+                    entries[variant] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+                    print(f"{name} {variant}: failed: {entries[variant]['error']}", flush=True)
+                    continue
                 print(f"{name} {variant}: {entries[variant]['steps_per_s']:.3f} steps/s, "
                       f"{entries[variant]['gflops']:.1f} GFLOP/s, threads {entries[variant]['threads']}", flush=True)
             if "nnunet_v2" not in args.skip:
@@ -293,15 +299,19 @@ def main() -> None:
                     entry["fraction_of_peak"] = round(entry["gflops"] / peak[entry["precision"]], 4)
                     entry.update({k: round(v, 4) for k, v in entry.items() if isinstance(v, float)})
             results[name] = entries
+            write_report(args.output, results, peak, args.steps, started)
+    print(table(results))
+
+
+def write_report(output: Path, results: dict, peak: dict, steps: int, started: datetime) -> None:
     report = {"benchmark": "training steps/s and GFLOP/s: medseg before, each optimisation, default; nnU-Net v2",
-              "results": results, "peak_gflops": peak, "steps_per_variant": args.steps,
+              "results": results, "peak_gflops": peak, "steps_per_variant": steps,
               "date": f"{started:%Y-%m-%d %H:%M} UTC",
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                          f"torch {torch.__version__}",
               "load_average_end": [round(x, 2) for x in os.getloadavg()]}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=1) + "\n")
-    print(table(results))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

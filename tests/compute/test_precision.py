@@ -71,3 +71,17 @@ def test_a_non_finite_loss_changes_nothing() -> None:
         training_step(net, optimizer, lambda n: n(torch.ones(1, 2)).sum() * float("nan"), precision="float32",
                       device_type="cpu", gradient_clip=1.0)
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_train_refuses_bfloat16_where_it_would_be_emulated(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from medseg.cli.app import app
+    from tests.training.conftest import tiny_dataset_and_plan
+
+    dataset, plans = tiny_dataset_and_plan(tmp_path)
+    monkeypatch.setattr(precision_module, "native_bfloat16", lambda device: False)
+    result = CliRunner().invoke(app, ["train", str(dataset), "-c", "2d", "-f", "0", "-o", str(tmp_path / "m"),
+                                      "-p", str(plans), "--max-iterations", "2", "--precision", "bfloat16"])
+    assert result.exit_code == 2 and "without native bfloat16" in result.output
+    assert not (tmp_path / "m" / "fold_0").exists()  # refused before any training

@@ -133,6 +133,10 @@ def test_train_cli_writes_a_loadable_model_folder(tmp_path: Path) -> None:
     fold = tmp_path / "m" / "fold_0"
     for name in ("weights.safetensors", "checkpoint.pt", "training_log.json", "progress.png", "train_config.json"):
         assert (fold / name).is_file(), name
+    run = json.loads((fold / "train_config.json").read_text())
+    assert run["precision"] == "float32"  # auto, resolved: a plan given its FLOP/s has no measured bfloat16 gain
+    history = json.loads((fold / "training_log.json").read_text())["history"]
+    assert all(entry["step_seconds"] > 0 and entry["threads"] >= 1 for entry in history)
     validation = json.loads((fold / "validation.json").read_text())
     for case_id in validation["cases"]:  # the fold's validation cases, predicted in full for find-best
         assert (fold / "validation" / f"{case_id}.nii.gz").is_file()
