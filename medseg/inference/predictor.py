@@ -35,6 +35,7 @@ from medseg.inference.restore import SlabResampler, Start, bytes_of, full_region
 from medseg.inference.sliding_window import PredictFn, sliding_window, sliding_window_slabs
 from medseg.inference.tiles import Tile, plane_tiles, whole_plane
 from medseg.inference.tta import mirrored
+from medseg.inference.voxelwise_input import VoxelwiseInput
 from medseg.io import Image
 from medseg.nets.memory import inference_activation_bytes
 
@@ -256,18 +257,27 @@ class Predictor:
         data, props = self._prepared(image, previous)
         return self._restored_slabs(data, props, window_predict=window_predict, keep_distance=keep_distance)
 
-    def _prepared(self, image: Image, previous: np.ndarray | None) -> tuple[torch.Tensor, dict]:
-        """``image`` preprocessed as in training: ``(C, *S)`` on the network's grid and its properties."""
-        from medseg.preprocess.pipeline import preprocess_arrays
+    def _prepared(self, image: Image, previous: np.ndarray | None) -> tuple[torch.Tensor | VoxelwiseInput, dict]:
+        """``image`` preprocessed as in training: ``(C, *S)`` on the network's grid and its properties. Where that
+        is voxel-wise (no resampling, no masked z-score, no cascade channels) and the volume is at least a window
+        on every axis, a ``VoxelwiseInput`` that normalises each window as it is read (the same values, with no
+        whole float32 copy beside the input); else the preprocessed tensor."""
+        from medseg.preprocess.pipeline import preprocess_arrays, voxelwise_prediction_input
 
         self.check_image(image)
+        if not self.config.previous_stage:
+            voxelwise = voxelwise_prediction_input(image.array, list(image.spacing), self.config)
+            if voxelwise is not None:
+                cropped, transforms, props = voxelwise
+                if all(s >= p for s, p in zip(cropped.shape[1:], self._window_patch(cropped.ndim))):
+                    return VoxelwiseInput(cropped, transforms), props
         prepared = preprocess_arrays(image.array, None, list(image.spacing), self.config,
                                      previous=self.previous_stage_labels(image, previous),
                                      previous_labels=self.previous_labels)
         del prepared.seg
         return torch.from_numpy(prepared.data), prepared.properties
 
-    def _restored_slabs(self, data: torch.Tensor, props: dict, *,
+    def _restored_slabs(self, data: torch.Tensor | VoxelwiseInput, props: dict, *,
                         window_predict: PredictFn | None = None, keep_distance: bool = False
                         ) -> tuple[Iterator[tuple[Start, torch.Tensor]], list[list[int]]]:
         """``_probability_slabs`` of preprocessed ``data``."""
