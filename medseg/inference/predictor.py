@@ -32,7 +32,7 @@ from medseg.errors import MedsegError
 from medseg.inference.calibrated import apply_calibration
 from medseg.inference.postprocess import keep_largest_component, read_postprocessing
 from medseg.inference.restore import SlabResampler, Start, bytes_of, full_region, label_lookup, paste_labels
-from medseg.inference.sliding_window import PredictFn, sliding_window, sliding_window_slabs
+from medseg.inference.sliding_window import SLAB_ROWS, PredictFn, sliding_window, sliding_window_slabs
 from medseg.inference.tiles import Tile, plane_tiles, whole_plane
 from medseg.inference.tta import mirrored
 from medseg.inference.voxelwise_input import VoxelwiseInput
@@ -327,10 +327,17 @@ class Predictor:
 
     def plane_tiles(self, shape_in: Sequence[int], shape_out: Sequence[int], patch: Sequence[int]) -> list[Tile]:
         """The tiles of the plane that streaming a preprocessed image of spatial ``shape_in`` (``shape_out`` on the
-        cropped input grid) takes with windows ``patch``: as few window runs as keep the band of every output
-        channel within ``memory_limit`` (one tile when the whole plane's band fits)."""
-        row_bytes = self._accumulator_bytes((1,))
-        return plane_tiles(shape_in, shape_out, patch, self.step, row_bytes=row_bytes, limit=self.memory_limit)
+        cropped input grid) takes with windows ``patch``: as few window runs as keep the working set within
+        ``memory_limit`` (one tile when the whole plane fits). The working set of every output channel: the band
+        (a patch deep, and the weight sum), one slab of it normalised, and one window batch's output with its
+        mirrored copies (what the network returns, before they are averaged)."""
+        channels = self.num_classes + int(self.instances)
+        voxel = int(patch[0]) * self._accumulator_bytes((1,)) + SLAB_ROWS * bytes_of((channels,))
+        # mirrored copies are flipped back and stacked before their mean: about three sets of them at once
+        copies = self.batch_size * (3 * 2 ** len(self.mirror_axes) if self.mirror_axes else 1)
+        window = bytes_of((copies, channels, *patch))
+        return plane_tiles(shape_in, shape_out, patch, self.step, voxel_bytes=voxel, fixed_bytes=window,
+                           limit=self.memory_limit)
 
     def predict_with_probabilities(self, image: Image, previous: np.ndarray | None = None) -> tuple[Image, Image]:
         """Label map ``(1, *spatial)`` and class probabilities ``(K, *spatial)`` float32 on ``image``'s grid

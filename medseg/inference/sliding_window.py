@@ -195,7 +195,7 @@ def sliding_window_slabs(predict: PredictFn, image: torch.Tensor, patch_size: Se
     yield from _finished_slabs(accumulator, total, low, padded.shape[1], rows, crop)
 
 
-SLAB_ROWS = 8  # rows per yielded slab: the copies made after the band (normalised slab, resampled) stay small
+SLAB_ROWS = 4  # rows per yielded slab: the copies made after the band (normalised slab, resampled) stay small
 
 
 def _finished_slabs(accumulator: torch.Tensor, total: torch.Tensor, low: int, stop: int, rows: tuple[int, int],

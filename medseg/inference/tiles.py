@@ -65,19 +65,19 @@ def _axis_parts(size_in: int, size_out: int, patch: int, step: float, count: int
 
 
 def plane_tiles(shape_in: Sequence[int], shape_out: Sequence[int], patch_size: Sequence[int], step: float, *,
-                row_bytes: int, limit: int) -> list[Tile]:
+                voxel_bytes: int, limit: int, fixed_bytes: int = 0) -> list[Tile]:
     """Tiles of the plane of a volume of spatial ``shape_in`` on the network grid (``shape_out`` on the output
-    grid), windows ``patch_size`` at ``step``: the cut with the fewest window runs whose band, ``patch_size[0]``
-    rows of ``row_bytes`` bytes per in-plane voxel, fits ``limit`` bytes; else the cut with the smallest band."""
+    grid), windows ``patch_size`` at ``step``: the cut with the fewest window runs whose working set,
+    ``voxel_bytes`` per in-plane voxel of its band plus ``fixed_bytes``, fits ``limit`` bytes; else the cut with
+    the smallest band."""
     choices = []
     for counts in itertools.product(*[range(1, 2 * len(padded_starts(n, p, step)[0]) + 1)
                                       for n, p in zip(shape_in[1:], patch_size[1:])]):
         axes = [_axis_parts(int(n), int(m), int(p), step, c)
                 for n, m, p, c in zip(shape_in[1:], shape_out[1:], patch_size[1:], counts)]
         runs = math.prod(sum(part.windows[1] - part.windows[0] for part in parts) for parts in axes)
-        band = int(patch_size[0]) * row_bytes * math.prod(max(part.extent for part in parts) for parts in axes)
-        choices.append((band > limit, band if band > limit else 0, runs, band, axes))
+        size = voxel_bytes * math.prod(max(part.extent for part in parts) for parts in axes) + fixed_bytes
+        choices.append((size > limit, size if size > limit else 0, runs, size, axes))
     *_, axes = min(choices, key=lambda choice: choice[:4])
     return [Tile(tuple(p.windows for p in parts), tuple(p.output for p in parts),
                  tuple(p.source_start for p in parts)) for parts in itertools.product(*axes)]
-
