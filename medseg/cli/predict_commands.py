@@ -32,7 +32,8 @@ def predict(
                                         "each rank takes its share without it)."),
     step: float = typer.Option(0.5, "--step", help="Window stride as a fraction of the patch."),
     memory_limit: str = typer.Option("2GB", "--memory-limit", help="Above this whole-volume accumulator size the "
-                                     "volume is streamed in slabs."),
+                                     "volume is streamed in slabs, in tiles of the plane if the band of every class "
+                                     "would still pass it."),
     precision: str = typer.Option("float32", "--precision", help="float32, or bfloat16 / float16 for the network "
                                   "(faster where the hardware has them; results differ slightly)."),
     engine: str = typer.Option("torch", "--engine", help="torch, or onnxruntime for a folder that medseg export "

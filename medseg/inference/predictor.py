@@ -8,9 +8,12 @@ the input's full shape; optional post-processing (largest component per class) w
 
 Memory: when the whole-volume accumulator ``(K + 1, *S)`` would exceed ``memory_limit`` bytes, the volume is
 streamed in slabs along the first axis (``sliding_window_slabs``): each finished slab is resampled, argmaxed and
-written into the uint8/uint16 output, so peak memory is the input, the output label map and about one patch-deep
-band of probabilities, whatever the volume's length. Asking for the probabilities (``predict_with_probabilities``)
-holds them for the whole image, as the caller asked.
+written into the uint8/uint16 output, so peak memory is the input, its preprocessed copy, the output label map and
+one patch-deep band of probabilities, whatever the volume's length. When that band of the whole plane would still
+pass the limit (many classes), the plane is cut into tiles streamed one after another (``tiles.plane_tiles``;
+windows along tile borders run once per tile), so the band stays within the limit however many classes there are,
+down to tiles one or two windows across. Asking for the probabilities (``predict_with_probabilities``) holds them
+for the whole image, as the caller asked.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from medseg.config.calibration import CalibrationSpec, read_calibration
 from medseg.errors import MedsegError
 from medseg.inference.calibrated import apply_calibration
 from medseg.inference.postprocess import keep_largest_component, read_postprocessing
-from medseg.inference.restore import SlabResampler, bytes_of, label_lookup, paste_best, paste_labels
-from medseg.inference.sliding_window import PredictFn, band_shape, sliding_window, sliding_window_slabs
+from medseg.inference.restore import SlabResampler, Start, bytes_of, full_region, label_lookup, paste_labels
+from medseg.inference.sliding_window import SLAB_ROWS, PredictFn, sliding_window, sliding_window_slabs
+from medseg.inference.tiles import Tile, plane_tiles, whole_plane
 from medseg.inference.tta import mirrored
+from medseg.inference.voxelwise_input import VoxelwiseInput
 from medseg.io import Image
 from medseg.nets.memory import inference_activation_bytes
 
@@ -61,7 +66,8 @@ class Predictor:
         batch_size: windows per batch. Their mirrored copies go through the network in chunks of ..., 4, 2, 1
             samples (at most what fits ``forward_memory`` bytes of activations); the chunk size is timed on the
             first window batches, largest first, and the fastest kept (see ``_forward_chunk``).
-        memory_limit: bytes the whole-volume accumulator may take before prediction streams in slabs.
+        memory_limit: bytes the whole-volume accumulator may take before prediction streams in slabs; streamed, the
+            bytes of the band of every output channel (the plane cut into tiles to fit, see ``plane_tiles``).
         accumulate_dtype: float32 or float16 accumulator.
         postprocess_labels: labels whose largest connected component alone is kept.
         precision: ``"float32"`` (default), or ``"bfloat16"`` / ``"float16"`` for the network under autocast (about
@@ -192,8 +198,8 @@ class Predictor:
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         """Softmax over the classes; an instance model's distance channel (last) through a sigmoid."""
-        if not self.instances:
-            return torch.softmax(logits, 1)
+        if not self.instances:  # in place: the logits are this call's own (one copy per class less in memory)
+            return torch.softmax(logits, 1, out=logits)
         return torch.cat([torch.softmax(logits[:, :-1], 1), torch.sigmoid(logits[:, -1:])], 1)
 
     def _window_patch(self, data_ndim: int) -> list[int]:
@@ -242,97 +248,96 @@ class Predictor:
 
     def _probability_slabs(self, image: Image, previous: np.ndarray | None = None, *,
                            window_predict: PredictFn | None = None, keep_distance: bool = False
-                           ) -> tuple[Iterator[tuple[int, torch.Tensor]], list[list[int]]]:
-        """Probabilities on the cropped input grid, slab by slab along the first axis; and the crop box.
+                           ) -> tuple[Iterator[tuple[Start, torch.Tensor]], list[list[int]]]:
+        """Probabilities on the cropped input grid, ``(start, (K, *block))`` slab by slab along the first axis (tile
+        by tile of the plane when streamed with tiles; ``start`` per spatial axis, in the crop); and the crop box.
         ``window_predict``: another per-window function than ``self.window_predict`` (its channels restored
         the same way, e.g. ``medseg.trust.uncertainty``'s member statistics). An instance model's distance
         channel is dropped unless ``keep_distance`` (then it is the slabs' last channel)."""
         data, props = self._prepared(image, previous)
         return self._restored_slabs(data, props, window_predict=window_predict, keep_distance=keep_distance)
 
-    def _prepared(self, image: Image, previous: np.ndarray | None) -> tuple[torch.Tensor, dict]:
-        """``image`` preprocessed as in training: ``(C, *S)`` on the network's grid and its properties."""
-        from medseg.preprocess.pipeline import preprocess_arrays
+    def _prepared(self, image: Image, previous: np.ndarray | None) -> tuple[torch.Tensor | VoxelwiseInput, dict]:
+        """``image`` preprocessed as in training: ``(C, *S)`` on the network's grid and its properties. Where that
+        is voxel-wise (no resampling, no masked z-score, no cascade channels) and the volume is at least a window
+        on every axis, a ``VoxelwiseInput`` that normalises each window as it is read (the same values, with no
+        whole float32 copy beside the input); else the preprocessed tensor."""
+        from medseg.preprocess.pipeline import preprocess_arrays, voxelwise_prediction_input
 
         self.check_image(image)
+        if not self.config.previous_stage:
+            voxelwise = voxelwise_prediction_input(image.array, list(image.spacing), self.config)
+            if voxelwise is not None:
+                cropped, transforms, props = voxelwise
+                if all(s >= p for s, p in zip(cropped.shape[1:], self._window_patch(cropped.ndim))):
+                    return VoxelwiseInput(cropped, transforms), props
         prepared = preprocess_arrays(image.array, None, list(image.spacing), self.config,
                                      previous=self.previous_stage_labels(image, previous),
                                      previous_labels=self.previous_labels)
         del prepared.seg
         return torch.from_numpy(prepared.data), prepared.properties
 
-    def _restored_slabs(self, data: torch.Tensor, props: dict, *, window_predict: PredictFn | None = None,
-                        keep_distance: bool = False, channels: slice | None = None
-                        ) -> tuple[Iterator[tuple[int, torch.Tensor]], list[list[int]]]:
-        """``_probability_slabs`` of preprocessed ``data``; ``channels``: only these output channels (each window
-        still runs the whole network, and its softmax is over every class)."""
+    def _restored_slabs(self, data: torch.Tensor | VoxelwiseInput, props: dict, *,
+                        window_predict: PredictFn | None = None, keep_distance: bool = False
+                        ) -> tuple[Iterator[tuple[Start, torch.Tensor]], list[list[int]]]:
+        """``_probability_slabs`` of preprocessed ``data``."""
         window = window_predict or self.window_predict
-        if channels is not None:
-            whole_window = window
-
-            def window(patches: torch.Tensor) -> torch.Tensor:
-                return whole_window(patches)[:, channels]
-
         patch = self._window_patch(data.ndim)
-        whole = self._accumulator_bytes(data.shape[1:])
         options = self._window_options(data.ndim)
-        if whole > self.memory_limit:
-            logger.info("streaming: the accumulator would take %.2f GB (> limit %.2f GB)", whole / 1e9,
-                        self.memory_limit / 1e9)
-            slabs = sliding_window_slabs(window, data, patch, **options)
-        else:
-            slabs = iter([(0, sliding_window(window, data, patch, **options))])
+        shape_in, shape_out = props["shape_after_resample"], props["shape_after_crop"]
+        streamed = self._accumulator_bytes(data.shape[1:]) > self.memory_limit
+        tiles = self.plane_tiles(shape_in, shape_out, patch) if streamed else \
+            [whole_plane(shape_in, shape_out, patch, self.step)]
+        if streamed:
+            logger.info("streaming: the accumulator would take %.2f GB (> limit %.2f GB); %d tile(s) of the plane",
+                        self._accumulator_bytes(data.shape[1:]) / 1e9, self.memory_limit / 1e9, len(tiles))
         nearest = bool(self.config.resampling.get("separate_z", False)) and \
             int(self.config.resampling.get("z_order", 0)) == 0
-        resampler = SlabResampler(props["shape_after_resample"], props["shape_after_crop"],
-                                  nearest_first_axis=nearest)
-
         drop = self.instances and not keep_distance and window_predict is None
 
-        def restored() -> Iterator[tuple[int, torch.Tensor]]:
-            for z0, slab in slabs:
-                for start, part in resampler.push(z0, slab):
-                    yield start, part[:-1] if drop else part
+        def slabs(tile: Tile) -> Iterator[tuple[int, torch.Tensor]]:
+            if streamed:
+                return sliding_window_slabs(window, data, patch, tile=tile.windows, **options)
+            return iter([(0, sliding_window(window, data, patch, **options))])
+
+        def restored() -> Iterator[tuple[Start, torch.Tensor]]:
+            for tile in tiles:
+                resampler = SlabResampler(shape_in, shape_out, nearest_first_axis=nearest, output=tile.output,
+                                          source_start=tile.source_start)
+                plane = tuple(a for a, _ in tile.output)
+                for z0, slab in slabs(tile):
+                    for start, part in resampler.push(z0, slab):
+                        yield (start, *plane), part[:-1] if drop else part
 
         return restored(), props["crop_bbox"]
 
     def predict(self, image: Image, previous: np.ndarray | None = None) -> Image:
         """Label map ``(1, *spatial)`` on exactly ``image``'s grid (shape, spacing, origin, direction);
         ``previous``: a cascade's first-stage labels ``(1, *spatial)`` (default: ``previous_stage`` predicts)."""
-        data, props = self._prepared(image, previous)
+        slabs, bbox = self._probability_slabs(image, previous)
         lookup, dtype = label_lookup(self.label_values)
         labels = np.zeros(image.spatial_shape, dtype=dtype)
-        groups = self.class_groups(tuple(data.shape[1:]))
-        if len(groups) == 1:
-            slabs, bbox = self._restored_slabs(data, props)
-            paste_labels(slabs, lookup, labels, bbox)
-            return self._finish(image, labels)
-        logger.info("streaming the classes in %d passes of at most %d", len(groups), groups[0].stop)
-        best = np.full(props["shape_after_crop"], -1.0, np.float32)
-        for group in groups:  # each pass runs the network again, keeps its classes' running best
-            slabs, bbox = self._restored_slabs(data, props, channels=group)
-            paste_best(slabs, lookup[group], best, labels, bbox)
+        paste_labels(slabs, lookup, labels, bbox)
         return self._finish(image, labels)
 
     def _accumulator_bytes(self, shape: Sequence[int]) -> int:
-        """Bytes of the whole-volume accumulator (every output channel and the weight sum) over spatial ``shape``:
-        above ``memory_limit`` the volume is streamed."""
+        """Bytes of the accumulator (every output channel and the weight sum) over spatial ``shape``: above
+        ``memory_limit`` for the whole volume, the volume is streamed."""
         return bytes_of((self.num_classes + 1 + int(self.instances), *shape), self.accumulate_dtype)
 
-    def class_groups(self, shape: Sequence[int]) -> list[slice]:
-        """The passes over the classes that a label map of a preprocessed image of spatial ``shape`` takes: one
-        (all classes) unless even the streamed band of every class, ``(K + 1) x band`` with a slab copy and its
-        resampled copy beside it, would exceed ``memory_limit``; then groups of classes as large as fit (at least
-        one), each pass running the network again, so that memory stays flat in the number of classes."""
-        classes = self.num_classes
-        if self._accumulator_bytes(shape) <= self.memory_limit or self.instances:
-            return [slice(0, classes)]
-        band = band_shape(shape, self._window_patch(len(shape) + 1), step=self.step, batch_size=self.batch_size)
-        per_channel = bytes_of(band, self.accumulate_dtype) + 2 * bytes_of(band)
-        if (classes + 1) * per_channel <= self.memory_limit:
-            return [slice(0, classes)]
-        size = max(1, self.memory_limit // per_channel - 1)
-        return [slice(start, min(start + size, classes)) for start in range(0, classes, size)]
+    def plane_tiles(self, shape_in: Sequence[int], shape_out: Sequence[int], patch: Sequence[int]) -> list[Tile]:
+        """The tiles of the plane that streaming a preprocessed image of spatial ``shape_in`` (``shape_out`` on the
+        cropped input grid) takes with windows ``patch``: as few window runs as keep the working set within
+        ``memory_limit`` (one tile when the whole plane fits). The working set of every output channel: the band
+        (a patch deep, and the weight sum), one slab of it normalised, and one window batch's output with its
+        mirrored copies (what the network returns, before they are averaged)."""
+        channels = self.num_classes + int(self.instances)
+        voxel = int(patch[0]) * self._accumulator_bytes((1,)) + SLAB_ROWS * bytes_of((channels,))
+        # mirrored copies are flipped back and stacked before their mean: about three sets of them at once
+        copies = self.batch_size * (3 * 2 ** len(self.mirror_axes) if self.mirror_axes else 1)
+        window = bytes_of((copies, channels, *patch))
+        return plane_tiles(shape_in, shape_out, patch, self.step, voxel_bytes=voxel, fixed_bytes=window,
+                           limit=self.memory_limit)
 
     def predict_with_probabilities(self, image: Image, previous: np.ndarray | None = None) -> tuple[Image, Image]:
         """Label map ``(1, *spatial)`` and class probabilities ``(K, *spatial)`` float32 on ``image``'s grid
@@ -417,12 +422,10 @@ class Predictor:
         return image.with_array(labels[None])
 
 
-def _kept(slabs: Iterator[tuple[int, torch.Tensor]], bbox: list[list[int]], target: np.ndarray, kept: slice,
-          passed: slice = slice(None)) -> Iterator[tuple[int, torch.Tensor]]:
-    """Pass the slabs ``(K, dz, ...)`` on (their ``passed`` channels) after writing their ``kept`` channels into
-    ``target`` ``(k, *spatial)``, the full image, inside the content crop ``bbox``."""
-    inner = tuple(slice(a, b) for a, b in bbox[1:])
-    for o0, slab in slabs:
-        z = bbox[0][0] + o0
-        target[(slice(None), slice(z, z + slab.shape[1]), *inner)] = slab[kept].numpy()
-        yield o0, slab[passed]
+def _kept(slabs: Iterator[tuple[Start, torch.Tensor]], bbox: list[list[int]], target: np.ndarray, kept: slice,
+          passed: slice = slice(None)) -> Iterator[tuple[Start, torch.Tensor]]:
+    """Pass the slabs ``(start, (K, *block))`` on (their ``passed`` channels) after writing their ``kept`` channels
+    into ``target`` ``(k, *spatial)``, the full image, at ``start`` inside the content crop ``bbox``."""
+    for start, slab in slabs:
+        target[(slice(None), *full_region(bbox, start, slab.shape[1:]))] = slab[kept].numpy()
+        yield start, slab[passed]

@@ -1,10 +1,11 @@
 """Undo preprocessing slab by slab: resample class probabilities from the network's grid back to the cropped
 input grid, then argmax, map channels to label values and paste into the full-size label map.
 
-Resampling is separable: each slab is first resampled in-plane (bilinear, pixel-centre aligned, as
-``F.interpolate(align_corners=False)``), then along the first axis by linear interpolation (or nearest, for
-anisotropic data resampled with ``separate_z``), row by row as soon as both source rows have arrived. So the
-streamed result equals resampling the whole volume at once.
+Resampling is separable, one axis at a time by linear interpolation between the two nearest source rows
+(pixel-centre aligned, as ``F.interpolate(align_corners=False)``): each slab in-plane first, then along the first
+axis (or nearest there, for anisotropic data resampled with ``separate_z``) row by row as soon as both source rows
+have arrived. Every output voxel reads the same two source rows per axis however the volume arrives, so the streamed
+result equals resampling the whole volume at once, also for a tile of the plane (``SlabResampler(output=...)``).
 """
 
 from __future__ import annotations
@@ -14,42 +15,62 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+Start = tuple[int, ...]  # a slab's first voxel, per spatial axis
 
 
-def _source_rows(n_in: int, n_out: int, nearest: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each output row: the two source rows and the weight of the second (pixel-centre alignment)."""
+def source_rows(n_in: int, n_out: int, nearest: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output row of an axis resampled from ``n_in`` to ``n_out`` rows: the two source rows and the
+    weight of the second (pixel-centre alignment); a row that takes one source row alone names it twice."""
     out = np.arange(n_out, dtype=np.float64)
     if nearest:
         rows = np.minimum(np.floor((out + 0.5) * n_in / n_out), n_in - 1).astype(np.int64)
         return rows, rows, np.zeros(n_out)
     source = np.clip((out + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
     lower = np.floor(source).astype(np.int64)
-    upper = np.minimum(lower + 1, n_in - 1)
-    return lower, upper, source - lower
+    weight = source - lower
+    return lower, np.where(weight > 0, np.minimum(lower + 1, n_in - 1), lower), weight
+
+
+def _lerp(x: torch.Tensor, dim: int, lower: np.ndarray, upper: np.ndarray, weight: np.ndarray) -> torch.Tensor:
+    """``x`` resampled along ``dim``: row ``i`` of the result is ``x[lower[i]] * (1 - w) + x[upper[i]] * w``."""
+    w = torch.from_numpy(weight).float().view(-1, *[1] * (x.ndim - dim - 1))
+    below = x.index_select(dim, torch.from_numpy(lower))
+    return below * (1 - w) + x.index_select(dim, torch.from_numpy(upper)) * w
 
 
 class SlabResampler:
-    """Resample a ``(K, Z_in, *P_in)`` volume that arrives in slabs along Z to ``(K, Z_out, *P_out)``.
+    """Resample a ``(K, Z_in, *P_in)`` volume that arrives in slabs along Z to ``(K, Z_out, *P_out)``, or to the
+    part ``output`` (``[a, b)`` per in-plane axis) of its plane, from slabs whose plane starts at ``source_start``.
 
-    ``push(z0, slab)`` takes the next slab ``(K, dz, *P_in)`` (slabs in order, no gaps) and returns the output
-    slabs it completes, each ``(o0, (K, do, *P_out))``.
+    ``push(z0, slab)`` takes the next slab ``(K, dz, *plane)`` (slabs in order, no gaps; the plane must hold every
+    source row that ``output`` reads) and returns the output slabs it completes, each ``(o0, (K, do, *out))``.
     """
 
-    def __init__(self, shape_in: Sequence[int], shape_out: Sequence[int], *, nearest_first_axis: bool = False):
-        self.plane_in, self.plane_out = tuple(shape_in[1:]), tuple(shape_out[1:])
-        self.lower, self.upper, self.weight = _source_rows(int(shape_in[0]), int(shape_out[0]), nearest_first_axis)
+    def __init__(self, shape_in: Sequence[int], shape_out: Sequence[int], *, nearest_first_axis: bool = False,
+                 output: Sequence[tuple[int, int]] | None = None, source_start: Sequence[int] | None = None):
+        output = output or [(0, int(n)) for n in shape_out[1:]]
+        source_start = source_start or [0] * len(output)
+        self.plane = []  # per in-plane axis: None (same size: a slice) or its (lower, upper, weight) rows
+        for n_in, n_out, (a, b), start in zip(shape_in[1:], shape_out[1:], output, source_start):
+            if n_in == n_out:
+                self.plane.append(slice(a - start, b - start))
+            else:
+                lower, upper, weight = source_rows(int(n_in), int(n_out))
+                self.plane.append((lower[a:b] - start, upper[a:b] - start, weight[a:b]))
+        self.lower, self.upper, self.weight = source_rows(int(shape_in[0]), int(shape_out[0]), nearest_first_axis)
         self.identity_rows = shape_in[0] == shape_out[0]
         self.buffer: torch.Tensor | None = None  # in-plane resampled rows [self.start, self.start + len)
         self.start = 0
         self.next_out = 0
 
     def _in_plane(self, slab: torch.Tensor) -> torch.Tensor:
-        if self.plane_in == self.plane_out:
-            return slab
-        mode = {1: "linear", 2: "bilinear"}[len(self.plane_in)]
-        rows = slab.transpose(0, 1)  # (dz, K, *P): rows are the batch
-        return F.interpolate(rows, size=self.plane_out, mode=mode, align_corners=False).transpose(0, 1)
+        for dim, axis in enumerate(self.plane, start=2):
+            if isinstance(axis, slice):
+                slab = slab[(slice(None),) * dim + (axis,)]
+            else:
+                slab = _lerp(slab, dim, *axis)
+        return slab
 
     def push(self, z0: int, slab: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
         slab = self._in_plane(slab)
@@ -67,16 +88,19 @@ class SlabResampler:
         if stop == self.next_out:
             return []
         rows = np.arange(self.next_out, stop)
-        lower = torch.from_numpy(self.lower[rows] - self.start)
-        upper = torch.from_numpy(self.upper[rows] - self.start)
-        weight = torch.from_numpy(self.weight[rows]).float().view(1, -1, *[1] * len(self.plane_out))
-        out = self.buffer[:, lower] * (1 - weight) + self.buffer[:, upper] * weight
+        out = _lerp(self.buffer, 1, self.lower[rows] - self.start, self.upper[rows] - self.start, self.weight[rows])
         first = self.next_out
         self.next_out = stop
         keep_from = int(self.lower[stop]) if stop < len(self.lower) else end
         self.buffer = self.buffer[:, keep_from - self.start:]
         self.start = keep_from
         return [(first, out)]
+
+
+def full_region(bbox: Sequence[Sequence[int]], start: Start, shape: Sequence[int]) -> tuple[slice, ...]:
+    """The slices of the full image that a block of spatial ``shape`` at ``start`` in the crop ``bbox``
+    (``[[start, stop], ...]`` per axis) covers."""
+    return tuple(slice(box[0] + s, box[0] + s + n) for box, s, n in zip(bbox, start, shape))
 
 
 def label_lookup(label_values: Sequence[int]) -> tuple[torch.Tensor, np.dtype]:
@@ -86,33 +110,13 @@ def label_lookup(label_values: Sequence[int]) -> tuple[torch.Tensor, np.dtype]:
     return torch.as_tensor(list(label_values), dtype=torch.int64), np.dtype(dtype)
 
 
-def paste_labels(probabilities: Iterator[tuple[int, torch.Tensor]], lookup: torch.Tensor, out: np.ndarray,
+def paste_labels(probabilities: Iterator[tuple[Start, torch.Tensor]], lookup: torch.Tensor, out: np.ndarray,
                  bbox: Sequence[Sequence[int]]) -> None:
-    """Argmax each ``(o0, (K, do, *P))`` slab, map channel -> label value and write it into ``out`` ``(*full)``
-    inside the crop ``bbox`` (``[[start, stop], ...]`` per axis)."""
-    inner = tuple(slice(a, b) for a, b in bbox[1:])
-    for o0, slab in probabilities:
+    """Argmax each ``(start, (K, *block))`` slab, map channel -> label value and write it into ``out`` ``(*full)``
+    at ``start`` inside the crop ``bbox`` (``[[start, stop], ...]`` per axis)."""
+    for start, slab in probabilities:
         labels = lookup[slab.argmax(0)].numpy().astype(out.dtype, copy=False)
-        z = bbox[0][0] + o0
-        out[(slice(z, z + labels.shape[0]), *inner)] = labels
-
-
-def paste_best(probabilities: Iterator[tuple[int, torch.Tensor]], lookup: torch.Tensor, best: np.ndarray,
-               out: np.ndarray, bbox: Sequence[Sequence[int]]) -> None:
-    """One pass over a group of classes: where a ``(k, do, *P)`` slab's top probability beats ``best``
-    ``(*crop)`` float32 (strictly: an earlier group keeps a tie, as ``argmax`` does), write it there and the
-    class's label value (``lookup``: the group's channel -> label value) into ``out`` ``(*full)`` inside the crop
-    ``bbox``. Passes over the groups in channel order give ``paste_labels``' labels exactly."""
-    inner = tuple(slice(a, b) for a, b in bbox[1:])
-    for o0, slab in probabilities:
-        top, channel = slab.max(0)
-        top = top.numpy()
-        rows = slice(o0, o0 + top.shape[0])
-        wins = top > best[rows]
-        best[rows][wins] = top[wins]
-        z = bbox[0][0] + o0
-        target = out[(slice(z, z + top.shape[0]), *inner)]
-        target[wins] = lookup[channel].numpy().astype(out.dtype, copy=False)[wins]
+        out[full_region(bbox, start, labels.shape)] = labels
 
 
 def bytes_of(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> int:

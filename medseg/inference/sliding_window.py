@@ -4,9 +4,10 @@ Two ways to aggregate the same windows in the same order (so they agree to the l
 
 * ``sliding_window`` holds one accumulator for the whole ``(K, *S)`` output (simple; memory ``(K + 1) * S``);
 * ``sliding_window_slabs`` streams: windows are visited in order of their start on the first axis, and the
-  accumulator only covers the band of that axis that open windows still touch (about one patch deep). Every
+  accumulator only covers the band of that axis that open windows still touch (one patch deep). Every
   slab that no later window can reach is normalised and yielded, then dropped, so memory does not grow with
-  the length of the first axis.
+  the length of the first axis; a ``tile`` of the plane (a range of window starts per axis after the first)
+  bounds it across the plane too (``medseg.inference.tiles``).
 
 Window placement follows nnU-Net: per axis the fewest windows whose stride is at most ``step * patch``, spread
 evenly from 0 to ``size - patch``. Images smaller than the patch are zero-padded (centred) and the padding is
@@ -23,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-PredictFn = Callable[[torch.Tensor], torch.Tensor]  # (B, C, *patch) -> (B, K, *patch)
+PredictFn = Callable[[torch.Tensor], torch.Tensor]  # (B, C, *patch) -> (B, K, *patch), a new tensor (scaled in place)
 Window = tuple[int, ...]  # start corner in voxels
 
 MIN_WEIGHT = 1e-4  # floor of the importance map, relative to its centre (nnU-Net: its smallest non-zero value)
@@ -79,13 +80,25 @@ def pad_to_patch(image: torch.Tensor, patch_size: Sequence[int]) -> tuple[torch.
 def _weighted_batches(predict: PredictFn, image: torch.Tensor, windows: list[Window], patch_size: Sequence[int],
                       weights: torch.Tensor, batch_size: int, device: str | torch.device, context: int = 0
                       ) -> Iterator[tuple[list[Window], torch.Tensor]]:
-    """Yield each batch of windows with its predictions times the importance map, ``(B, K, *patch)`` float32."""
+    """Yield each batch of windows with its predictions times the importance map, ``(B, K, *patch)`` float32; the
+    predictions are scaled in place (no copy of them per batch), so ``predict`` returns a new tensor, or a view of
+    the windows it was given."""
     for first in range(0, len(windows), batch_size):
         batch = windows[first:first + batch_size]
         patches = torch.stack([_read_window(image, w, patch_size, context) for w in batch]).to(device)
         with torch.inference_mode():
-            out = predict(patches)
-        yield batch, out.to("cpu", torch.float32) * weights
+            out = predict(patches).to("cpu", torch.float32)
+            out.mul_(weights)
+        yield batch, out
+
+
+def _add_window(accumulator: torch.Tensor, total: torch.Tensor, region: tuple[slice, ...], prediction: torch.Tensor,
+                weights: torch.Tensor) -> None:
+    """Add a weighted ``prediction`` ``(K, *patch)`` to ``accumulator[:, region]`` and the importance map
+    ``weights`` to ``total[region]``."""
+    accumulator[(slice(None), *region)] += prediction if accumulator.dtype == torch.float32 else \
+        prediction.to(accumulator.dtype)
+    total[region] += weights
 
 
 def _read_window(image: torch.Tensor, window: Window, patch_size: Sequence[int], context: int) -> torch.Tensor:
@@ -124,9 +137,7 @@ def sliding_window(predict: PredictFn, image: torch.Tensor, patch_size: Sequence
         if accumulator is None:
             accumulator = torch.zeros((predictions.shape[1], *padded.shape[1:]), dtype=accumulate_dtype)
         for window, prediction in zip(batch, predictions):
-            region = _slices(window, patch_size)
-            accumulator[(slice(None), *region)] += prediction.to(accumulate_dtype)
-            total[region] += weights
+            _add_window(accumulator, total, _slices(window, patch_size), prediction, weights)
     assert accumulator is not None
     result = accumulator.float() if accumulator.dtype != torch.float32 else accumulator
     result /= total
@@ -137,64 +148,81 @@ def sliding_window(predict: PredictFn, image: torch.Tensor, patch_size: Sequence
 def sliding_window_slabs(predict: PredictFn, image: torch.Tensor, patch_size: Sequence[int], *, step: float = 0.5,
                          batch_size: int = 1, sigma_scale: float = 1 / 8,
                          accumulate_dtype: torch.dtype = torch.float32,
-                         device: str | torch.device = "cpu", context: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+                         device: str | torch.device = "cpu", context: int = 0,
+                         tile: Sequence[tuple[int, int]] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """Streamed ``sliding_window``: yields ``(z0, slab)`` with ``slab`` ``(K, dz, *S[1:])`` float32 equal to
     ``sliding_window(...)[:, z0:z0 + dz]``, in order along the first axis and covering it exactly once.
 
-    Memory: one band of the accumulator, allocated once: a patch plus the first-axis spread of one batch of
-    windows deep; yielded rows are moved out of it in place (no growing or copying of the whole band).
+    ``tile``: per axis after the first, the range ``[i0, i1)`` of that axis's window starts (``padded_starts``) to
+    run; the slabs then cover only the part of the plane those windows reach (``tile_rows`` per axis) and average
+    those windows alone, which equals ``sliding_window`` wherever no other window reaches.
+
+    Memory: one band of the accumulator, one patch deep over the tile's plane, allocated once: the rows before a
+    window's start are finished as soon as it comes (windows go in order of their first-axis start), yielded in
+    slabs of at most ``SLAB_ROWS`` rows and moved out of the band in place.
     """
     patch_size = [int(p) for p in patch_size]
     padded, before = pad_to_patch(image, patch_size)
     weights = gaussian_importance_map(patch_size, sigma_scale)
-    windows = window_grid(padded.shape[1:], patch_size, step)
-    rest = padded.shape[2:]
-    crop = tuple(slice(b, b + s) for b, s in zip(before[1:], image.shape[2:]))
-    z_before, z_size = before[0], image.shape[1]
-    depth = _band_depth(windows, patch_size, batch_size)
-    low = 0  # first row (padded coordinates) not yet yielded: row 0 of the band
+    starts = [window_starts(s, p, step) for s, p in zip(padded.shape[1:], patch_size)]
+    if tile is not None:
+        starts = starts[:1] + [axis[a:b] for axis, (a, b) in zip(starts[1:], tile)]
+    windows = list(itertools.product(*starts))
+    corner = [axis[0] for axis in starts[1:]]  # the band's origin in the plane (padded coordinates)
+    extent = [axis[-1] + p - axis[0] for axis, p in zip(starts[1:], patch_size[1:])]
+    # the band's part of the unpadded image, in band coordinates
+    crop = tuple(slice(max(b, c) - c, min(b + s, c + e) - c)
+                 for b, s, c, e in zip(before[1:], image.shape[2:], corner, extent))
+    rows = (before[0], before[0] + image.shape[1])
+    depth = patch_size[0]
+    total = torch.zeros((depth, *extent), dtype=torch.float32)
     accumulator: torch.Tensor | None = None
-    total = torch.zeros((depth, *rest), dtype=torch.float32)
-    done = 0
+    low = 0  # first band row (padded coordinates) not yet yielded: row 0 of the band
     for batch, predictions in _weighted_batches(predict, padded, windows, patch_size, weights, batch_size, device,
                                                      context):
         if accumulator is None:
-            accumulator = torch.zeros((predictions.shape[1], depth, *rest), dtype=accumulate_dtype)
+            accumulator = torch.zeros((predictions.shape[1], depth, *extent), dtype=accumulate_dtype)
         for window, prediction in zip(batch, predictions):
-            region = (slice(window[0] - low, window[0] - low + patch_size[0]), *_slices(window[1:], patch_size[1:]))
-            accumulator[(slice(None), *region)] += prediction.to(accumulate_dtype)
-            total[region] += weights
-        done += len(batch)
-        finished = windows[done][0] if done < len(windows) else padded.shape[1]
-        if finished > low:
-            rows = finished - low
-            slab = accumulator[:, :rows].float() if accumulator.dtype != torch.float32 else accumulator[:, :rows]
-            slab = slab / total[:rows]
-            # keep only the rows of the unpadded image
-            a, b = max(low, z_before), min(finished, z_before + z_size)
-            if b > a:
-                yield a - z_before, slab[(slice(None), slice(a - low, b - low), *crop)]
-            del slab
-            _shift_band(accumulator, rows)
-            _shift_band(total[None], rows)
-            low = finished
+            if window[0] > low:  # no later window reaches the rows before this one's start
+                yield from _finished_slabs(accumulator, total, low, window[0], rows, crop)
+                _shift_band(accumulator, window[0] - low)
+                _shift_band(total[None], window[0] - low)
+                low = window[0]
+            region = (slice(window[0] - low, window[0] - low + depth),
+                      *(slice(w - c, w - c + p) for w, c, p in zip(window[1:], corner, patch_size[1:])))
+            _add_window(accumulator, total, region, prediction, weights)
+    assert accumulator is not None
+    yield from _finished_slabs(accumulator, total, low, padded.shape[1], rows, crop)
 
 
-def _band_depth(windows: Sequence[Window], patch_size: Sequence[int], batch_size: int) -> int:
-    """Rows of ``sliding_window_slabs``' band: batch b starts where every earlier row is finished (z-major
-    order), and reaches its last start plus a patch."""
-    firsts = range(0, len(windows), batch_size)
-    return max(max(w[0] for w in windows[f:f + batch_size]) - windows[f][0] for f in firsts) + patch_size[0]
+SLAB_ROWS = 4  # rows per yielded slab: the copies made after the band (normalised slab, resampled) stay small
 
 
-def band_shape(shape: Sequence[int], patch_size: Sequence[int], *, step: float = 0.5, batch_size: int = 1
-               ) -> tuple[int, ...]:
-    """The shape ``(depth, *padded[1:])`` of one channel of ``sliding_window_slabs``' band for an image of
-    spatial ``shape``: what streaming costs per output channel."""
-    patch_size = [int(p) for p in patch_size]
-    padded = [max(int(s), p) for s, p in zip(shape, patch_size)]
-    windows = window_grid(padded, patch_size, step)
-    return (_band_depth(windows, patch_size, batch_size), *padded[1:])
+def _finished_slabs(accumulator: torch.Tensor, total: torch.Tensor, low: int, stop: int, rows: tuple[int, int],
+                    crop: tuple[slice, ...]) -> Iterator[tuple[int, torch.Tensor]]:
+    """The finished band rows ``[low, stop)`` (padded coordinates; band row 0 is ``low``) that lie in the image's
+    ``rows``, normalised by the weight sum, as ``(z0, (K, dz, *plane))`` slabs (new tensors) of at most
+    ``SLAB_ROWS`` rows; ``z0`` in unpadded coordinates."""
+    first, last = max(low, rows[0]), min(stop, rows[1])
+    for a in range(first, last, SLAB_ROWS):
+        band_rows = slice(a - low, min(a + SLAB_ROWS, last) - low)
+        slab = accumulator[(slice(None), band_rows, *crop)]
+        slab = slab.float() if slab.dtype != torch.float32 else slab
+        yield a - rows[0], slab / total[(band_rows, *crop)]
+
+
+def padded_starts(size: int, patch: int, step: float = 0.5) -> tuple[list[int], int]:
+    """The window starts along an axis of length ``size`` (on the axis zero-padded to the patch, as
+    ``pad_to_patch`` pads it) and the padding before it."""
+    padded = max(int(size), int(patch))
+    return window_starts(padded, patch, step), (padded - size) // 2
+
+
+def tile_rows(size: int, patch: int, step: float, windows: tuple[int, int]) -> tuple[int, int]:
+    """The rows ``[a, b)`` of an axis of length ``size`` that the windows ``[i0, i1)`` of its starts reach (what
+    ``sliding_window_slabs`` yields of a tile on that axis)."""
+    starts, before = padded_starts(size, patch, step)
+    return max(starts[windows[0]] - before, 0), min(starts[windows[1] - 1] + patch - before, size)
 
 
 def _shift_band(band: torch.Tensor, rows: int) -> None:

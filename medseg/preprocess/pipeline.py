@@ -18,7 +18,7 @@ from medseg.errors import MedsegError
 from medseg.parallel import map_cases
 from medseg.planning.fingerprint import content_mask, mask_bbox
 from medseg.data import cache
-from medseg.preprocess.normalize import normalize
+from medseg.preprocess.normalize import Pointwise, channel_transforms, normalize
 from medseg.preprocess.previous_stage import PreviousStage, check_previous_stage, previous_stage_channels
 from medseg.preprocess.resample import new_shape, resample_image, resample_label
 
@@ -65,17 +65,12 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list
     """
     if previous is not None:
         check_previous_stage(previous, image.shape[1:])
-    mask = content_mask(image)  # on the whole image: the crop's corners may lie inside the content
-    bbox = mask_bbox(mask)
+    bbox, mask, target, shape = _crop_and_target(image, spacing, config)
     crop = (slice(None),) + tuple(slice(a, b) for a, b in bbox)
     image = image[crop]
-    mask = mask[crop[1:]]
     label = label[crop] if label is not None else None
     data = normalize(image, config.normalization, mask)
-    target = list(config.target_spacing)
-    if len(target) < len(spacing):  # 2d configuration of 3D data: keep the slice axis
-        target = [spacing[0]] + target
-    shape = new_shape(data.shape[1:], spacing, target)
+    del mask
     separate_z = bool(config.resampling.get("separate_z", False))
     data = resample_image(data, shape, order=int(config.resampling.get("image_order", 3)), separate_z=separate_z,
                           z_order=int(config.resampling.get("z_order", 0)))
@@ -98,15 +93,48 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, spacing: list
             channels += [(resampled == value).astype(np.float32) for value in rater_labels]
         data = np.concatenate([data, np.stack(channels)])
     locations = class_locations(seg, np.random.default_rng(seed)) if seg is not None else {}
-    properties = {
+    return PreprocessedCase(data, seg, locations, _properties(spacing, target, bbox, shape, sorted(locations)))
+
+
+def _crop_and_target(image: np.ndarray, spacing: list[float], config: Configuration
+                     ) -> tuple[list[list[int]], np.ndarray, list[float], tuple[int, ...]]:
+    """The content crop of ``image`` ``(C, *spatial)`` (its bounding box ``[[start, stop], ...]`` and the content
+    mask inside it), the target spacing and the spatial shape after resampling to it."""
+    mask = content_mask(image)  # on the whole image: the crop's corners may lie inside the content
+    bbox = mask_bbox(mask)
+    mask = mask[tuple(slice(a, b) for a, b in bbox)]
+    target = list(config.target_spacing)
+    if len(target) < len(spacing):  # 2d configuration of 3D data: keep the slice axis
+        target = [spacing[0]] + target
+    return bbox, mask, target, new_shape(mask.shape, spacing, target)
+
+
+def _properties(spacing: list[float], target: list[float], bbox: list[list[int]], shape: Sequence[int],
+                classes_present: list[int]) -> dict:
+    return {
         "spacing": [float(s) for s in spacing],
         "target_spacing": [float(t) for t in target],
         "crop_bbox": bbox,
         "shape_after_crop": [int(b - a) for a, b in bbox],
         "shape_after_resample": [int(s) for s in shape],
-        "classes_present": sorted(locations),
+        "classes_present": classes_present,
     }
-    return PreprocessedCase(data, seg, locations, properties)
+
+
+def voxelwise_prediction_input(image: np.ndarray, spacing: list[float], config: Configuration
+                               ) -> tuple[np.ndarray, list[Pointwise], dict] | None:
+    """Where preprocessing ``image`` ``(C, *spatial)`` for prediction is voxel-wise (no resampling, no masked
+    z-score): the cropped image (a view), each channel's normalisation (``normalize``'s, statistics included) and
+    the properties ``preprocess_arrays`` gives; so the network's input can be normalised window by window, equal
+    to ``preprocess_arrays(...).data`` without its whole float32 copy. None where it is not voxel-wise."""
+    if any(scheme.scheme == "zscore" and scheme.use_mask for scheme in config.normalization):
+        return None
+    bbox, mask, target, shape = _crop_and_target(image, spacing, config)
+    if tuple(shape) != tuple(mask.shape):
+        return None
+    del mask
+    cropped = image[(slice(None),) + tuple(slice(a, b) for a, b in bbox)]
+    return cropped, channel_transforms(cropped, config.normalization), _properties(spacing, target, bbox, shape, [])
 
 
 def preprocess_case(dataset: Dataset, config: Configuration, folder: Path, item: tuple[int, Case],
@@ -198,6 +226,6 @@ def preprocess_dataset(root: str | Path, plan: Plan, configuration: str, output:
     write_json_atomic(plan.to_dict(), Path(output) / "plans.json")
     write_json_atomic(dataset.spec.to_dict(), Path(output) / "dataset_spec.json")
     worker = functools.partial(preprocess_case, dataset, config, folder, previous_stage=previous_stage)
-    outcomes = map_cases(worker, list(enumerate(dataset.cases)), workers=workers, description=f"preprocess {configuration}",
-                         progress=progress)
+    outcomes = map_cases(worker, list(enumerate(dataset.cases)), workers=workers,
+                         description=f"preprocess {configuration}", progress=progress)
     return {"done": outcomes.count("done"), "skipped": outcomes.count("skipped")}

@@ -35,6 +35,7 @@ from medseg.inference.calibrated import apply_calibration
 from medseg.inference.ensemble import labels_from_probabilities
 from medseg.inference.postprocess import keep_largest_component
 from medseg.inference.predictor import PRECISIONS, Predictor
+from medseg.inference.restore import full_region
 from medseg.inference.tta import mirrored, mirrored_copies
 from medseg.io import Image
 
@@ -200,10 +201,8 @@ class UncertaintyPredictor:
             statistics = np.zeros((k + 2, *image.spatial_shape), dtype=np.float32)
             statistics[0] = 1.0  # outside the content crop: background, certain
             statistics[k + 1] = 1.0
-            inner = tuple(slice(a, b) for a, b in bbox[1:])
-            for o0, slab in slabs:
-                z = bbox[0][0] + o0
-                statistics[(slice(None), slice(z, z + slab.shape[1]), *inner)] = slab.numpy()
+            for start, slab in slabs:
+                statistics[(slice(None), *full_region(bbox, start, slab.shape[1:]))] = slab.numpy()
         probabilities = statistics[:k]
         total = entropy(probabilities).astype(np.float32)
         maps = {"entropy": total,

@@ -59,13 +59,35 @@ def test_streamed_prediction_equals_whole_volume(shapes_dataset: Path, shapes_mo
     np.testing.assert_array_equal(labels_streamed.array, labels.array)
     np.testing.assert_allclose(probabilities_streamed.array, probabilities.array, rtol=0, atol=1e-6)
     np.testing.assert_allclose(probabilities.array.sum(0), 1.0, atol=1e-5)
-    # memory_limit 1 byte: even one class's band is over it, so the label map takes one pass per class (the
-    # network run again each time, its softmax over all classes), and equals the one-pass argmax exactly
-    assert streamed.class_groups((20, 50, 45)) == [slice(0, 1), slice(1, 2), slice(2, 3)]
-    assert whole.class_groups((20, 50, 45)) == [slice(0, 3)]
     np.testing.assert_array_equal(streamed.predict(image).array, labels.array)
     values = np.unique(labels.array)
     assert set(values) <= {0, 1, 2} and len(values) >= 2
+
+
+def test_streaming_in_tiles_of_the_plane_equals_whole_volume(shapes_dataset: Path, shapes_model: Path) -> None:
+    """A plane several windows wide at memory_limit 1 byte: even the smallest band is over it, so the plane is cut
+    into the smallest tiles, each streamed along the first axis on its own (the windows along their borders run
+    once per tile), resampled back to its part of the output; every voxel still averages the same windows."""
+    source = _case(shapes_dataset)
+    array = np.tile(source.array[:, :12], (1, 1, 2, 2))[:, :, :100, :90]
+    image = Image(array, (2.5, 1.3, 0.9), source.origin, source.direction)  # resampled there and back
+    whole = Predictor.from_folder(shapes_model, folds=["0"], tta=False)
+    streamed = Predictor.from_folder(shapes_model, folds=["0"], tta=False, memory_limit=1)
+    data, props = streamed._prepared(image, None)
+    patch = streamed._window_patch(data.ndim)
+    tiles = streamed.plane_tiles(props["shape_after_resample"], props["shape_after_crop"], patch)
+    assert len(tiles) > 4 and len(whole.plane_tiles(props["shape_after_resample"], props["shape_after_crop"],
+                                                    patch)) == 1
+    covered = np.zeros(props["shape_after_crop"][1:], int)  # the tiles' outputs cover the plane once
+    for tile in tiles:
+        covered[tuple(slice(a, b) for a, b in tile.output)] += 1
+    assert (covered == 1).all()
+    labels, probabilities = whole.predict_with_probabilities(image)
+    labels_tiled, probabilities_tiled = streamed.predict_with_probabilities(image)
+    np.testing.assert_allclose(probabilities_tiled.array, probabilities.array, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(labels_tiled.array, labels.array)
+    np.testing.assert_array_equal(streamed.predict(image).array, labels.array)
+    assert len(np.unique(labels.array)) >= 2
 
 
 def test_prediction_has_exactly_the_input_grid(tmp_path: Path, shapes_dataset: Path, shapes_model: Path) -> None:
@@ -214,21 +236,3 @@ def test_forward_chunk_search_stops_when_a_smaller_chunk_is_slower(shapes_model:
     assert predictor._forward_chunk() == 2
     predictor._chunk_times = {4: 1.0, 2: 1.5}  # 2 lost to 4: 1 is never tried
     assert predictor._forward_chunk() == 4
-
-
-def test_passes_over_class_groups_give_the_argmax_of_all_classes_ties_included() -> None:
-    from medseg.inference.restore import label_lookup, paste_best, paste_labels
-
-    generator = torch.Generator().manual_seed(0)
-    probabilities = (torch.rand(7, 9, 6, 5, generator=generator) * 4).round() / 4  # many ties
-    slabs = [(0, probabilities[:, :4]), (4, probabilities[:, 4:])]
-    lookup, dtype = label_lookup([0, 1, 2, 5, 6, 7, 9])
-    bbox = [[1, 10], [2, 8], [0, 5]]
-    expected = np.zeros((12, 9, 5), dtype)
-    paste_labels(iter(slabs), lookup, expected, bbox)
-    for size in (1, 2, 3, 7):
-        out, best = np.zeros((12, 9, 5), dtype), np.full((9, 6, 5), -1.0, np.float32)
-        for start in range(0, 7, size):
-            group = slice(start, min(start + size, 7))
-            paste_best(iter((o, s[group]) for o, s in slabs), lookup[group], best, out, bbox)
-        np.testing.assert_array_equal(out, expected)

@@ -150,3 +150,27 @@ def test_context_slices_reach_predict_and_only_the_window_is_answered():
     slabs = list(sliding_window_slabs(first_context_slice, image, (1, 16, 16), batch_size=3, context=2))
     assert torch.allclose(torch.cat([slab for _, slab in slabs], 1)[0], expected)
     assert torch.allclose(sliding_window(lambda p: p, image, (1, 16, 16)), image)  # no context: the window alone
+
+
+def test_a_tile_of_the_plane_equals_the_whole_volume_where_its_windows_alone_reach() -> None:
+    """``sliding_window_slabs(tile=...)`` runs only the tile's windows: where no other window reaches, the same
+    bits as the whole volume; and the slabs cover the rows those windows reach (``tile_rows``)."""
+    from medseg.inference.sliding_window import padded_starts, tile_rows
+
+    image = torch.randn(1, 20, 40, 37, generator=torch.Generator().manual_seed(8))
+    net = _conv_net(1, 2, 3)
+    patch = (8, 12, 12)
+    whole = sliding_window(net, image, patch, batch_size=2)
+    starts_y, _ = padded_starts(40, 12)
+    starts_x, _ = padded_starts(37, 12)
+    tile = ((1, 4), (2, len(starts_x)))
+    slabs = list(sliding_window_slabs(net, image, patch, batch_size=2, tile=tile))
+    assert all(s.shape[1] <= 8 for _, s in slabs) and slabs[0][0] == 0
+    tiled = torch.cat([s for _, s in slabs], 1)
+    (y0, y1), (x0, x1) = tile_rows(40, 12, 0.5, tile[0]), tile_rows(37, 12, 0.5, tile[1])
+    assert tiled.shape == (2, 20, y1 - y0, x1 - x0) and x1 == 37
+    # the rows that only the tile's windows reach: after the end of the window before it, before the next one
+    only = (slice(None), slice(None), slice(starts_y[0] + 12 - y0, starts_y[4] - y0),
+            slice(starts_x[1] + 12 - x0, None))
+    assert torch.equal(tiled[only], whole[:, :, y0:y1, x0:x1][only])
+    assert not torch.equal(tiled, whole[:, :, y0:y1, x0:x1])  # elsewhere windows outside the tile are missing

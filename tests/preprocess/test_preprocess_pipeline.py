@@ -138,3 +138,23 @@ def test_preprocess_brats_lowres_3d(tmp_path: Path) -> None:
     assert case.data.shape == (2, *expected) and case.seg.shape == (1, *expected)
     assert set(np.unique(case.seg)) <= {0, 1, 2, 3, 4} and len(np.unique(case.seg)) >= 3
     assert case.properties["classes_present"] == sorted(case.class_locations)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64])
+def test_normalising_by_blocks_of_rows_equals_normalising_at_once(dtype, monkeypatch) -> None:
+    """The voxels are normalised a block of rows at a time (no whole float copy of the input): every block size
+    gives the same bits, the statistics being the whole channel's."""
+    import medseg.preprocess.normalize as normalisation
+
+    rng = np.random.default_rng(2)
+    image = rng.normal(0, 300, (5, 23, 9, 7)).astype(dtype)[:, 1:, :, 1:]  # a view, as after the crop
+    mask = rng.random(image.shape[1:]) > 0.3
+    schemes = [Normalization("ct", mean=1.0, std=2.0), Normalization("ct", clip=[-100.0, 200.0], mean=3.0, std=50.0),
+               Normalization("zscore"), Normalization("zscore", use_mask=True), Normalization("rescale01")]
+    monkeypatch.setattr(normalisation, "ROWS_PER_BLOCK", 10 ** 6)
+    whole = normalize(image, schemes, mask)
+    for rows in (1, 4):
+        monkeypatch.setattr(normalisation, "ROWS_PER_BLOCK", rows)
+        assert np.array_equal(normalize(image, schemes, mask), whole)
+    lo, hi = float(image[0].min()), float(image[0].max())
+    np.testing.assert_allclose(whole[0], (np.clip(image[0].astype(np.float32), lo, hi) - 1.0) / 2.0, rtol=1e-6)
