@@ -79,9 +79,9 @@ def test_preprocess_crops_a_constant_background_and_normalises_inside_the_conten
     image = np.full((1, 24, 32, 32), -3.8, dtype=np.float32)
     image[0][ball] = np.random.default_rng(0).normal(2.0, 0.5, ball.sum())
     config = Configuration(name="3d_fullres", spatial_dims=3, target_spacing=[1.0, 1.0, 1.0], median_shape=[24, 32, 32],
-                           normalization=[Normalization("zscore", use_mask=True)], resampling={}, patch_size=[16, 16, 16],
-                           batch_size=1, network={}, estimated_memory_bytes=0, estimated_step_seconds=0.0,
-                           num_iterations=1)
+                           normalization=[Normalization("zscore", use_mask=True)], resampling={},
+                           patch_size=[16, 16, 16], batch_size=1, network={}, estimated_memory_bytes=0,
+                           estimated_step_seconds=0.0, num_iterations=1)
     result = preprocess_arrays(image, None, [1.0, 1.0, 1.0], config)
     assert result.properties["crop_bbox"] == [[4, 21], [8, 25], [6, 23]]
     inside = ball[4:21, 8:25, 6:23]
