@@ -35,11 +35,3 @@ def map_cases(function: Callable[[T], R], items: Sequence[T], *, workers: int | 
             results[futures[future]] = future.result()
     return results
 
-
-def compute_threads(num_workers: int) -> int:
-    """Torch threads for the training process on a CPU: the cores the loader workers leave free (at least one).
-
-    Measured on 2 cores: with one loader worker busy, two torch threads made a small U-Net's step 3-10x slower
-    than one thread (the threads wait on each other while the worker holds a core).
-    """
-    return max(1, (os.cpu_count() or 1) - num_workers)

@@ -7,6 +7,10 @@ model. Every ``iterations_per_epoch`` steps the task validates and the callbacks
 wall time is counted across resumes (it is stored in the checkpoint), so ``resume()`` after a kill -9 continues
 the same schedule. A non-finite loss stops training with a clear error instead of saving a broken model.
 
+Each step is ``medseg.compute.training_step`` (the one the planner times) at the config's resolved precision
+(bfloat16 autocast or float32) with a fused optimizer; on a CPU the torch thread count of each step comes from a
+``ThreadChooser`` that times the run's own steps at each candidate count and follows changes of the machine's load.
+
 Data-parallel (several processes under torchrun, a process group running: ``medseg.distributed``): each rank
 trains a ``DistributedDataParallel`` copy on its own share of the batch stream (the task's ``shard_batches``),
 the schedule's fraction is the largest over the ranks at every step (so all ranks take the same learning rate and

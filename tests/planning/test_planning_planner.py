@@ -204,3 +204,20 @@ def test_parse_memory_and_bad_values() -> None:
         parse_duration("soon")
     with pytest.raises(MedsegError, match="memory"):
         parse_memory("lots")
+
+
+def test_calibration_times_the_training_step_in_each_precision_the_device_has() -> None:
+    from medseg.compute import native_bfloat16
+    from medseg.planning.budget import EPOCH_OVERHEAD, calibrate, measure_step_seconds
+
+    calibration = calibrate("cpu", 2, seconds=0.5)
+    steps = calibration["reference_step_seconds_by_precision"]
+    assert set(steps) == ({"float32", "bfloat16"} if native_bfloat16("cpu") else {"float32"})
+    assert calibration["precision"] in steps and all(s > 0 for s in steps.values())
+    if calibration["precision"] == "bfloat16":  # chosen only when it measured faster
+        assert steps["bfloat16"] < steps["float32"]
+    assert calibration["reference_step_seconds"] == steps[calibration["precision"]]
+    network = dict(spatial_dims=2, in_channels=1, num_classes=3, features_per_stage=[4, 8],
+                   kernel_sizes=[[3, 3]] * 2, strides=[[1, 1], [2, 2]])
+    step = measure_step_seconds(network, [16, 16], 2, "cpu", seconds=0.2)
+    assert step > 0 and EPOCH_OVERHEAD > 0
