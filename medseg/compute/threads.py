@@ -48,10 +48,6 @@ class ThreadChooser:
         if len(self.candidates) > 1:
             self._start_probe()
 
-    @property
-    def probing(self) -> bool:
-        return bool(self._queue)
-
     def threads(self) -> int:
         """The thread count for the next step."""
         if self._step < self.warmup_steps:

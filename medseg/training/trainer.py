@@ -191,10 +191,10 @@ class Trainer:
                 torch.set_num_threads(threads)
             losses.append(self._step(batch))
             self.state.iteration += 1
-            now = time.perf_counter()  # the step's wall time, the wait for its batch included
-            step_seconds.append(now - step_started)
+            now = time.perf_counter()
+            step_seconds.append(now - step_started)  # the step's wall time, the wait for its batch included
             if chooser:
-                chooser.record(threads, now - step_started)
+                chooser.record(threads, step_seconds[-1])
             step_started = now
         figures = {}
         if self.ranks.is_main:
