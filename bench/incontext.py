@@ -25,6 +25,7 @@ import platform
 import statistics
 import sys
 import time
+import zlib
 from datetime import date
 from pathlib import Path
 
@@ -38,12 +39,26 @@ RESULTS = ROOT / "bench" / "results" / "incontext.json"
 DATASETS = ["isbi2012_em", "drive", "cvc_clinicdb", "brats2013_mini", "monuseg", "hippocampus", "cxr_lungs"]
 
 
-def dataset_dice(network, root: Path, ks: list[int], draws: int, max_targets: int, seed: int) -> dict:
-    """``{k: (mean Dice over the draws, std over the draws)}`` of ``network`` on ``root``'s held-out block."""
-    from medseg.incontext.tasks import load_task_bank
-    from medseg.metrics.overlap import confusion, dice
+def support_choice(pool: np.ndarray, k: int, draw: int, seed: int, task: str) -> np.ndarray:
+    """The ``draw``-th support of size ``k`` for ``task``: indices into the training bank, the same whichever run
+    asks (the in-context figures and the from-scratch models of one draw see the same k slices)."""
+    rng = np.random.default_rng([seed, k, draw, zlib.crc32(task.encode())])
+    return rng.choice(pool, size=k, replace=len(pool) < k)
 
-    grid = tuple(network.config.grid)
+
+def scratch_tasks(task_names: list[str], max_tasks: int) -> list[str]:
+    """The tasks the from-scratch comparison trains (one model each): at most ``max_tasks``, evenly spread over the
+    sorted names (a 2D dataset has one task; a 3D one has one per structure, axis and channel)."""
+    names = sorted(task_names)
+    if len(names) <= max_tasks:
+        return names
+    return [names[i] for i in np.linspace(0, len(names) - 1, max_tasks).round().astype(int)]
+
+
+def held_out_targets(root: Path, grid: tuple[int, int], max_targets: int):
+    """``(holdout bank, train bank, {task: training-bank indices}, [(holdout index, task)])`` of ``root``."""
+    from medseg.incontext.tasks import load_task_bank
+
     holdout = load_task_bank([root], part="holdout", grid=grid, slices_per_axis=2)
     train = load_task_bank([root], part="train", grid=grid, slices_per_axis=4)
     pools = {name: np.flatnonzero(train.task == t) for t, name in enumerate(train.task_names)}
@@ -51,27 +66,127 @@ def dataset_dice(network, root: Path, ks: list[int], draws: int, max_targets: in
                if holdout.task_names[holdout.task[i]] in pools]
     if len(targets) > max_targets:
         targets = [targets[i] for i in np.linspace(0, len(targets) - 1, max_targets).round().astype(int)]
-    rng = np.random.default_rng(seed)
+    return holdout, train, pools, targets
+
+
+def incontext_scores(network, holdout, train, pools, targets, k: int, draw: int, seed: int) -> dict[int, float]:
+    """``{holdout index: Dice}`` of the in-context prediction of every target with the task's ``draw``-th support."""
+    from medseg.metrics.overlap import confusion, dice
+
+    scores = {}
+    for name in sorted({task for _, task in targets}):
+        chosen = support_choice(pools[name], k, draw, seed, name)
+        indices = [i for i, task in targets if task == name]
+        for start in range(0, len(indices), 8):
+            chunk = indices[start:start + 8]
+            target = holdout.images[chunk].float()[:, None]
+            images = train.images[chosen].float()[None, :, None].expand(len(chunk), -1, -1, -1, -1)
+            masks = (train.masks[chosen].float() / 255)[None, :, None].expand(len(chunk), -1, -1, -1, -1)
+            with torch.inference_mode():
+                probability = torch.sigmoid(network(target, images, masks).float())[:, 0].numpy()
+            truth = holdout.masks[chunk].numpy() >= 128
+            scores.update({i: dice(confusion(p >= 0.5, t)) for i, p, t in zip(chunk, probability, truth)})
+    return scores
+
+
+def dataset_dice(network, root: Path, ks: list[int], draws: int, max_targets: int, seed: int,
+                 max_scratch_tasks: int) -> dict:
+    """``{k: {"dice", "dice_std", "dice_scratch_targets"}}`` of ``network`` on ``root``'s held-out block: the mean
+    over the draws of the mean Dice over the targets, its spread over the draws, and draw 0's mean over the targets
+    of the tasks the from-scratch comparison trains (the same targets and support slices as those models)."""
+    holdout, train, pools, targets = held_out_targets(root, tuple(network.config.grid), max_targets)
+    compared = set(scratch_tasks(sorted({task for _, task in targets}), max_scratch_tasks))
     figures = {}
     for k in ks:
-        per_draw = []
-        for _ in range(draws):
-            scores = []
-            for start in range(0, len(targets), 8):
-                chunk = targets[start:start + 8]
-                chosen = [rng.choice(pools[name], size=k, replace=len(pools[name]) < k) for _, name in chunk]
-                target = holdout.images[[i for i, _ in chunk]].float()[:, None]
-                images = torch.stack([train.images[c].float() for c in chosen])[:, :, None]
-                masks = torch.stack([train.masks[c].float() / 255 for c in chosen])[:, :, None]
-                with torch.inference_mode():
-                    probability = torch.sigmoid(network(target, images, masks).float())[:, 0].numpy()
-                truth = holdout.masks[[i for i, _ in chunk]].numpy() >= 128
-                scores += [dice(confusion(p >= 0.5, t)) for p, t in zip(probability, truth)]
-            per_draw.append(float(np.nanmean(scores)))
-        figures[k] = (round(statistics.mean(per_draw), 4), round(statistics.pstdev(per_draw), 4))
-        print(f"  {root.name} k={k}: Dice {figures[k][0]:.3f} ± {figures[k][1]:.3f} ({len(targets)} targets)",
-              flush=True)
+        per_draw, first = [], {}
+        for draw in range(draws):
+            scores = incontext_scores(network, holdout, train, pools, targets, k, draw, seed)
+            per_draw.append(float(np.nanmean(list(scores.values()))))
+            first = first or scores
+        same = [first[i] for i, task in targets if task in compared]
+        figures[k] = {"dice": round(statistics.mean(per_draw), 4), "dice_std": round(statistics.pstdev(per_draw), 4),
+                      "dice_scratch_targets": round(float(np.nanmean(same)), 4)}
+        print(f"  {root.name} k={k}: Dice {figures[k]['dice']:.3f} ± {figures[k]['dice_std']:.3f} "
+              f"({len(targets)} targets)", flush=True)
     return figures
+
+
+def _write_grid_dataset(folder: Path, images: torch.Tensor, masks: torch.Tensor) -> Path:
+    """``images (N, G0, G1)`` in [0, 1] and ``masks (N, G0, G1)`` (x 255) as a 2D PNG dataset in nnU-Net v2 layout."""
+    from medseg.config import write_json_atomic
+    from medseg.io import Image, write_image
+
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    for n, (image, mask) in enumerate(zip(images, masks)):
+        grey = (image.float().numpy() * 255).round().astype(np.uint8)[None]
+        label = (mask.numpy() >= 128).astype(np.uint8)[None]
+        write_image(Image(grey, (1.0, 1.0), (0.0, 0.0), np.eye(2)), folder / "imagesTr" / f"case_{n:03d}_0000.png")
+        write_image(Image(label, (1.0, 1.0), (0.0, 0.0), np.eye(2)), folder / "labelsTr" / f"case_{n:03d}.png")
+    write_json_atomic({"name": folder.name, "channel_names": {"0": "grey"}, "labels": {"background": 0, "object": 1},
+                       "numTraining": len(images), "file_ending": ".png"}, folder / "dataset.json")
+    return folder
+
+
+def scratch_dice(root: Path, ks: list[int], grid: tuple[int, int], max_targets: int, seed: int,
+                 max_tasks: int, budget: float, threads: int, work: Path) -> dict:
+    """``{k: {"scratch_dice", "scratch_tasks", "scratch_train_seconds"}}``: for each compared task, ``medseg
+    train`` (the planner's 2D plan for ``budget`` seconds) from scratch on draw 0's k support slices, then the mean
+    Dice of its predictions of that task's held-out targets, all on the model grid. Resumes from ``work``."""
+    from medseg.benchmark.grid import _configuration
+    from medseg.config import Plan, read_json, write_json_atomic
+    from medseg.inference import Predictor
+    from medseg.io import Image
+    from medseg.metrics.overlap import confusion, dice
+    from medseg.planning.service import make_plan
+    from medseg.training.service import train_fold
+
+    holdout, train, pools, targets = held_out_targets(root, grid, max_targets)
+    figures = {}
+    for k in ks:
+        scores, seconds = [], []
+        tasks = scratch_tasks(sorted({task for _, task in targets}), max_tasks)
+        for name in tasks:
+            folder = work / root.name / f"k{k}" / name.replace("/", "_")
+            result_file = folder / "result.json"
+            if not result_file.is_file():
+                chosen = support_choice(pools[name], k, 0, seed, name)
+                data = _write_grid_dataset(folder / "data", train.images[chosen], train.masks[chosen])
+                plans = folder / "plans.json"
+                if not plans.is_file():
+                    write_json_atomic(make_plan(data, budget=budget, progress=False).to_dict(), plans)
+                configuration = _configuration(Plan.from_dict(read_json(plans)), "2d", plans)
+                model = folder / "model"
+                trained = train_fold(data, configuration, "all", model_dir=model, plans=plans, budget_seconds=budget,
+                                     resume=(model / "fold_all").is_dir(), train_config={"threads": threads},
+                                     validate=False, progress=False)
+                predictor = Predictor.from_folder(model)
+                task_scores = []
+                for i in [i for i, task in targets if task == name]:
+                    grey = (holdout.images[i].float().numpy() * 255).round().astype(np.uint8)[None]
+                    label = predictor.predict(Image(grey, (1.0, 1.0), (0.0, 0.0), np.eye(2))).array[0]
+                    task_scores.append(dice(confusion(label == 1, holdout.masks[i].numpy() >= 128)))
+                write_json_atomic({"task": name, "k": k, "dice": task_scores, "steps": trained.state.iteration,
+                                   "train_seconds": round(trained.state.elapsed, 1)}, result_file)
+            result = read_json(result_file)
+            scores += result["dice"]
+            seconds.append(result["train_seconds"])
+            print(f"  {root.name} k={k} {name}: from scratch Dice {np.nanmean(result['dice']):.3f} "
+                  f"({result['steps']} steps, {result['train_seconds']:.0f} s)", flush=True)
+        figures[k] = {"scratch_dice": round(float(np.nanmean(scores)), 4), "scratch_tasks": tasks,
+                      "scratch_train_seconds": round(float(np.mean(seconds)), 1)}
+    return figures
+
+
+def _merge(output: Path, dataset: str, fields: dict, entries: dict) -> None:
+    """Fold one dataset's ``fields`` and per-k ``entries`` into ``output`` (re-read first: another run of this
+    script may have written other keys of the same file meanwhile)."""
+    record = json.loads(output.read_text()) if output.is_file() else {}
+    slot = record.setdefault("results", {}).setdefault(dataset, {})
+    slot.update(fields)
+    for k, entry in entries.items():
+        slot.setdefault("k", {}).setdefault(str(k), {}).update(entry)
+    output.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def inference_seconds(model: Path | None) -> float:
@@ -97,6 +212,7 @@ def inference_seconds(model: Path | None) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     from medseg.incontext.model import load_incontext_network
+    from medseg.planning.budget import parse_duration
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="in-context model folder (default: shipped)")
@@ -106,27 +222,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--max-targets", type=int, default=48, help="held-out target slices per dataset")
+    parser.add_argument("--scratch", nargs="+", type=int, default=None, metavar="K",
+                        help="instead of the in-context model: train from scratch on draw 0's K support slices")
+    parser.add_argument("--scratch-budget", default="10m", help="budget of each from-scratch training")
+    parser.add_argument("--scratch-max-tasks", type=int, default=2, help="tasks per dataset trained from scratch")
+    parser.add_argument("--scratch-work", type=Path, default=Path("/tmp/medseg_incontext_scratch"))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--grid", type=int, default=128, help="--scratch: the in-context model's grid side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     excluded = dict(item.split("=", 1) for item in args.model_for)
-    record = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    results = record.setdefault("results", {})
+    command = "python bench/incontext.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in args.datasets:
         root = DATA / name if not Path(name).is_dir() else Path(name)
+        if args.scratch:
+            figures = scratch_dice(root, args.scratch, (args.grid, args.grid), args.max_targets, args.seed,
+                                   args.scratch_max_tasks, parse_duration(args.scratch_budget),
+                                   torch.get_num_threads(), args.scratch_work)
+            _merge(args.output, root.name, {"scratch_command": command, "scratch_budget": args.scratch_budget,
+                                            "scratch_threads": torch.get_num_threads()}, figures)
+            continue
         folder = Path(excluded[root.name]) if root.name in excluded else args.model
         network, spec = load_incontext_network(folder)
         seen = [Path(d).name for d in spec.extra.get("datasets", [])]
         protocol = ("leave-one-dataset-out" if root.name not in seen else
                     "in-distribution: the model trained on this dataset's training block")
-        figures = dataset_dice(network, root, args.k, args.draws, args.max_targets, args.seed)
-        results[root.name] = {"protocol": protocol, "model": str(folder or "shipped"),
-                              "k": {str(k): {"dice": d, "dice_std": s, "scratch_dice": None}
-                                    for k, (d, s) in figures.items()}}
+        figures = dataset_dice(network, root, args.k, args.draws, args.max_targets, args.seed,
+                               args.scratch_max_tasks)
+        _merge(args.output, root.name, {"protocol": protocol, "model": str(folder or "shipped"),
+                                        "trained_on": seen, "command": command}, figures)
+    if args.scratch:
+        return 0
+    record = json.loads(args.output.read_text())
     record.update({"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                    "torch_threads": torch.get_num_threads(), "draws": args.draws,
-                   "inference_seconds_128_k16": inference_seconds(args.model),
-                   "command": "python bench/incontext.py " + " ".join(argv if argv is not None else sys.argv[1:])})
+                   "inference_seconds_128_k16": inference_seconds(args.model), "command": command})
     args.output.write_text(json.dumps(record, indent=2) + "\n")
     print(f"inference, 128x128 target, k = 16: {record['inference_seconds_128_k16']:.3f} s")
     return 0
