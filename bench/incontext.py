@@ -178,6 +178,61 @@ def scratch_dice(root: Path, ks: list[int], grid: tuple[int, int], max_targets: 
     return figures
 
 
+def classical_dice(root: Path, ks: list[int], grid: tuple[int, int], max_targets: int, seed: int,
+                   max_tasks: int, methods: list[str], work: Path) -> dict:
+    """``{k: {"classical_dice", "classical_method", "classical_by_method"}}``: every classical method fitted
+    (``medseg.classical.fit_classical``: its parameter search and rank-to-label map) on the same k support slices
+    the from-scratch model trains on, scored on the same held-out targets; the best method's mean Dice."""
+    from medseg.classical.model import fit_classical
+    from medseg.io import Image
+    from medseg.metrics.overlap import confusion, dice
+
+    holdout, train, pools, targets = held_out_targets(root, grid, max_targets)
+    figures = {}
+    for k in ks:
+        by_method: dict[str, list[float]] = {method: [] for method in methods}
+        for name in scratch_tasks(sorted({task for _, task in targets}), max_tasks):
+            folder = work / root.name / f"k{k}" / name.replace("/", "_")
+            if not (folder / "data" / "dataset.json").is_file():
+                chosen = support_choice(pools[name], k, 0, seed, name)
+                _write_grid_dataset(folder / "data", train.images[chosen], train.masks[chosen])
+            for method in methods:
+                model = fit_classical(folder / "data", method, cases=k)
+                for i in [i for i, task in targets if task == name]:
+                    grey = (holdout.images[i].float().numpy() * 255).round().astype(np.uint8)[None]
+                    label = model.predict(Image(grey, (1.0, 1.0), (0.0, 0.0), np.eye(2))).array[0]
+                    by_method[method].append(dice(confusion(label == 1, holdout.masks[i].numpy() >= 128)))
+        means = {method: round(float(np.nanmean(scores)), 4) for method, scores in by_method.items()}
+        best = max(means, key=means.get)
+        print(f"  {root.name} k={k}: best classical {best} Dice {means[best]:.3f} ({means})", flush=True)
+        figures[k] = {"classical_dice": means[best], "classical_method": best, "classical_by_method": means}
+    return figures
+
+
+def interactive_dice(root: Path, grid: tuple[int, int], max_targets: int, clicks: list[int], seed: int,
+                     max_tasks: int) -> dict:
+    """The shipped promptable model on the same held-out targets with ``medseg eval-interactive``'s simulated
+    user (clicks mode): ``{"clicks_N": mean Dice after N clicks over every target, "clicks_N_scratch_targets":
+    the same over the from-scratch comparison's targets}`` (it needs no support: one figure for every k)."""
+    from medseg.interactive.evaluate import interaction_curve
+    from medseg.interactive.predictor import load_segmenter
+
+    segmenter = load_segmenter(None)
+    holdout, _, _, targets = held_out_targets(root, grid, max_targets)
+    compared = set(scratch_tasks(sorted({task for _, task in targets}), max_tasks))
+    rng = np.random.default_rng(seed)
+    curves = {i: interaction_curve(segmenter, holdout.images[i].float().numpy()[None],
+                                   holdout.masks[i].numpy() >= 128, "clicks", max_interactions=max(clicks),
+                                   rng=rng).dice for i, _ in targets}
+    figures = {}
+    for n in clicks:
+        figures[f"clicks_{n}"] = round(float(np.mean([curves[i][n - 1] for i, _ in targets])), 4)
+        figures[f"clicks_{n}_scratch_targets"] = round(float(np.mean(
+            [curves[i][n - 1] for i, task in targets if task in compared])), 4)
+    print(f"  {root.name}: interactive {figures}", flush=True)
+    return figures
+
+
 def _merge(output: Path, dataset: str, fields: dict, entries: dict) -> None:
     """Fold one dataset's ``fields`` and per-k ``entries`` into ``output`` (re-read first: another run of this
     script may have written other keys of the same file meanwhile)."""
@@ -227,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scratch-budget", default="10m", help="budget of each from-scratch training")
     parser.add_argument("--scratch-max-tasks", type=int, default=2, help="tasks per dataset trained from scratch")
     parser.add_argument("--scratch-work", type=Path, default=Path("/tmp/medseg_incontext_scratch"))
+    parser.add_argument("--classical", nargs="+", type=int, default=None, metavar="K",
+                        help="instead of the in-context model: fit the classical methods on draw 0's K slices")
+    parser.add_argument("--classical-methods", nargs="+", default=["otsu", "multi-otsu", "region-growing",
+                        "watershed", "kmeans", "chan-vese"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--grid", type=int, default=128, help="--scratch: the in-context model's grid side")
     parser.add_argument("--seed", type=int, default=0)
@@ -238,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/incontext.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in args.datasets:
         root = DATA / name if not Path(name).is_dir() else Path(name)
+        if args.classical:
+            figures = classical_dice(root, args.classical, (args.grid, args.grid), args.max_targets, args.seed,
+                                     args.scratch_max_tasks, args.classical_methods, args.scratch_work)
+            _merge(args.output, root.name, {"classical_command": command}, figures)
+            continue
         if args.scratch:
             figures = scratch_dice(root, args.scratch, (args.grid, args.grid), args.max_targets, args.seed,
                                    args.scratch_max_tasks, parse_duration(args.scratch_budget),
@@ -252,9 +316,11 @@ def main(argv: list[str] | None = None) -> int:
                     "in-distribution: the model trained on this dataset's training block")
         figures = dataset_dice(network, root, args.k, args.draws, args.max_targets, args.seed,
                                args.scratch_max_tasks)
+        interactive = interactive_dice(root, tuple(network.config.grid), args.max_targets, [1, 3], args.seed,
+                                       args.scratch_max_tasks)
         _merge(args.output, root.name, {"protocol": protocol, "model": str(folder or "shipped"),
-                                        "trained_on": seen, "command": command}, figures)
-    if args.scratch:
+                                        "trained_on": seen, "command": command, "interactive": interactive}, figures)
+    if args.scratch or args.classical:
         return 0
     record = json.loads(args.output.read_text())
     record.update({"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
