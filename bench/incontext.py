@@ -265,6 +265,58 @@ def inference_seconds(model: Path | None) -> float:
     return round(statistics.median(times), 4)
 
 
+def plot_dice_vs_k(record: dict, path: Path) -> Path:
+    """One panel per dataset: in-context Dice against k (mean ± spread over the draws; the in-distribution
+    model dashed where the record has it), from-scratch training and the best classical method at the k they were
+    run, the promptable model's 1 and 3 clicks as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(record["results"])
+    columns = min(4, len(datasets))
+    rows = -(-len(datasets) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.9 * rows + 0.6), sharey=True, squeeze=False)
+    for axis in axes.flat[len(datasets):]:
+        axis.axis("off")
+    for axis, name in zip(axes.flat, datasets):
+        entry = record["results"][name]
+        ks = sorted(int(k) for k, v in entry["k"].items() if "dice" in v)
+        mean = np.array([entry["k"][str(k)]["dice"] for k in ks])
+        spread = np.array([entry["k"][str(k)].get("dice_std", 0.0) for k in ks])
+        axis.plot(ks, mean, "o-", color="C0", label=f"in-context ({entry.get('protocol', '?').split(':')[0]})")
+        axis.fill_between(ks, mean - spread, mean + spread, color="C0", alpha=0.2)
+        inside = entry.get("in_distribution", {}).get("k", {})
+        if inside:
+            ks_in = sorted(int(k) for k in inside)
+            axis.plot(ks_in, [inside[str(k)]["dice"] for k in ks_in], "--", color="C0", alpha=0.6,
+                      label="in-context, in-distribution")
+        for key, style, label in (("scratch_dice", "s", "medseg train, 10 min"), ("classical_dice", "x",
+                                                                                   "best classical")):
+            points = [(int(k), v[key]) for k, v in entry["k"].items() if v.get(key) is not None]
+            if points:
+                axis.plot(*zip(*sorted(points)), style, markersize=8, label=label)
+        for clicks, colour in (("clicks_1", "C3"), ("clicks_3", "C4")):
+            if clicks in entry.get("interactive", {}):
+                axis.axhline(entry["interactive"][clicks], color=colour, linestyle=":", linewidth=1,
+                             label=f"promptable, {clicks.split('_')[1]} click(s)")
+        axis.set_xscale("log", base=2)
+        axis.set_xticks([1, 2, 4, 8, 16, 32], ["1", "2", "4", "8", "16", "32"])
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("k (support slices)")
+        axis.set_ylim(0, 1)
+        axis.grid(alpha=0.3)
+    for row in axes:
+        row[0].set_ylabel("held-out Dice")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / (2.9 * rows + 0.6) + 0.04, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     from medseg.incontext.model import load_incontext_network
     from medseg.planning.budget import parse_duration
@@ -289,10 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--grid", type=int, default=128, help="--scratch: the in-context model's grid side")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, default=None, help="only draw the Dice-vs-k plot of --output here")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.plot:
+        print(plot_dice_vs_k(json.loads(args.output.read_text()), args.plot))
+        return 0
     excluded = dict(item.split("=", 1) for item in args.model_for)
     command = "python bench/incontext.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in args.datasets:
