@@ -1,19 +1,29 @@
-"""Benchmark: in-context segmentation, Dice against the support size k, and the inference time.
+"""Benchmark: in-context segmentation, Dice against the support size k, beside training from scratch on the same
+k slices, the best classical method fitted on them and the promptable model's clicks; and the inference time.
 
 For each dataset D, the target slices are D's held-out block (the last 20 % of case ids, on the model grid, every
-structure of every case; 3D volumes along each axis), and the support of each target is k slices of the same task
-drawn at random from D's training block (5 draws per k; mean and spread over the draws). ``--model-for D=FOLDER``
-scores D with a model meta-trained without D (``medseg train-incontext ... --exclude D``: the leave-one-dataset-out
-protocol of issue 27); without it D is scored with ``--model`` (default: the shipped model, which trained on D's
-training block, so that figure is in-distribution and says so in the JSON). Also the time of
-``InContextSession.predict`` for one 128x128 target with k = 16 (median of 10).
+structure of every case; 3D volumes along each axis), and the support of each task is k slices of that task drawn
+at random from D's training block (5 draws per k, the same support for every target of the task; mean and spread
+over the draws). ``--model-for D=FOLDER`` scores D with a model meta-trained without D (``medseg train-incontext
+... --exclude D``: the leave-one-dataset-out protocol of issue 27); without it D is scored with ``--model``
+(default: the shipped model, which trained on D's training block, so that figure is in-distribution and says so
+in the JSON). The in-context run also scores the shipped promptable model on the same targets after 1 and 3
+simulated clicks, and times ``InContextSession.predict`` for one 128x128 target with k = 16 (median of 10).
+
+``--scratch K`` instead trains ``medseg train`` (its 2D plan for ``--scratch-budget``, default 10 minutes) from
+scratch on draw 0's K support slices of each compared task (``--scratch-max-tasks`` per dataset) and scores that
+task's targets; ``--classical K`` fits every classical method on the same slices. The in-context run records
+draw 0's Dice on those same targets (``dice_scratch_targets``), the like-for-like figure.
 
     python bench/incontext.py                                  # the shipped model on every shared dataset
     python bench/incontext.py --datasets drive --model-for drive=/tmp/loo_drive
+    python bench/incontext.py --scratch 16 --threads 1         # from scratch, 10 minutes per task
+    python bench/incontext.py --classical 16
+    python bench/incontext.py --plot bench/results/incontext_k.png
 
 Writes ``bench/results/incontext.json`` as ``{"results": {"<dataset>": {"k": {"<k>": {"dice", "dice_std",
-"scratch_dice"}}, "protocol"}}, ...}`` (merged with what is there; ``scratch_dice`` is null until the from-scratch
-comparison is run) and prints the table.
+"dice_scratch_targets", "scratch_dice", "classical_dice", ...}}, "protocol", "interactive"}}, ...}`` (merged field
+by field with what is there) and prints the figures.
 """
 
 from __future__ import annotations
