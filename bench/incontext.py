@@ -56,10 +56,10 @@ def support_choice(pool: np.ndarray, k: int, draw: int, seed: int, task: str) ->
     return rng.choice(pool, size=k, replace=len(pool) < k)
 
 
-def scratch_tasks(task_names: list[str], max_tasks: int) -> list[str]:
-    """The tasks the from-scratch comparison trains (one model each): at most ``max_tasks``, evenly spread over the
-    sorted names (a 2D dataset has one task; a 3D one has one per structure, axis and channel)."""
-    names = sorted(task_names)
+def scratch_tasks(targets: list[tuple[int, str]], max_tasks: int) -> list[str]:
+    """The tasks of ``targets`` the from-scratch comparison trains (one model each): at most ``max_tasks``, evenly
+    spread over the sorted names (a 2D dataset has one task; a 3D one has one per structure, axis and channel)."""
+    names = sorted({task for _, task in targets})
     if len(names) <= max_tasks:
         return names
     return [names[i] for i in np.linspace(0, len(names) - 1, max_tasks).round().astype(int)]
@@ -99,13 +99,14 @@ def incontext_scores(network, holdout, train, pools, targets, k: int, draw: int,
     return scores
 
 
-def dataset_dice(network, root: Path, ks: list[int], draws: int, max_targets: int, seed: int,
+def dataset_dice(network, root: Path, held_out: tuple, ks: list[int], draws: int, seed: int,
                  max_scratch_tasks: int) -> dict:
-    """``{k: {"dice", "dice_std", "dice_scratch_targets"}}`` of ``network`` on ``root``'s held-out block: the mean
-    over the draws of the mean Dice over the targets, its spread over the draws, and draw 0's mean over the targets
-    of the tasks the from-scratch comparison trains (the same targets and support slices as those models)."""
-    holdout, train, pools, targets = held_out_targets(root, tuple(network.config.grid), max_targets)
-    compared = set(scratch_tasks(sorted({task for _, task in targets}), max_scratch_tasks))
+    """``{k: {"dice", "dice_std", "dice_scratch_targets"}}`` of ``network`` on ``root``'s held-out block
+    (``held_out``: ``held_out_targets``' banks and targets): the mean over the draws of the mean Dice over the
+    targets, its spread over the draws, and draw 0's mean over the targets of the tasks the from-scratch comparison
+    trains (the same targets and support slices as those models)."""
+    holdout, train, pools, targets = held_out
+    compared = set(scratch_tasks(targets, max_scratch_tasks))
     figures = {}
     for k in ks:
         per_draw, first = [], {}
@@ -121,21 +122,45 @@ def dataset_dice(network, root: Path, ks: list[int], draws: int, max_targets: in
     return figures
 
 
-def _write_grid_dataset(folder: Path, images: torch.Tensor, masks: torch.Tensor) -> Path:
-    """``images (N, G0, G1)`` in [0, 1] and ``masks (N, G0, G1)`` (x 255) as a 2D PNG dataset in nnU-Net v2 layout."""
+def _grid_image(image: torch.Tensor):
+    """A grid slice ``(G0, G1)`` in [0, 1] as the 8-bit one-channel ``Image`` its PNG holds (1-unit pixels)."""
+    from medseg.io import Image
+
+    return Image.from_array((image.float().numpy() * 255).round().astype(np.uint8))
+
+
+def _task_folder(work: Path, root: Path, k: int, task: str) -> Path:
+    """Where the comparisons on draw 0's ``k`` slices of ``task`` keep their dataset, plan, model and result."""
+    return work / root.name / f"k{k}" / task.replace("/", "_")
+
+
+def _support_dataset(task_folder: Path, k: int, task: str, pools: dict, train, seed: int) -> Path:
+    """Draw 0's ``k`` support slices of ``task`` as a 2D PNG dataset in nnU-Net v2 layout, ``task_folder/data``
+    (written once: ``dataset.json``, written last and atomically, marks it complete)."""
     from medseg.config import write_json_atomic
     from medseg.io import Image, write_image
 
+    folder = task_folder / "data"
+    if (folder / "dataset.json").is_file():
+        return folder
+    chosen = support_choice(pools[task], k, 0, seed, task)
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
-    for n, (image, mask) in enumerate(zip(images, masks)):
-        grey = (image.float().numpy() * 255).round().astype(np.uint8)[None]
-        label = (mask.numpy() >= 128).astype(np.uint8)[None]
-        write_image(Image(grey, (1.0, 1.0), (0.0, 0.0), np.eye(2)), folder / "imagesTr" / f"case_{n:03d}_0000.png")
-        write_image(Image(label, (1.0, 1.0), (0.0, 0.0), np.eye(2)), folder / "labelsTr" / f"case_{n:03d}.png")
+    for n, (image, mask) in enumerate(zip(train.images[chosen], train.masks[chosen])):
+        write_image(_grid_image(image), folder / "imagesTr" / f"case_{n:03d}_0000.png")
+        write_image(Image.from_array((mask.numpy() >= 128).astype(np.uint8)), folder / "labelsTr" / f"case_{n:03d}.png")
     write_json_atomic({"name": folder.name, "channel_names": {"0": "grey"}, "labels": {"background": 0, "object": 1},
-                       "numTraining": len(images), "file_ending": ".png"}, folder / "dataset.json")
+                       "numTraining": k, "file_ending": ".png"}, folder / "dataset.json")
     return folder
+
+
+def _task_scores(predict, holdout, targets: list[tuple[int, str]], task: str) -> list[float]:
+    """Dice of ``predict`` (an ``Image`` -> label ``Image`` (1, G0, G1), label 1 the object) on ``task``'s
+    held-out targets."""
+    from medseg.metrics.overlap import confusion, dice
+
+    return [dice(confusion(predict(_grid_image(holdout.images[i])).array[0] == 1, holdout.masks[i].numpy() >= 128))
+            for i, name in targets if name == task]
 
 
 def scratch_dice(root: Path, ks: list[int], grid: tuple[int, int], max_targets: int, seed: int,
@@ -146,8 +171,6 @@ def scratch_dice(root: Path, ks: list[int], grid: tuple[int, int], max_targets: 
     from medseg.benchmark.grid import _configuration
     from medseg.config import Plan, read_json, write_json_atomic
     from medseg.inference import Predictor
-    from medseg.io import Image
-    from medseg.metrics.overlap import confusion, dice
     from medseg.planning.service import make_plan
     from medseg.training.service import train_fold
 
@@ -155,13 +178,12 @@ def scratch_dice(root: Path, ks: list[int], grid: tuple[int, int], max_targets: 
     figures = {}
     for k in ks:
         scores, seconds = [], []
-        tasks = scratch_tasks(sorted({task for _, task in targets}), max_tasks)
+        tasks = scratch_tasks(targets, max_tasks)
         for name in tasks:
-            folder = work / root.name / f"k{k}" / name.replace("/", "_")
+            folder = _task_folder(work, root, k, name)
             result_file = folder / "result.json"
             if not result_file.is_file():
-                chosen = support_choice(pools[name], k, 0, seed, name)
-                data = _write_grid_dataset(folder / "data", train.images[chosen], train.masks[chosen])
+                data = _support_dataset(folder, k, name, pools, train, seed)
                 plans = folder / "plans.json"
                 if not plans.is_file():
                     write_json_atomic(make_plan(data, budget=budget, progress=False).to_dict(), plans)
@@ -170,12 +192,7 @@ def scratch_dice(root: Path, ks: list[int], grid: tuple[int, int], max_targets: 
                 trained = train_fold(data, configuration, "all", model_dir=model, plans=plans, budget_seconds=budget,
                                      resume=(model / "fold_all").is_dir(), train_config={"threads": threads},
                                      validate=False, progress=False)
-                predictor = Predictor.from_folder(model)
-                task_scores = []
-                for i in [i for i, task in targets if task == name]:
-                    grey = (holdout.images[i].float().numpy() * 255).round().astype(np.uint8)[None]
-                    label = predictor.predict(Image(grey, (1.0, 1.0), (0.0, 0.0), np.eye(2))).array[0]
-                    task_scores.append(dice(confusion(label == 1, holdout.masks[i].numpy() >= 128)))
+                task_scores = _task_scores(Predictor.from_folder(model).predict, holdout, targets, name)
                 write_json_atomic({"task": name, "k": k, "dice": task_scores, "steps": trained.state.iteration,
                                    "train_seconds": round(trained.state.elapsed, 1)}, result_file)
             result = read_json(result_file)
@@ -194,24 +211,15 @@ def classical_dice(root: Path, ks: list[int], grid: tuple[int, int], max_targets
     (``medseg.classical.fit_classical``: its parameter search and rank-to-label map) on the same k support slices
     the from-scratch model trains on, scored on the same held-out targets; the best method's mean Dice."""
     from medseg.classical.model import fit_classical
-    from medseg.io import Image
-    from medseg.metrics.overlap import confusion, dice
 
     holdout, train, pools, targets = held_out_targets(root, grid, max_targets)
     figures = {}
     for k in ks:
         by_method: dict[str, list[float]] = {method: [] for method in methods}
-        for name in scratch_tasks(sorted({task for _, task in targets}), max_tasks):
-            folder = work / root.name / f"k{k}" / name.replace("/", "_")
-            if not (folder / "data" / "dataset.json").is_file():
-                chosen = support_choice(pools[name], k, 0, seed, name)
-                _write_grid_dataset(folder / "data", train.images[chosen], train.masks[chosen])
+        for name in scratch_tasks(targets, max_tasks):
+            data = _support_dataset(_task_folder(work, root, k, name), k, name, pools, train, seed)
             for method in methods:
-                model = fit_classical(folder / "data", method, cases=k)
-                for i in [i for i, task in targets if task == name]:
-                    grey = (holdout.images[i].float().numpy() * 255).round().astype(np.uint8)[None]
-                    label = model.predict(Image(grey, (1.0, 1.0), (0.0, 0.0), np.eye(2))).array[0]
-                    by_method[method].append(dice(confusion(label == 1, holdout.masks[i].numpy() >= 128)))
+                by_method[method] += _task_scores(fit_classical(data, method, cases=k).predict, holdout, targets, name)
         means = {method: round(float(np.nanmean(scores)), 4) for method, scores in by_method.items()}
         best = max(means, key=means.get)
         print(f"  {root.name} k={k}: best classical {best} Dice {means[best]:.3f} ({means})", flush=True)
@@ -219,8 +227,7 @@ def classical_dice(root: Path, ks: list[int], grid: tuple[int, int], max_targets
     return figures
 
 
-def interactive_dice(root: Path, grid: tuple[int, int], max_targets: int, clicks: list[int], seed: int,
-                     max_tasks: int) -> dict:
+def interactive_dice(root: Path, held_out: tuple, clicks: list[int], seed: int, max_tasks: int) -> dict:
     """The shipped promptable model on the same held-out targets with ``medseg eval-interactive``'s simulated
     user (clicks mode): ``{"clicks_N": mean Dice after N clicks over every target, "clicks_N_scratch_targets":
     the same over the from-scratch comparison's targets}`` (it needs no support: one figure for every k)."""
@@ -228,8 +235,8 @@ def interactive_dice(root: Path, grid: tuple[int, int], max_targets: int, clicks
     from medseg.interactive.predictor import load_segmenter
 
     segmenter = load_segmenter(None)
-    holdout, _, _, targets = held_out_targets(root, grid, max_targets)
-    compared = set(scratch_tasks(sorted({task for _, task in targets}), max_tasks))
+    holdout, _, _, targets = held_out
+    compared = set(scratch_tasks(targets, max_tasks))
     rng = np.random.default_rng(seed)
     curves = {i: interaction_curve(segmenter, holdout.images[i].float().numpy()[None],
                                    holdout.masks[i].numpy() >= 128, "clicks", max_interactions=max(clicks),
@@ -349,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classical-methods", nargs="+", default=["otsu", "multi-otsu", "region-growing",
                         "watershed", "kmeans", "chan-vese"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--grid", type=int, default=128, help="--scratch: the in-context model's grid side")
+    parser.add_argument("--grid", type=int, default=128, help="--scratch, --classical: the in-context "
+                        "model's grid side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, default=None, help="only draw the Dice-vs-k plot of --output here")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -380,10 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         seen = [Path(d).name for d in spec.extra.get("datasets", [])]
         protocol = ("leave-one-dataset-out" if root.name not in seen else
                     "in-distribution: the model trained on this dataset's training block")
-        figures = dataset_dice(network, root, args.k, args.draws, args.max_targets, args.seed,
-                               args.scratch_max_tasks)
-        interactive = interactive_dice(root, tuple(network.config.grid), args.max_targets, [1, 3], args.seed,
-                                       args.scratch_max_tasks)
+        held_out = held_out_targets(root, tuple(network.config.grid), args.max_targets)
+        figures = dataset_dice(network, root, held_out, args.k, args.draws, args.seed, args.scratch_max_tasks)
+        interactive = interactive_dice(root, held_out, [1, 3], args.seed, args.scratch_max_tasks)
         _merge(args.output, root.name, {"protocol": protocol, "model": str(folder or "shipped"),
                                         "trained_on": seen, "command": command, "interactive": interactive}, figures)
     if args.scratch or args.classical:
