@@ -2,7 +2,7 @@
 the methods of :mod:`medseg.adapt.methods`, on the one trainer and the segmentation task; the new model folder
 holds only the trained deltas and a reference to the base (:mod:`medseg.config.adaptation`).
 
-The shots are preprocessed with the base model's plan configuration (:func:`medseg.adapt.target.target_plan`)
+The shots are preprocessed with the base model's plan configuration (:func:`medseg.planning.transfer.target_plan`)
 into a temporary cache; every shot is both trained on and used for the trainer's validation patches (there is
 nothing else labelled). The folder is written beside its final name and renamed when complete.
 """
@@ -22,7 +22,7 @@ from medseg.adapt.methods import (
     freeze,
     trainable_names,
 )
-from medseg.adapt.target import draw_shots, target_plan
+from medseg.adapt.target import draw_shots
 from medseg.config.adaptation import (
     ADAPTATION,
     AdaptationRecord,
@@ -37,11 +37,12 @@ from medseg.config.model_folder import (
     available_folds,
     fold_folder,
     read_fold_weights,
-    read_segmentation_model,
+    read_start_model,
     write_fold_weights,
     write_segmentation_model,
 )
 from medseg.errors import MedsegError
+from medseg.planning.transfer import target_plan
 
 FOLD = "all"
 
@@ -126,10 +127,11 @@ def adapt_model(model: str | Path, dataset: str | Path, *, method: str, shots: i
 
 
 def read_base(model: Path, fold: str | None) -> tuple[ModelSpec, Any, Any, str]:
-    """The base folder's spec, plan and dataset spec and the fold to adapt; an adapted base is refused."""
+    """The base folder's spec, plan and dataset spec and the fold to adapt (a model of medseg train, or of
+    medseg pretrain: its reconstruction head is always replaced); an adapted base is refused."""
     if not model.is_dir():
         raise MedsegError("base model folder not found", path=model, fix="pass the folder that medseg train wrote")
-    spec, plan, dataset = read_segmentation_model(model)
+    spec, plan, dataset = read_start_model(model)
     if adaptation_record(spec, model) is not None:
         raise MedsegError("the base model is itself an adapted model", path=model,
                           fix="adapt the model it was adapted from, or a model of medseg train")
@@ -150,8 +152,8 @@ def target_spec(base_spec: ModelSpec, base_dataset, shots, *, method: str, optio
     label_values = target.predicted_label_values
     network = NetworkSpec(base_spec.network.name, base_spec.network.spatial_dims, len(target.channel_names),
                           len(label_values), dict(base_spec.network.options))
-    record = AdaptationRecord(method, METHODS[method], options,
-                              _plain_labels(target.labels) != _plain_labels(base_dataset.labels),
+    new_head = base_spec.task == "pretrained" or _plain_labels(target.labels) != _plain_labels(base_dataset.labels)
+    record = AdaptationRecord(method, METHODS[method], options, new_head,
                               network.in_channels != base_spec.network.in_channels, 0, 0, base, target.name,
                               sorted(c.case_id for c in shots.cases), seed)
     spec = ModelSpec("segmentation", network, label_values, base_spec.configuration)

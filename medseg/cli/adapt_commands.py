@@ -1,10 +1,12 @@
 """``medseg adapt``: parameter-efficient fine-tuning of a model folder on a few labelled cases
 (``medseg.adapt.finetune``); ``medseg model merge``: an adapted folder of deltas -> full weights
-(``medseg.adapt.merge``)."""
+(``medseg.adapt.merge``); ``medseg pretrain``: self-supervised pretraining on unlabelled images
+(``medseg.adapt.pretrain``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -73,3 +75,36 @@ def merge(
     from medseg.adapt.merge import merge_adapted
 
     typer.echo(f"merged {adapted} into {merge_adapted(adapted, output)}")
+
+
+def pretrain(
+    sources: List[Path] = typer.Argument(..., help="Dataset folders (all their images; labels ignored) or folders "
+                                                   "of images; the first one's plan is used unless --plans."),
+    configuration: str = typer.Option(..., "-c", "--configuration", help="The plan configuration, e.g. 2d."),
+    output: Path = typer.Option(..., "-o", "--output", help="The pretrained model folder."),
+    method: str = typer.Option("mae", "--method", help="mae: masked-image modelling (blocks of the network's "
+                                                        "stride masked, the image reconstructed)."),
+    budget: str = typer.Option("1h", help="Wall-clock budget, e.g. 1h."),
+    plans: Optional[Path] = typer.Option(None, "-p", "--plans", help="plans.json to pretrain with (default: a plan "
+                                                                    "of the first dataset for the budget)."),
+    mask_ratio: float = typer.Option(0.6, help="Share of the blocks masked."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+    seed: int = typer.Option(0, help="Random seed."),
+    workers: int = typer.Option(1, help="Data-loading worker processes."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads on a CPU (default: measured)."),
+    max_iterations: Optional[int] = typer.Option(None, help="Stop after this many steps (default: the budget)."),
+    iterations_per_epoch: int = typer.Option(50, help="Training steps between validations and checkpoints."),
+) -> None:
+    """Pretrain a plan's network on unlabelled images (no labels needed); fine-tune the result with
+    medseg train DATASET -c C --init OUTPUT, or medseg adapt OUTPUT DATASET."""
+    from medseg.adapt.pretrain import pretrain as run_pretraining
+    from medseg.planning.budget import parse_duration
+
+    result = run_pretraining(sources, output, configuration=configuration, method=method, plans=plans,
+                             budget_seconds=parse_duration(budget), mask_ratio=mask_ratio, resume=resume,
+                             train_options={"seed": seed, "num_workers": workers, "threads": threads,
+                                            "max_iterations": max_iterations,
+                                            "iterations_per_epoch": iterations_per_epoch})
+    typer.echo(f"{'resumed and ' if result.resumed else ''}pretrained {result.steps} steps in {result.seconds:.0f} s "
+               f"on {result.images} image(s); validation masked MSE {result.first_val} (first epoch) -> "
+               f"{result.last_val} (last); model {result.model_dir}")

@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "train-universal": "medseg.cli.universal_commands:train_universal",
     "model upgrade": "medseg.cli.model_commands:upgrade",
     "adapt": "medseg.cli.adapt_commands:adapt",
+    "pretrain": "medseg.cli.adapt_commands:pretrain",
     "model merge": "medseg.cli.adapt_commands:merge",
     "import nnunet": "medseg.cli.import_commands:nnunet",
     "dicomweb watch": "medseg.cli.dicomweb_commands:watch",

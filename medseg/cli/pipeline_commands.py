@@ -119,6 +119,13 @@ def train(
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads on a CPU (default: the fastest "
                                           "count, measured on the run's own steps and re-measured as load "
                                           "changes)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this model folder's weights (medseg "
+                                        "pretrain, or a trained model) instead of random ones; without a plan of "
+                                        "this run its plan is used, so the network fits. The head is new."),
+    unlabelled: List[Path] = typer.Option([], "--unlabelled", help="Unlabelled images for semi-supervised "
+                                          "training: a folder of images or a dataset folder (repeatable)."),
+    semi: Optional[str] = typer.Option(None, "--semi", help="mean-teacher (default with --unlabelled) or fixmatch: "
+                                       "the consistency term on the unlabelled images."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Train data-parallel in N processes on this machine "
                                         "(runs torchrun --standalone --nproc-per-node N -m medseg train ...; "
                                         "each process draws its own batches of the plan's size)."),
@@ -144,7 +151,8 @@ def train(
                                                           "device": device, "precision": precision,
                                                           "threads": threads},
                         network=network, network_options=parse_network_overrides(set_) or None,
-                        validate=validation, previous_stage=previous_stage)
+                        validate=validation, previous_stage=previous_stage, init=init,
+                        unlabelled=unlabelled or None, semi=semi)
     last = result.state.history[-1] if result.state.history else {}
     if result.rank != 0:
         return  # data-parallel: rank 0 reports

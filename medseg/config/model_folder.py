@@ -7,8 +7,10 @@ Layout::
       model.json            ModelSpec: schema_version, task, network (``medseg.nets.create`` arguments),
                             label_values (output channel i predicts label_values[i]), configuration (the plan
                             configuration of a segmentation model), card (WeightsCard), extra (task-specific)
-      plans.json            segmentation: the Plan (normalisation, spacing, patch size of every configuration)
-      dataset_spec.json     segmentation: channels, labels, file ending
+      plans.json            segmentation: the Plan (normalisation, spacing, patch size of every configuration);
+                            pretrained (medseg pretrain: a self-supervised network, reconstruction head, no
+                            labels): the plan it was pretrained with, which medseg train --init reuses
+      dataset_spec.json     segmentation and pretrained: channels, labels, file ending
       splits.json           segmentation: the cross-validation folds [{"train": [...], "val": [...]}, ...]
                             (a cascade's are its first stage's, so that each case's first-stage prediction comes
                             from the fold that did not train on it)
@@ -46,7 +48,8 @@ SCHEMA_VERSION = 2
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"
 WEIGHTS_RECORD = "weights.json"
-TASKS = ("segmentation", "interactive", "incontext", "universal")
+TASKS = ("segmentation", "interactive", "incontext", "universal", "pretrained")
+PRETRAINING = "pretraining"  # ModelSpec.extra key of a pretrained folder: method, mask ratio, block, images
 LEGACY_INTERACTIVE_JSON = "interactive.json"
 UPGRADE_FIX = "convert it once with: medseg model upgrade {folder}"
 
@@ -209,10 +212,29 @@ def read_segmentation_model(folder: str | Path) -> tuple[ModelSpec, Plan, Datase
         raise MedsegError(f"a {spec.task} model, not a segmentation model", path=folder,
                           fix="medseg predict takes the folders of medseg train"
                               + {"interactive": "; use medseg interactive for this one",
-                                 "universal": "; use medseg segment --prompt NAME for this one"}.get(spec.task, ""))
+                                 "universal": "; use medseg segment --prompt NAME for this one",
+                                 "pretrained": PRETRAINED_FIX.format(folder=folder)}.get(spec.task, ""))
+    return spec, *_plan_and_dataset(folder)
+
+
+PRETRAINED_FIX = ("; it has no segmentation head: fine-tune it with medseg train DATASET -c CONFIGURATION "
+                  "--init {folder}, or medseg adapt {folder} DATASET")
+
+
+def read_start_model(folder: str | Path) -> tuple[ModelSpec, Plan, DatasetSpec]:
+    """A folder that training can start from (``medseg train --init``, ``medseg adapt``): a segmentation model
+    (fine-tuning) or a pretrained one (``medseg pretrain``); its spec, plan and dataset spec."""
+    folder = Path(folder)
+    spec = read_model_spec(folder)
+    if spec.task == "pretrained":
+        return spec, *_plan_and_dataset(folder)
+    return read_segmentation_model(folder)
+
+
+def _plan_and_dataset(folder: Path) -> tuple[Plan, DatasetSpec]:
     plan = Plan.from_dict(read_json(folder / "plans.json"), path=folder / "plans.json")
     dataset = DatasetSpec.from_dict(read_json(folder / "dataset_spec.json"))
-    return spec, plan, dataset
+    return plan, dataset
 
 
 INSTANCE_HEAD = "instance_head"  # ModelSpec.extra key: true for an instance model (last output: distance map)

@@ -9,7 +9,7 @@ from medseg.errors import MedsegError
 
 PRECISIONS = ("float32", "bfloat16", "auto")
 SCHEMA_VERSION = 1
-TASKS = ("segmentation", "interactive", "tent", "incontext", "universal")
+TASKS = ("segmentation", "interactive", "tent", "incontext", "universal", "pretrain")
 OPTIMIZERS = ("sgd", "adamw")
 
 

@@ -30,7 +30,8 @@ class SegmentationOptions:
 
     ``loss``: a name from ``medseg.losses.list_losses()``, applied at every deep-supervision level (nnU-Net drops
     the coarsest one when there is more than one). ``augmentation``: ``AugmentationConfig`` fields; None: the
-    defaults for the patch. ``validation_batches``: fixed validation patches per epoch.
+    defaults for the patch. ``validation_batches``: fixed validation patches per epoch. ``semi``: a
+    semi-supervised run's ``medseg.training.semi_supervised.SemiOptions`` (None: labelled cases only).
     """
 
     configuration: str
@@ -38,6 +39,7 @@ class SegmentationOptions:
     loss: str = "nnunet_dice_ce"
     validation_batches: int = 8
     augmentation: dict[str, Any] | None = None
+    semi: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

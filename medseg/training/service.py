@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dataclasses import fields
-from typing import Any
+from typing import Any, Sequence
 
 from medseg.atomic import remove_stale_temporaries
 from medseg.config import Configuration, Plan, read_json, write_json_atomic
@@ -19,6 +19,7 @@ from medseg.distributed import process_group
 from medseg.errors import MedsegError
 from medseg.preprocess.previous_stage import PreviousStage
 from medseg.training.cascade import cascade_input_channels, first_stage_predictions, share_first_stage_splits
+from medseg.training.initial_weights import INIT, StartModel, load_start_weights, read_start, start_plan
 from medseg.training.segmentation_task import SegmentationOptions, SegmentationTask
 from medseg.training.splits import fold_cases, load_or_make_splits
 from medseg.training.trainer import Trainer, TrainState
@@ -54,6 +55,7 @@ class PreparedFold:
     label_values: list[int]
     data: Any = None
     first_stage: PreviousStage | None = None
+    start: StartModel | None = None
 
 
 def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, model_dir: str | Path,
@@ -62,7 +64,8 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
                groups_file: str | Path | None = None, train_config: dict | None = None,
                network: str | None = None, network_options: dict[str, Any] | None = None,
                validate: bool = True, progress: bool | None = None,
-               previous_stage: str | Path | None = None) -> TrainResult:
+               previous_stage: str | Path | None = None, init: str | Path | None = None,
+               unlabelled: Sequence[str | Path] | None = None, semi: str | None = None) -> TrainResult:
     """Train ``fold`` (0..4 or "all") of ``configuration``; ``plans`` default: ``MODEL/plans.json`` or a new plan
     for ``budget_seconds``; ``preprocessed`` default: ``MODEL/preprocessed``. Afterwards (``validate``, not for
     fold "all") the fold's validation cases are predicted in full into ``fold_K/validation/``.
@@ -88,16 +91,25 @@ def train_fold(dataset: str | Path, configuration: str, fold: str | int, *, mode
                                   preprocessed=preprocessed, budget_seconds=budget_seconds, resume=resume,
                                   split_mode=split_mode, groups_file=groups_file, train_config=train_config,
                                   network=network, network_options=network_options, progress=progress,
-                                  previous_stage=previous_stage),
+                                  previous_stage=previous_stage, init=init, unlabelled=unlabelled, semi=semi),
             shared=lambda result: replace(result, data=None, first_stage=None))
         run_config = prepared.run_config
+        options = SegmentationOptions.from_dict(run_config.task_options)
         task = SegmentationTask(configuration=prepared.config, cache_dir=prepared.cache_dir,
                                 train_cases=prepared.train_cases, val_cases=prepared.val_cases,
-                                label_values=prepared.label_values,
-                                options=SegmentationOptions.from_dict(run_config.task_options), seed=run_config.seed,
+                                label_values=prepared.label_values, options=options, seed=run_config.seed,
                                 num_workers=run_config.num_workers, device=run_config.device)
+        if options.semi:
+            from medseg.training.semi_supervised import SemiOptions, SemiSupervisedTask
+
+            task = SemiSupervisedTask(task, SemiOptions.from_dict(options.semi))
         torch.manual_seed(run_config.seed)
-        trainer = Trainer(build_network(prepared.spec), task, run_config, fold_dir)
+        network = build_network(prepared.spec)
+        if prepared.start is not None:
+            started = load_start_weights(network, prepared.spec, prepared.start)
+            if ranks.is_main:
+                _record_start(model_dir, started)
+        trainer = Trainer(network, task, run_config, fold_dir)
         resumed = trainer.resume() if resume else False
         state = trainer.run(progress=progress)
         if not ranks.is_main:
@@ -128,7 +140,8 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
                   plans: str | Path | None, preprocessed: str | Path | None, budget_seconds: float | None,
                   resume: bool, split_mode: str, groups_file: str | Path | None, train_config: dict | None,
                   network: str | None, network_options: dict[str, Any] | None, progress: bool | None,
-                  previous_stage: str | Path | None) -> PreparedFold:
+                  previous_stage: str | Path | None, init: str | Path | None = None,
+                  unlabelled: Sequence[str | Path] | None = None, semi: str | None = None) -> PreparedFold:
     """``train_fold``'s work before training: every argument checked, then the plan (made if missing), the
     model folder, the preprocessed cache and the splits."""
     from medseg.compute import resolve_precision
@@ -141,7 +154,15 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
     plan = _check_arguments(data, configuration, fold, model_dir=model_dir, plan_path=plan_path,
                             plans_given=plans is not None, preprocessed=preprocessed, budget_seconds=budget_seconds,
                             resume=resume, network=network, previous_stage=previous_stage)
-    if plan is None:
+    start = read_start(init) if init is not None else None
+    if semi is not None and not unlabelled:
+        raise MedsegError(f"--semi {semi} needs unlabelled images", fix="pass --unlabelled DIR (repeatable)")
+    if plan is None and start is not None:
+        from medseg.data.validate import dataset_record
+
+        plan = start_plan(start, configuration, data.spec)
+        plan.dataset = dataset_record(data, validated=False)  # made for it now; its cases are checked below
+    elif plan is None:
         plan = make_plan(dataset, budget=budget_seconds, progress=progress)
     if configuration not in plan.configurations:
         raise MedsegError(f"no configuration {configuration!r} in the plan made for this dataset", path=dataset,
@@ -175,6 +196,7 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
     if label_values != list(range(len(label_values))) and max(label_values) > 255:
         raise MedsegError(f"label values {label_values} above 255", fix="relabel to 0..N-1")
     check_dataset_for_plan(data, plan, plans_path=plan_path if plan_path.is_file() else None, progress=progress)
+    images = _check_unlabelled(unlabelled, config, plan, run_config, progress) if unlabelled else None
     spec = _model_spec(model_dir, config, label_values, data, plan)
     if first_stage is not None:
         spec.extra[PREVIOUS_STAGE] = previous_stage_reference(model_dir, previous_stage)
@@ -182,6 +204,13 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
     cache_root = Path(preprocessed) if preprocessed is not None else model_dir / "preprocessed"
     preprocess_dataset(dataset, plan, configuration, cache_root, progress=progress, checked=True,
                        previous_stage=first_stage)
+    if images is not None:
+        from medseg.preprocess.unlabelled import preprocess_unlabelled
+        from medseg.training.semi_supervised import SemiOptions
+
+        folder = cache_root / f"{configuration}_unlabelled"
+        cases = preprocess_unlabelled(images, config, folder, progress=progress)
+        run_config.task_options["semi"] = SemiOptions(semi or "mean-teacher", str(folder.resolve()), cases).to_dict()
     groups = read_json(groups_file) if groups_file else None
     if first_stage is not None:
         share_first_stage_splits(previous_stage, model_dir)
@@ -190,7 +219,27 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
     if resume:
         remove_stale_temporaries(model_dir)  # model.json's, splits.json's; the trainer cleans fold_K/
     return PreparedFold(config, spec, run_config, cache_root / configuration, train_cases, val_cases, label_values,
-                        data, first_stage)
+                        data, first_stage, start)
+
+
+def _check_unlabelled(sources: Sequence[str | Path], config: Configuration, plan: Plan, run_config: TrainConfig,
+                      progress: bool | None) -> list:
+    """The unlabelled images of a semi-supervised run, every one read and checked before anything is written."""
+    from medseg.preprocess.unlabelled import check_unlabelled
+    from medseg.training.unlabelled import unlabelled_images
+
+    if config.previous_stage or config.instances or config.raters:
+        raise MedsegError(f"semi-supervised training of the {config.name} configuration",
+                          fix="use --unlabelled with a 2d, 2.5d or 3d_fullres/3d_lowres configuration")
+    images = unlabelled_images(sources)
+    check_unlabelled(images, config, channels=len(plan.channel_names), progress=progress)
+    return images
+
+
+def _record_start(model_dir: Path, started: dict[str, Any]) -> None:
+    spec = read_model_spec(model_dir)
+    spec.extra[INIT] = started
+    write_model_spec(model_dir, spec)
 
 
 def segmentation_train_config(options: dict[str, Any], *, configuration: str, fold: str,

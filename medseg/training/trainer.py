@@ -55,6 +55,9 @@ class TrainingTask(Protocol):
     A task that trains data-parallel also has ``shard_batches(epoch, count, rank, world_size)``: rank ``rank``'s
     own ``count`` batches of the epoch, seeded by the epoch and the rank (so a resumed run draws the same, and
     rank 0 of 1 draws what ``batches`` does).
+
+    A task whose loss follows the run's clock (a ramped-up term) also has ``set_fraction(fraction)``: the
+    schedule's fraction (0 -> 1), told before every step.
     """
 
     name: str
@@ -186,6 +189,8 @@ class Trainer:
                 break
             for group in self.optimizer.param_groups:
                 group["lr"] = poly_learning_rate(self.config.initial_learning_rate, fraction)
+            if hasattr(self.task, "set_fraction"):
+                self.task.set_fraction(fraction)
             threads = chooser.threads() if chooser else None
             if threads is not None and threads != torch.get_num_threads():
                 torch.set_num_threads(threads)

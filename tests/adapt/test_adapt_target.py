@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from medseg.adapt.target import draw_shots, target_normalization
+from medseg.adapt.target import draw_shots
+from medseg.planning.transfer import target_normalization
 from medseg.config import Normalization
 from medseg.data.layout import open_dataset
 from medseg.errors import MedsegError
