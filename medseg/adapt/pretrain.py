@@ -54,6 +54,7 @@ def pretrain(sources: Sequence[str | Path], output: str | Path, *, configuration
     from medseg.nets.from_folder import build_network
     from medseg.output_paths import prepare_output_dir
     from medseg.preprocess.unlabelled import check_unlabelled, preprocess_unlabelled
+    from medseg.training.checkpoint import check_new_run
     from medseg.training.trainer import Trainer
     from medseg.training.unlabelled import unlabelled_images
 
@@ -62,12 +63,8 @@ def pretrain(sources: Sequence[str | Path], output: str | Path, *, configuration
         raise MedsegError(f"unknown pretraining method {method!r}", fix=f"use one of {', '.join(METHODS)}")
     if not 0.0 < mask_ratio < 1.0:
         raise MedsegError(f"mask ratio {mask_ratio}", fix="use a share between 0 and 1, e.g. 0.6")
-    if budget_seconds is not None and not budget_seconds > 0:
-        raise MedsegError(f"the budget must be positive, not {budget_seconds:g} s", fix="use e.g. --budget 1h")
     fold_dir = fold_folder(output, FOLD)
-    if fold_dir.is_dir() and any(fold_dir.iterdir()) and not resume:
-        raise MedsegError("this folder already has a pretraining run", path=output,
-                          fix="pass --resume to continue it, or choose another folder with -o")
+    check_new_run(fold_dir, budget_seconds=budget_seconds, resume=resume, example_budget="1h")
     prepare_output_dir(output, inputs=list(sources), overwrite=True)
     images = unlabelled_images(sources)
     plan = _pretraining_plan(sources, plans, configuration, budget_seconds, progress)

@@ -19,6 +19,7 @@ from medseg.distributed import process_group
 from medseg.errors import MedsegError
 from medseg.preprocess.previous_stage import PreviousStage
 from medseg.training.cascade import cascade_input_channels, first_stage_predictions, share_first_stage_splits
+from medseg.training.checkpoint import check_new_run
 from medseg.training.initial_weights import INIT, StartModel, load_start_weights, read_start, start_plan
 from medseg.training.segmentation_task import SegmentationOptions, SegmentationTask
 from medseg.training.splits import fold_cases, load_or_make_splits
@@ -301,12 +302,7 @@ def _check_arguments(data, configuration: str, fold: str, *, model_dir: Path, pl
         from medseg.nets.registry import model_info
 
         model_info(network)  # an unknown name lists the valid ones, before any work
-    if budget_seconds is not None and not budget_seconds > 0:
-        raise MedsegError(f"the budget must be positive, not {budget_seconds:g} s", fix="use e.g. --budget 20m")
-    fold_dir = fold_folder(model_dir, fold)
-    if fold_dir.exists() and any(fold_dir.iterdir()) and not resume:
-        raise MedsegError("this fold already has a training run", path=fold_dir,
-                          fix="pass --resume to continue it, or choose another model folder with -o")
+    check_new_run(fold_folder(model_dir, fold), budget_seconds=budget_seconds, resume=resume)
     prepare_output_dir(model_dir, inputs=[data.root], overwrite=True)
     if preprocessed is not None:
         prepare_output_dir(preprocessed, inputs=[data.root], overwrite=True)

@@ -474,6 +474,7 @@ def test_the_matrix_covers_every_command_that_reads_user_files():
         "qc": "a model folder with or without CV predictions, a prediction folder: tests/trust/test_qc.py",
         "explain": "a model folder, image files and a region mask: tests/trust/test_explain.py",
         "adapt": "a base model folder, a target dataset and the method's options: tests/adapt/test_finetune.py",
+        "pretrain": "dataset and image folders, a plan and the method's options: tests/adapt/test_pretrain.py",
         "model merge": "an adapted folder, missing or not one of deltas: tests/adapt/test_finetune.py",
         "active": "a dataset with an unlabelled case, a folder of another run, bad options: "
                   "tests/active/test_active.py",
