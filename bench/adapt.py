@@ -17,8 +17,10 @@ mean over draws.
 Channel counts that differ (EM grey -> RGB, FLAIR + T1c -> T1) get a first convolution initialised from the
 base's by channel means and trained with the head (``medseg.nets.adapted.channel_mean_stem``).
 
-    python bench/adapt.py --work /tmp/medseg_adapt      # the protocol: per pair 3 x 5 x 9 = 135 runs of --budget
-                                                         # (1m) + their held-out predictions: about 4-5 h a pair on 2 cores
+    python bench/adapt.py --work /tmp/medseg_adapt      # the protocol: per pair 3 x 5 x 9 = 135 runs of
+                                                         # --budget (1m) + their held-out predictions: about
+                                                         # 4-5 h a pair on 2 cores; each finished run is kept
+                                                         # (work/<pair>/scores/), so a rerun resumes
     python bench/adapt.py --pairs "isbi2012_em->monuseg" --shots 1 --draws 1 --budget 5s --base-budget 40s \\
         --test-cases 2 --work /tmp/adapt_smoke --output /tmp/adapt_smoke/adapt.json        # smoke run
 
@@ -91,7 +93,7 @@ def link_dataset(name: str, cases: list[str], folder: Path) -> Path:
     return folder
 
 
-def train_base(pair: str, source: Path, work: Path, budget: float) -> Path:
+def train_base(pair: str, source: Path, work: Path, budget: float, threads: int | None = None) -> Path:
     """The source model (fold all), reused when ``work`` already has it."""
     from medseg.training.service import train_fold
 
@@ -99,7 +101,7 @@ def train_base(pair: str, source: Path, work: Path, budget: float) -> Path:
     if not (model / "fold_all" / "weights.safetensors").is_file():
         shutil.rmtree(model, ignore_errors=True)
         train_fold(source, PAIRS[pair]["configuration"], "all", model_dir=model, budget_seconds=budget,
-                   validate=False, progress=False)
+                   validate=False, progress=False, train_config={"threads": threads})
     return model
 
 
@@ -151,14 +153,22 @@ def run_pair(pair: str, args, work: Path) -> dict:
     target = link_dataset(target_name, pool, pair_dir / "target_pool")
     test = link_dataset(target_name, held_out, pair_dir / "target_test")
     started = time.perf_counter()
-    base = train_base(pair, source, work, parse_budget(args.base_budget))
+    base = train_base(pair, source, work, parse_budget(args.base_budget), args.threads)
     base_seconds = time.perf_counter() - started
     table: dict[str, dict[str, dict]] = {}
     train_options = {"max_iterations": args.max_iterations} if args.max_iterations else {}
+    if args.threads:
+        train_options["threads"] = args.threads
     for shots in args.shots:
         for method in [*args.methods, *(["scratch"] if args.scratch else [])]:
             draws, trainable = [], None
             for draw in range(args.draws):
+                done = pair_dir / "scores" / f"{method}_{shots}_{draw}.json"
+                if done.is_file():  # resumable: a finished run keeps its score
+                    kept = json.loads(done.read_text())
+                    draws.append(kept["dice"])
+                    trainable = kept["trainable_params"]
+                    continue
                 out = pair_dir / "runs" / f"{method}_{shots}_{draw}"
                 shutil.rmtree(out, ignore_errors=True)
                 start = random_copy(base, pair_dir / f"random_{draw}", draw) if method == "scratch" else base
@@ -171,6 +181,9 @@ def run_pair(pair: str, args, work: Path) -> dict:
                 print(f"{pair} {method} {shots} shot(s) draw {draw}: Dice {draws[-1]:.3f}, {trainable} trainable, "
                       f"{result.steps} steps in {result.seconds:.0f} s, scored in "
                       f"{time.perf_counter() - scoring:.0f} s", flush=True)
+                done.parent.mkdir(parents=True, exist_ok=True)
+                done.write_text(json.dumps({"dice": draws[-1], "trainable_params": int(trainable),
+                                            "steps": result.steps, "seconds": round(result.seconds, 1)}))
                 if not args.keep:
                     shutil.rmtree(out, ignore_errors=True)
             table.setdefault(method, {})[str(shots)] = {"dice": round(float(np.mean(draws)), 4),
@@ -178,7 +191,7 @@ def run_pair(pair: str, args, work: Path) -> dict:
     run = {"source_cases": len(source_train), "shot_pool": len(pool), "held_out": held_out,
            "configuration": PAIRS[pair]["configuration"], "base_budget": args.base_budget,
            "base_seconds": round(base_seconds, 1), "budget": args.budget, "draws": args.draws,
-           "max_iterations": args.max_iterations}
+           "max_iterations": args.max_iterations, "threads": args.threads}
     return {"table": table, "run": run}
 
 
@@ -206,6 +219,7 @@ def main() -> None:
     parser.add_argument("--base-budget", default="20m", help="training budget of each source model")
     parser.add_argument("--max-iterations", type=int, help="cap the steps of each adaptation (smoke runs only)")
     parser.add_argument("--test-cases", type=int, help="score only the first N held-out cases (smoke runs only)")
+    parser.add_argument("--threads", type=int, help="torch threads of every adaptation (default: measured)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/medseg_adapt"))
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--keep", action="store_true", help="keep every adapted folder under --work")
@@ -214,8 +228,9 @@ def main() -> None:
     for pair in args.pairs:
         done = run_pair(pair, args, args.work)
         existing["results"][pair] = done["table"]
+        machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
         existing.setdefault("runs", {})[pair] = {**done["run"], "date": datetime.now(timezone.utc).isoformat(
-            timespec="seconds"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+            timespec="seconds"), "machine": machine,
             "load": os.getloadavg()[0], "command": " ".join(sys.argv)}
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(existing, indent=1))

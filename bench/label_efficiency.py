@@ -151,12 +151,13 @@ def run_dataset(name: str, args) -> dict:
         labelled = subset(name, labelled_ids, work / f"labelled_{draw}")
         draw_plans = moved_plan(plans, configuration, labelled, work / f"plans_{draw}.json")
         arms = {"labelled": labelled_ids}
-        arms["random"] = arm(name, "random", labelled, draw_plans, work / f"draw_{draw}", test_images, test, args, [])
-        arms["pretrained"] = arm(name, "pretrained", labelled, draw_plans, work / f"draw_{draw}", test_images, test, args,
+        folder = work / f"draw_{draw}"
+        arms["random"] = arm(name, "random", labelled, draw_plans, folder, test_images, test, args, [])
+        arms["pretrained"] = arm(name, "pretrained", labelled, draw_plans, folder, test_images, test, args,
                                  ["--init", pretrained])
         if name in args.semi:
             unlabelled = image_folder(name, rest, work / f"unlabelled_{draw}")
-            arms["semi"] = arm(name, "semi", labelled, draw_plans, work / f"draw_{draw}", test_images, test, args,
+            arms["semi"] = arm(name, "semi", labelled, draw_plans, folder, test_images, test, args,
                                ["--unlabelled", unlabelled, "--semi", args.semi_method])
         entry["draws"][str(draw)] = arms
         write_partial(name, entry, args)
