@@ -135,16 +135,16 @@ def run_dataset(name: str, args) -> dict:
     if not plans.is_file():
         run([BIN / "medseg", "plan", block, "--budget", args.budget, "-o", plans], work / "plan_log.txt", args.threads)
     pretrained = work / "pretrained"
-    if not (pretrained / "fold_all" / "weights.safetensors").is_file():
+    if "pretrained" in args.arms and not (pretrained / "fold_all" / "weights.safetensors").is_file():
         resume = ["--resume"] if (pretrained / "fold_all" / "checkpoint.pt").is_file() else []
         run([BIN / "medseg", "pretrain", block, "-c", configuration, "-p", plans, "-o", pretrained, "--budget",
              args.pretrain_budget, "--threads", args.threads, "--seed", args.seed, *resume],
             work / "pretrain_log.txt", args.threads)
-    card = json.loads((pretrained / "model.json").read_text())["card"]
-    entry = {"train_block": len(train), "held_out": len(test), "configuration": configuration,
-             "pretraining": {"images": card["training_cases"], "steps": card["steps"],
-                             "train_seconds": card["train_seconds"], **card["figures"]},
-             "draws": {}}
+    entry = {"train_block": len(train), "held_out": len(test), "configuration": configuration, "draws": {}}
+    if "pretrained" in args.arms:
+        card = json.loads((pretrained / "model.json").read_text())["card"]
+        entry["pretraining"] = {"images": card["training_cases"], "steps": card["steps"],
+                                "train_seconds": card["train_seconds"], **card["figures"]}
     for draw in range(args.draws):
         labelled_ids = labelled_draw(train, args.labelled_share, draw)
         rest = sorted(set(train) - set(labelled_ids))
@@ -153,9 +153,10 @@ def run_dataset(name: str, args) -> dict:
         arms = {"labelled": labelled_ids}
         folder = work / f"draw_{draw}"
         arms["random"] = arm(name, "random", labelled, draw_plans, folder, test_images, test, args, [])
-        arms["pretrained"] = arm(name, "pretrained", labelled, draw_plans, folder, test_images, test, args,
-                                 ["--init", pretrained])
-        if name in args.semi:
+        if "pretrained" in args.arms:
+            arms["pretrained"] = arm(name, "pretrained", labelled, draw_plans, folder, test_images, test, args,
+                                     ["--init", pretrained])
+        if name in args.semi and "semi" in args.arms:
             unlabelled = image_folder(name, rest, work / f"unlabelled_{draw}")
             arms["semi"] = arm(name, "semi", labelled, draw_plans, folder, test_images, test, args,
                                ["--unlabelled", unlabelled, "--semi", args.semi_method])
@@ -181,14 +182,37 @@ def summary(entry: dict) -> dict:
 
 def write_partial(name: str, entry: dict, args) -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results.setdefault("results", {})[name] = {**entry, "summary": summary(entry)}
-    results.setdefault("setup", {})[name] = {
+    key = name + args.entry_suffix
+    results.setdefault("results", {})[key] = {**entry, "summary": summary(entry)}
+    results.setdefault("setup", {})[key] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "budget": args.budget,
-        "pretrain_budget": args.pretrain_budget, "labelled_share": args.labelled_share, "threads": args.threads,
-        "semi_method": args.semi_method if name in args.semi else None, "machine": platform.processor() or
-        platform.machine(), "cores": os.cpu_count(), "load_at_write": round(os.getloadavg()[0], 2),
+        "pretrain_budget": args.pretrain_budget if "pretrained" in args.arms else None,
+        "labelled_share": args.labelled_share, "threads": args.threads,
+        "semi_method": args.semi_method if name in args.semi and "semi" in args.arms else None,
+        "machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "load_at_write": round(os.getloadavg()[0], 2),
         "command": " ".join(sys.argv)}
     write_results(results, RESULTS)
+
+
+def markdown(results: dict) -> str:
+    """The BENCHMARKS.md table: per dataset, the mean (std) held-out Dice of each arm over the draws, the paired
+    difference to the labelled-only model and the steps each arm took."""
+    rows = ["| dataset (labelled / training block, held out) | labelled only | pretrained init | semi-supervised "
+            "| pretrained - labelled only (wins) | semi - labelled only (wins) | steps: only / init / semi |",
+            "|---|---|---|---|---|---|---|"]
+    for name, entry in results.get("results", {}).items():
+        table = entry["summary"]
+        draws = list(entry["draws"].values())
+        cells = [f"{table[k]['mean']:.3f} ({table[k]['std']:.3f})" if k in table else "-"
+                 for k in ("random", "pretrained", "semi")]
+        deltas = [f"{table[k]['mean']:+.3f} ({table[k]['wins']}/{table[k]['draws']})" if k in table else "-"
+                  for k in ("pretrained_minus_random", "semi_minus_random")]
+        steps = [str(round(float(np.mean([d[k]["steps"] for d in draws if k in d])))) if any(k in d for d in draws)
+                 else "-" for k in ("random", "pretrained", "semi")]
+        rows.append(f"| {name} ({len(draws[0]['labelled'])} / {entry['train_block']}, {entry['held_out']}) | "
+                    + " | ".join(cells + deltas) + f" | {' / '.join(steps)} |")
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -202,8 +226,15 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arms", nargs="+", default=["random", "pretrained", "semi"],
+                        choices=["random", "pretrained", "semi"], help="random always runs (the reference)")
+    parser.add_argument("--entry-suffix", default="", help="results key = dataset + this (e.g. _12m)")
     parser.add_argument("--work", default="/tmp/medseg_label_efficiency")
+    parser.add_argument("--table", action="store_true", help="print the markdown table of the results and stop")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads(RESULTS.read_text())))
+        return
     parse_budget(args.budget)
     for name in args.datasets:
         print(name, json.dumps(summary(run_dataset(name, args)), indent=1), flush=True)
