@@ -14,7 +14,7 @@ METHODS_HELP = "full, decoder, linear-probe, bitfit, affine-norm, lora, adapter 
 
 
 def adapt(
-    model: Path = typer.Argument(..., help="The base model folder (medseg train)."),
+    model: Path = typer.Argument(..., help="The base model folder (medseg train, or medseg pretrain)."),
     dataset: Path = typer.Argument(..., help="The target dataset; the shots are drawn from its training cases."),
     method: str = typer.Option(..., "--method", help=f"What is trained: {METHODS_HELP}"),
     shots: int = typer.Option(..., "--shots", help="Labelled training cases drawn from DATASET."),

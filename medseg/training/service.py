@@ -197,7 +197,7 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
     if label_values != list(range(len(label_values))) and max(label_values) > 255:
         raise MedsegError(f"label values {label_values} above 255", fix="relabel to 0..N-1")
     check_dataset_for_plan(data, plan, plans_path=plan_path if plan_path.is_file() else None, progress=progress)
-    images = _check_unlabelled(unlabelled, config, plan, run_config, progress) if unlabelled else None
+    images = _check_unlabelled(unlabelled, config, plan, progress) if unlabelled else None
     spec = _model_spec(model_dir, config, label_values, data, plan)
     if first_stage is not None:
         spec.extra[PREVIOUS_STAGE] = previous_stage_reference(model_dir, previous_stage)
@@ -223,7 +223,7 @@ def _prepare_fold(dataset: str | Path, configuration: str, fold: str, *, model_d
                         data, first_stage, start)
 
 
-def _check_unlabelled(sources: Sequence[str | Path], config: Configuration, plan: Plan, run_config: TrainConfig,
+def _check_unlabelled(sources: Sequence[str | Path], config: Configuration, plan: Plan,
                       progress: bool | None) -> list:
     """The unlabelled images of a semi-supervised run, every one read and checked before anything is written."""
     from medseg.preprocess.unlabelled import check_unlabelled
