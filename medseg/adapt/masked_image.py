@@ -95,11 +95,11 @@ class MaskedImageTask:
 
     def batches(self, epoch: int, count: int) -> Iterator[dict[str, Any]]:
         from medseg.data.loader import PatchLoader
-        from medseg.transforms.config import AugmentationConfig
+        from medseg.training.segmentation_task import image_augmentation
 
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         loader = PatchLoader(self.cache_dir, self.configuration.patch_size, self.configuration.batch_size,
-                             augmentation=AugmentationConfig.for_patch(self.configuration.patch_size),
+                             augmentation=image_augmentation(self.configuration),
                              num_workers=self.num_workers, seed=self.seed * 1_000_003 + epoch, progress=False,
                              num_batches=count, case_ids=self.train_cases, foreground_fraction=0.0,
                              slice_context=self.configuration.slice_context)

@@ -69,9 +69,6 @@ def pretrain(sources: Sequence[str | Path], output: str | Path, *, configuration
     images = unlabelled_images(sources)
     plan = _pretraining_plan(sources, plans, configuration, budget_seconds, progress)
     config = plan.configurations[configuration]
-    if config.previous_stage or config.instances or config.raters:
-        raise MedsegError(f"pretraining the {configuration} configuration",
-                          fix="pretrain a 2d, 2.5d, 3d_fullres or 3d_lowres configuration")
     channels = len(plan.channel_names)
     check_unlabelled(images, config, channels=channels, progress=progress)
     options = MaskedImageOptions(configuration, method, mask_ratio, list(block) if block else None)

@@ -25,7 +25,13 @@ UnlabelledImage = tuple[str, Sequence[Path]]  # (case id, its channel files in o
 def check_unlabelled(images: Sequence[UnlabelledImage], config: Configuration, *, channels: int,
                      progress: bool | None = None) -> None:
     """Every image readable, finite, its channels on one grid, with ``channels`` channels and a dimension the
-    configuration takes (a 2D image for a 3D configuration is refused); an empty list is refused too."""
+    configuration takes (a 2D image for a 3D configuration is refused); an empty list is refused too, and so is a
+    configuration whose cases hold more than the image (a cascade's first stage, an instance model's distance
+    map, raters' maps), which an image alone cannot give."""
+    if config.previous_stage or config.instances or config.raters:
+        raise MedsegError(f"unlabelled images for the {config.name} configuration, whose cases hold more than the "
+                          "image (a previous stage, a distance map or raters' maps)",
+                          fix="use a 2d, 2.5d, 3d_fullres or 3d_lowres configuration")
     if not images:
         raise MedsegError("no unlabelled images", fix="pass a folder of images or a dataset folder")
     names = [case_id for case_id, _ in images]

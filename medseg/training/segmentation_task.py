@@ -49,6 +49,20 @@ class SegmentationOptions:
         return record_from_dict(cls, data, "segmentation option")
 
 
+def image_augmentation(configuration: Configuration, augmentation: dict[str, Any] | None = None):
+    """The ``AugmentationConfig`` of a configuration's image patches: ``augmentation`` (its fields) or the defaults
+    for the patch; for 2.5D the neighbouring slices of each image channel share its intensity changes. What every
+    task that draws image patches of a plan (segmentation, pretraining, the unlabelled ones of semi-supervised
+    training) starts from."""
+    from medseg.transforms.config import AugmentationConfig
+
+    config = (AugmentationConfig.from_dict(augmentation) if augmentation
+              else AugmentationConfig.for_patch(configuration.patch_size))
+    if configuration.slice_context:
+        config = config.with_changes(slice_stack=1 + 2 * configuration.slice_context)
+    return config
+
+
 def label_lookup(label_values: list[int]) -> torch.Tensor:
     """``lut[value % 256]`` = output channel of a label value (int8 cache values wrap), ``(256,)`` int64."""
     lut = np.zeros(256, dtype=np.int64)
@@ -86,10 +100,8 @@ class SegmentationTask:
         """Rank ``rank``'s ``count`` batches of epoch ``epoch`` (each of the plan's batch size): its own patch
         stream, seeded by the seed, the epoch and the rank; rank 0's is the one-process stream."""
         from medseg.data.loader import PatchLoader
-        from medseg.transforms.config import AugmentationConfig
 
-        augmentation = (AugmentationConfig.from_dict(self.options.augmentation) if self.options.augmentation
-                        else AugmentationConfig.for_patch(self.configuration.patch_size))
+        augmentation = image_augmentation(self.configuration, self.options.augmentation)
         if self.configuration.previous_stage:  # the first stage's one-hot channels: morphology, not intensity
             image_channels = int(self.configuration.network["in_channels"]) - (self.num_classes - 1)
             augmentation = augmentation.with_changes(
@@ -98,9 +110,6 @@ class SegmentationTask:
                                              else augmentation.p_previous_stage_morphology))
         if self.target_channels:  # the cached distance map or raters' maps are targets, not inputs
             augmentation = augmentation.with_changes(target_channels=self.target_channels)
-        context = self.configuration.slice_context
-        if context:  # 2.5D: the neighbouring slices of each image channel share its intensity changes
-            augmentation = augmentation.with_changes(slice_stack=1 + 2 * context)
         yield from PatchLoader(self.cache_dir, self.configuration.patch_size, self.configuration.batch_size,
                                augmentation=augmentation, num_workers=self.num_workers,
                                seed=self.seed * 1_000_003 + epoch + rank * RANK_SEED_STRIDE,

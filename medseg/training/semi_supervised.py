@@ -92,11 +92,11 @@ class SemiSupervisedTask:
 
     def batches(self, epoch: int, count: int) -> Iterator[dict[str, Any]]:
         from medseg.data.loader import PatchLoader
-        from medseg.transforms.config import AugmentationConfig
+        from medseg.training.segmentation_task import image_augmentation
 
         config = self.supervised.configuration
         unlabelled = PatchLoader(Path(self.options.cache), config.patch_size, config.batch_size,
-                                 augmentation=AugmentationConfig.for_patch(config.patch_size),
+                                 augmentation=image_augmentation(config, self.supervised.options.augmentation),
                                  num_workers=self.supervised.num_workers,
                                  seed=self.supervised.seed * 1_000_003 + epoch + 500_009, progress=False,
                                  num_batches=count, case_ids=self.options.cases, foreground_fraction=0.0,

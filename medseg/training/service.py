@@ -229,9 +229,6 @@ def _check_unlabelled(sources: Sequence[str | Path], config: Configuration, plan
     from medseg.preprocess.unlabelled import check_unlabelled
     from medseg.training.unlabelled import unlabelled_images
 
-    if config.previous_stage or config.instances or config.raters:
-        raise MedsegError(f"semi-supervised training of the {config.name} configuration",
-                          fix="use --unlabelled with a 2d, 2.5d or 3d_fullres/3d_lowres configuration")
     images = unlabelled_images(sources)
     check_unlabelled(images, config, channels=len(plan.channel_names), progress=progress)
     return images
