@@ -84,11 +84,12 @@ def measure_step_seconds(network: dict, patch_size: list[int], batch_size: int, 
                          seconds: float = 3.0, num_workers: int = 1, network_name: str = "plan_unet",
                          precision: str = "float32") -> float:
     """Wall time per step of a training run of the planned network (``medseg.nets.create(network_name,
-    **network)``) on random data, as training runs it (``medseg.compute.training_step``: ``precision``, the fused
-    SGD, the deep-supervision Dice + cross-entropy loss, gradient clipping), after one warm-up step; on a CPU at
-    each thread count the trainer's chooser may pick next to ``num_workers`` loader workers (the fastest is what
-    it keeps); stops after about ``seconds``. The median step time, plus the run's per-epoch validation and
-    checkpoint (``EPOCH_OVERHEAD``)."""
+    **network)``) as training runs it (``medseg.compute.training_step``: ``precision``, the fused SGD, the
+    deep-supervision Dice + cross-entropy loss, gradient clipping) on the batches of ``num_workers`` real loader
+    workers augmenting a random case beside it (``medseg.planning.timing_batches``: their cores and the wait for a
+    batch are part of the step, as in a run), after one warm-up step; on a CPU at each thread count the trainer's
+    chooser may pick (the fastest is what it keeps); stops after about ``seconds``. The median step time, plus the
+    run's per-epoch validation and checkpoint (``EPOCH_OVERHEAD``)."""
     import torch
 
     from medseg.compute import thread_candidates
@@ -100,19 +101,22 @@ def measure_step_seconds(network: dict, patch_size: list[int], batch_size: int, 
         for count in candidates:
             torch.set_num_threads(count)
             best = min(best, _time_steps(network, patch_size, batch_size, device, seconds / len(candidates),
-                                         network_name, precision))
+                                         network_name, precision, num_workers))
         return best * (1 + EPOCH_OVERHEAD)
     finally:
         torch.set_num_threads(threads)
 
 
 def _time_steps(network: dict, patch_size: list[int], batch_size: int, device: str, seconds: float,
-                network_name: str, precision: str) -> float:
+                network_name: str, precision: str, num_workers: int = 1) -> float:
+    """Median wall time of a step from the end of the one before, its batch's wait included, the batches coming
+    from ``num_workers`` loader workers augmenting beside it as in a run (``timing_batches``)."""
     import torch
 
     from medseg.compute import build_optimizer, training_step
     from medseg.losses import DeepSupervisionLoss, create as create_loss
     from medseg.nets import create
+    from medseg.planning.timing_batches import timing_batches
 
     net = create(network_name, **dict(network)).to(device)
     if hasattr(net, "deep_supervision"):
@@ -121,25 +125,30 @@ def _time_steps(network: dict, patch_size: list[int], batch_size: int, device: s
     optimizer = build_optimizer(net.parameters(), "sgd", 1e-4, 3e-5, device_type)
     criterion = create_loss("nnunet_dice_ce")
     deep = DeepSupervisionLoss(criterion, zero_coarsest=True)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn((batch_size, network["in_channels"], *patch_size), generator=generator).to(device)
-    y = torch.randint(0, network["num_classes"], (batch_size, 1, *patch_size), generator=generator).to(device)
+    current: dict = {}
 
     def loss_of(model: torch.nn.Module) -> torch.Tensor:  # as SegmentationTask.loss: float32 logits into the loss
-        outputs = model(x)
+        outputs = model(current["x"])
         if isinstance(outputs, (list, tuple)):
-            return deep([o.float() for o in outputs], y)
-        return criterion(outputs.float(), y)
+            return deep([o.float() for o in outputs], current["y"])
+        return criterion(outputs.float(), current["y"])
 
     times = []
-    deadline = time.perf_counter() + seconds
-    for step in range(20):
+    max_steps = 20
+    with timing_batches(patch_size, batch_size, network["in_channels"], network["num_classes"],
+                        num_workers=num_workers, num_batches=max_steps) as batches:
+        deadline = time.perf_counter() + seconds
         start = time.perf_counter()
-        training_step(net, optimizer, loss_of, precision=precision, device_type=device_type, gradient_clip=12.0)
-        if device_type == "cuda":
-            torch.cuda.synchronize()
-        if step > 0:
-            times.append(time.perf_counter() - start)
-        if step >= 2 and time.perf_counter() > deadline:
-            break
+        for step, batch in enumerate(batches):
+            current["x"] = batch["image"].to(device)
+            current["y"] = batch["label"].long().to(device)
+            training_step(net, optimizer, loss_of, precision=precision, device_type=device_type, gradient_clip=12.0)
+            if device_type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            if step > 0:  # the first waits for the workers to start
+                times.append(now - start)
+            start = now
+            if step >= 2 and now > deadline:
+                break
     return statistics.median(times)
