@@ -126,7 +126,7 @@ def score(model: Path, test: Path, cases: list[str]) -> float:
     """Mean over ``cases`` of the mean Dice over the foreground labels present in prediction or reference."""
     from medseg.data.layout import open_dataset
     from medseg.inference import Predictor
-    from medseg.metrics import confusion, dice
+    from medseg.metrics import mean_label_dice
 
     predictor = Predictor.from_folder(model, tta=False)
     data = open_dataset(test)
@@ -136,8 +136,7 @@ def score(model: Path, test: Path, cases: list[str]) -> float:
         case = data.case(case_id)
         labels = predictor.predict(data.read_image(case)).array[0]
         reference = data.read_label(case).array[0]
-        scores = [dice(c) for c in (confusion(labels == v, reference == v) for v in foreground) if c.n_pred or c.n_ref]
-        per_case.append(float(np.mean(scores)) if scores else 1.0)
+        per_case.append(mean_label_dice(labels, reference, foreground))
     return float(np.mean(per_case))
 
 

@@ -84,7 +84,7 @@ def image_folder(name: str, cases: list[str], folder: Path) -> Path:
 
 def score(name: str, prediction: Path, cases: list[str]) -> dict:
     from medseg.io import read_image
-    from medseg.metrics import confusion, dice
+    from medseg.metrics import mean_label_dice
 
     spec = json.loads((DATA / name / "dataset.json").read_text())
     ending = spec["file_ending"]
@@ -93,12 +93,7 @@ def score(name: str, prediction: Path, cases: list[str]) -> dict:
     for case in cases:
         pred = read_image(prediction / f"{case}{ending}").array[0]
         ref = read_image(DATA / name / "labelsTr" / f"{case}{ending}").array[0]
-        scores = []
-        for value in values:
-            counts = confusion(pred == value, ref == value)
-            if counts.n_pred or counts.n_ref:
-                scores.append(dice(counts))
-        per_case.append(float(np.mean(scores)) if scores else float("nan"))
+        per_case.append(mean_label_dice(pred, ref, values))
     return {"dice": float(np.nanmean(per_case)), "per_case": [round(d, 4) for d in per_case]}
 
 

@@ -75,21 +75,17 @@ def train_nnunet(work: Path, budget_seconds: float, *, retrain: bool = False) ->
     return {**folders, "training": json.loads(record_path.read_text())}
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float | None:
-    total = int(a.sum()) + int(b.sum())
-    return None if total == 0 else 2 * int(np.logical_and(a, b).sum()) / total
-
-
 def compare(folders: dict, medseg_pred: Path, nnunet_pred: Path) -> dict:
     """Voxel agreement (pooled over the test cases, and the worst case) and the Dice between the two predictions
     per foreground label (pooled), plus each prediction's Dice against the reference labels."""
     from medseg.io import read_image
+    from medseg.metrics import Confusion, confusion, dice
 
     labels = {name: int(v) for name, v in folders["spec"]["labels"].items() if int(v) != 0}
     equal = voxels = 0
     per_case = {}
-    pooled = {name: {"both": 0, "medseg": 0, "nnunet": 0, "ref_medseg": 0, "ref_nnunet": 0, "ref": 0}
-              for name in labels}
+    empty = Confusion(0, 0, 0, 0)
+    pooled = {name: {"medseg_vs_nnunet": empty, "medseg": empty, "nnunet": empty} for name in labels}
     for case in folders["test"]:
         file = case + folders["ending"]
         ours = read_image(medseg_pred / file).array[0]
@@ -102,25 +98,19 @@ def compare(folders: dict, medseg_pred: Path, nnunet_pred: Path) -> dict:
         per_case[case] = float(np.mean(ours == theirs))
         for name, value in labels.items():
             o, t, r = ours == value, theirs == value, reference == value
-            counts = pooled[name]
-            counts["both"] += int(np.logical_and(o, t).sum())
-            counts["medseg"] += int(o.sum())
-            counts["nnunet"] += int(t.sum())
-            counts["ref_medseg"] += int(np.logical_and(o, r).sum())
-            counts["ref_nnunet"] += int(np.logical_and(t, r).sum())
-            counts["ref"] += int(r.sum())
-
-    def ratio(num: int, den: int) -> float | None:
-        return None if den == 0 else 2 * num / den
+            counts = pooled[name]  # pooled over the cases, as nnU-Net's own summary pools them
+            counts["medseg_vs_nnunet"] += confusion(o, t)
+            counts["medseg"] += confusion(o, r)
+            counts["nnunet"] += confusion(t, r)
 
     return {
         "voxel_agreement": equal / voxels, "worst_case_agreement": min(per_case.values()),
         "per_case_agreement": per_case,
-        "dice_medseg_vs_nnunet": {n: ratio(c["both"], c["medseg"] + c["nnunet"]) for n, c in pooled.items()},
-        "dice_vs_reference": {n: {"medseg": ratio(c["ref_medseg"], c["medseg"] + c["ref"]),
-                                  "nnunet": ratio(c["ref_nnunet"], c["nnunet"] + c["ref"])}
+        "dice_medseg_vs_nnunet": {n: dice(c["medseg_vs_nnunet"]) for n, c in pooled.items()},
+        "dice_vs_reference": {n: {"medseg": dice(c["medseg"]), "nnunet": dice(c["nnunet"])}
                               for n, c in pooled.items()},
-        "foreground_voxels": {n: {"medseg": c["medseg"], "nnunet": c["nnunet"]} for n, c in pooled.items()},
+        "foreground_voxels": {n: {"medseg": c["medseg"].n_pred, "nnunet": c["nnunet"].n_pred}
+                              for n, c in pooled.items()},
     }
 
 

@@ -105,28 +105,19 @@ def train_on_block(name: str, setup: tuple, work: Path, steps: int, budget: floa
     return ids, dataset, model, train_model(name, dataset, model, configuration, overrides, steps, budget, folds)
 
 
-def foreground_dice(pred: np.ndarray, ref: np.ndarray, keep: np.ndarray, values: list[int]) -> float:
-    from medseg.metrics import confusion, dice
-
-    scores = []
-    for value in values:
-        counts = confusion(pred[keep] == value, ref[keep] == value)
-        if counts.n_pred or counts.n_ref:
-            scores.append(dice(counts))
-    return float(np.mean(scores)) if scores else float("nan")
-
-
 def retention_auc(pred: np.ndarray, ref: np.ndarray, uncertainty: np.ndarray | None, values: list[int],
                   rng: np.random.Generator) -> tuple[float, list[float]]:
     """Dice of the voxels left after removing the most uncertain fraction f (random order when
     ``uncertainty`` is None); ``(area under Dice(f) / 0.5, curve)``."""
+    from medseg.metrics import mean_label_dice
+
     flat = pred.size
     order = rng.permutation(flat) if uncertainty is None else np.argsort(-uncertainty.ravel(), kind="stable")
     curve = []
     for fraction in FRACTIONS:
         keep = np.ones(flat, dtype=bool)
         keep[order[: int(round(fraction * flat))]] = False
-        curve.append(foreground_dice(pred.ravel(), ref.ravel(), keep, values))
+        curve.append(mean_label_dice(pred.ravel(), ref.ravel(), values, keep))
     return float(np.trapezoid(curve, FRACTIONS) / FRACTIONS[-1]), curve
 
 

@@ -12,7 +12,7 @@ from medseg.metrics.instance import InstanceMatch, InstanceOverlap, aggregated_j
 from medseg.metrics.instance import instance_overlap, label_instances
 from medseg.metrics.instance import lesion_metrics, match_instances
 from medseg.metrics.overlap import Confusion, accuracy, confusion, dice, iou, overlap_metrics, precision, ravd
-from medseg.metrics.overlap import recall, specificity, volume_similarity
+from medseg.metrics.overlap import mean_label_dice, recall, specificity, volume_similarity
 from medseg.metrics.summary import bootstrap_ci, summarise
 from medseg.metrics.surface import SurfaceDistances, assd, boundary_iou, directed_means, hausdorff
 from medseg.metrics.surface import hausdorff_percentile, msd, nsd, surface_distances, surface_metrics
@@ -24,7 +24,7 @@ __all__ = [
     "aggregated_jaccard",
     "assd", "binary_metrics", "bootstrap_ci", "boundary_iou", "brier_score", "case_metrics", "classes_from_labels",
     "cldice", "confusion", "convention", "dice", "directed_means", "expected_calibration_error", "hausdorff",
-    "hausdorff_percentile", "instance_metrics", "instance_overlap", "iou", "label_instances", "lesion_metrics",
-    "match_instances", "msd", "nsd", "overlap_metrics", "precision", "ravd", "recall", "reliability",
-    "specificity", "summarise", "surface_distances", "surface_metrics", "volume_similarity",
+    "hausdorff_percentile", "instance_metrics", "instance_overlap", "iou", "label_instances",
+    "lesion_metrics", "match_instances", "mean_label_dice", "msd", "nsd", "overlap_metrics", "precision", "ravd",
+    "recall", "reliability", "specificity", "summarise", "surface_distances", "surface_metrics", "volume_similarity",
 ]

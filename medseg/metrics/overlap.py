@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -112,3 +113,13 @@ _FUNCTIONS = {"dice": dice, "iou": iou, "precision": precision, "recall": recall
 def overlap_metrics(c: Confusion, keys: tuple[str, ...] | list[str] = OVERLAP_METRICS) -> dict[str, float]:
     """The requested overlap metrics of one confusion count (see ``conventions`` for empty masks)."""
     return {key: _FUNCTIONS[key](c) for key in keys}
+
+
+
+def mean_label_dice(pred_labels: np.ndarray, ref_labels: np.ndarray, values: Sequence[int],
+                    roi: np.ndarray | None = None) -> float:
+    """One number per case: the mean over the label ``values`` of the Dice between two label maps of the same
+    shape ``(*spatial)`` (within ``roi`` if given), each by ``dice``'s conventions (a value absent from both
+    counts 1, as in ``medseg evaluate``'s per-class table). NaN for no values."""
+    scores = [dice(confusion(pred_labels == value, ref_labels == value, roi)) for value in values]
+    return float(np.mean(scores)) if scores else math.nan

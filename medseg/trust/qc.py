@@ -71,13 +71,10 @@ def case_features(probabilities: np.ndarray, label_values: list[int]) -> dict[st
 
 
 def case_dice(labels: np.ndarray, reference: np.ndarray, label_values: list[int]) -> float:
-    """Mean over the foreground label values of ``medseg.metrics``' Dice of ``labels`` against ``reference`` (NaN
-    classes, e.g. both empty where the convention says so, left out; NaN if all are)."""
-    from medseg.metrics.overlap import confusion, dice
+    """``medseg.metrics.mean_label_dice`` of ``labels`` against ``reference`` over the foreground label values."""
+    from medseg.metrics import mean_label_dice
 
-    values = [dice(confusion(labels == value, reference == value)) for value in label_values if value != 0]
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else math.nan
+    return mean_label_dice(labels, reference, [value for value in label_values if value != 0])
 
 
 @dataclass(frozen=True)

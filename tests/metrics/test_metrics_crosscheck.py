@@ -237,3 +237,23 @@ def test_panoptic_quality_matches_monai():
         assert inclusive.tp - strict.tp == np.count_nonzero(inclusive.iou == 0.5)
         ties += inclusive.tp - strict.tp
     assert ties > 0, "the shapes should contain pairs of IoU exactly 0.5"
+
+
+def test_mean_label_dice_is_medpys_dice_averaged_over_the_labels_within_the_roi() -> None:
+    """The per-case number the benches and QC report: medpy's ``dc`` per label value inside the ROI, averaged;
+    a label absent from both maps counts 1 (medpy's ``dc`` gives 0 there, medseg's Dice convention 1)."""
+    rng = np.random.default_rng(5)
+    shape = (24, 28, 20)
+    reference = np.zeros(shape, dtype=np.int16)
+    reference[_blobs(rng, shape, 2.0, 0.52)] = 1
+    reference[_blobs(rng, shape, 2.0, 0.55)] = 3
+    prediction = np.where(_perturb(rng, reference == 1), 1, 0).astype(np.int16)
+    prediction[_perturb(rng, reference == 3)] = 3
+    roi = _blobs(rng, shape, 3.0, 0.45)
+    values = [1, 3, 7]  # 7: absent from both
+    expected = [medpy_metric.binary.dc(prediction[roi] == v, reference[roi] == v) for v in (1, 3)] + [1.0]
+    assert all(0.1 < e < 0.99 for e in expected[:2])  # real, imperfect overlaps
+    assert M.mean_label_dice(prediction, reference, values, roi) == pytest.approx(np.mean(expected), rel=RTOL)
+    whole = np.mean([medpy_metric.binary.dc(prediction == v, reference == v) for v in (1, 3)])
+    assert M.mean_label_dice(prediction, reference, [1, 3]) == pytest.approx(whole, rel=RTOL)
+    assert np.isnan(M.mean_label_dice(prediction, reference, []))
