@@ -69,6 +69,11 @@ def pretrain(sources: Sequence[str | Path], output: str | Path, *, configuration
     images = unlabelled_images(sources)
     plan = _pretraining_plan(sources, plans, configuration, budget_seconds, progress)
     config = plan.configurations[configuration]
+    if block is not None and (len(block) != len(config.patch_size) or min(int(b) for b in block) < 1):
+        raise MedsegError(f"mask block {'x'.join(map(str, block))} for the {len(config.patch_size)}D patch "
+                          f"{'x'.join(map(str, config.patch_size))} of {configuration}",
+                          fix=f"give one edge of at least 1 per axis, e.g. {'x'.join(['16'] * len(config.patch_size))}"
+                              " (default: the network's total stride)")
     channels = len(plan.channel_names)
     check_unlabelled(images, config, channels=channels, progress=progress)
     options = MaskedImageOptions(configuration, method, mask_ratio, list(block) if block else None)

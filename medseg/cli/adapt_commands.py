@@ -77,6 +77,17 @@ def merge(
     typer.echo(f"merged {adapted} into {merge_adapted(adapted, output)}")
 
 
+def _block_edges(text: str) -> list[int]:
+    """``"4x16x16"`` -> ``[4, 16, 16]``; anything else is one error naming the option."""
+    from medseg.errors import MedsegError
+
+    try:
+        return [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        raise MedsegError(f"--block {text!r} is not edges joined by x", fix="e.g. --block 16x16 or --block 4x16x16") \
+            from None
+
+
 def pretrain(
     sources: List[Path] = typer.Argument(..., help="Dataset folders (all their images; labels ignored) or folders "
                                                    "of images; the first one's plan is used unless --plans."),
@@ -88,6 +99,9 @@ def pretrain(
     plans: Optional[Path] = typer.Option(None, "-p", "--plans", help="plans.json to pretrain with (default: a plan "
                                                                     "of the first dataset for the budget)."),
     mask_ratio: float = typer.Option(0.6, help="Share of the blocks masked."),
+    block: Optional[str] = typer.Option(None, "--block", help="The masked block's edge per axis, e.g. 16x16 or "
+                                                               "4x16x16 (default: the network's total stride, "
+                                                               "at most half the patch)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
     seed: int = typer.Option(0, help="Random seed."),
     workers: int = typer.Option(1, help="Data-loading worker processes."),
@@ -102,6 +116,7 @@ def pretrain(
 
     result = run_pretraining(sources, output, configuration=configuration, method=method, plans=plans,
                              budget_seconds=parse_duration(budget), mask_ratio=mask_ratio, resume=resume,
+                             block=_block_edges(block) if block else None,
                              train_options={"seed": seed, "num_workers": workers, "threads": threads,
                                             "max_iterations": max_iterations,
                                             "iterations_per_epoch": iterations_per_epoch})

@@ -216,3 +216,15 @@ def test_pretrain_without_a_plan_needs_a_dataset_first(tmp_path, data):
     result = invoke("pretrain", dataset, "-c", "2d", "-o", tmp_path / "out", "--method", "jigsaw")
     assert result.exit_code == 2 and "mae" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_pretrain_masks_the_block_asked_for_and_refuses_one_of_another_dimension(data, tmp_path):
+    dataset, plans = data
+    short = ["--max-iterations", "2", "--iterations-per-epoch", "2", "--threads", "1", "--workers", "0"]
+    result = invoke("pretrain", dataset, "-c", "2d", "-p", plans, "-o", tmp_path / "b", "--block", "4x2", *short)
+    assert result.exit_code == 0, result.output
+    assert read_model_spec(tmp_path / "b").extra["pretraining"]["block"] == [4, 2]
+    for bad, said in (("4x4x4", "2D patch"), ("4xfour", "--block")):
+        result = invoke("pretrain", dataset, "-c", "2d", "-p", plans, "-o", tmp_path / "bad", "--block", bad, *short)
+        assert result.exit_code == 2 and said in result.output, result.output
+        assert not (tmp_path / "bad").exists()
