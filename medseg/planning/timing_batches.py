@@ -29,10 +29,10 @@ def write_timing_case(folder: Path, patch_size: Sequence[int], in_channels: int,
     shape = tuple(int(np.ceil(1.5 * int(p))) for p in patch_size)
     data = rng.standard_normal((int(in_channels), *shape), dtype=np.float32)
     seg = rng.integers(0, max(2, int(num_classes)), size=(1, *shape), dtype=np.int8)
-    locations = {}
-    for value in range(1, max(2, int(num_classes))):
-        found = np.argwhere(seg[0] == value).astype(np.int32)
-        locations[value] = found[rng.permutation(len(found))[:1000]]
+    drawn = rng.integers(0, seg[0].size, 4000)  # voxels to centre foreground patches on (no whole-case argwhere)
+    coordinates = np.stack(np.unravel_index(drawn, shape), 1).astype(np.int32)
+    values = seg[0].ravel()[drawn]
+    locations = {value: coordinates[values == value] for value in range(1, max(2, int(num_classes)))}
     write_case(folder, TIMING_CASE, data, seg, locations, {"spacing": [1.0] * len(shape), "shape": list(shape)})
 
 
