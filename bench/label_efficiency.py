@@ -93,7 +93,7 @@ def score(name: str, prediction: Path, cases: list[str]) -> dict:
     for case in cases:
         pred = read_image(prediction / f"{case}{ending}").array[0]
         ref = read_image(DATA / name / "labelsTr" / f"{case}{ending}").array[0]
-        per_case.append(mean_label_dice(pred, ref, values))
+        per_case.append(mean_label_dice(pred, ref, values, skip_absent=True))
     return {"dice": float(np.nanmean(per_case)), "per_case": [round(d, 4) for d in per_case]}
 
 

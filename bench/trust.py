@@ -117,7 +117,7 @@ def retention_auc(pred: np.ndarray, ref: np.ndarray, uncertainty: np.ndarray | N
     for fraction in FRACTIONS:
         keep = np.ones(flat, dtype=bool)
         keep[order[: int(round(fraction * flat))]] = False
-        curve.append(mean_label_dice(pred.ravel(), ref.ravel(), values, keep))
+        curve.append(mean_label_dice(pred.ravel(), ref.ravel(), values, keep, skip_absent=True))
     return float(np.trapezoid(curve, FRACTIONS) / FRACTIONS[-1]), curve
 
 

@@ -117,9 +117,15 @@ def overlap_metrics(c: Confusion, keys: tuple[str, ...] | list[str] = OVERLAP_ME
 
 
 def mean_label_dice(pred_labels: np.ndarray, ref_labels: np.ndarray, values: Sequence[int],
-                    roi: np.ndarray | None = None) -> float:
+                    roi: np.ndarray | None = None, *, skip_absent: bool = False) -> float:
     """One number per case: the mean over the label ``values`` of the Dice between two label maps of the same
     shape ``(*spatial)`` (within ``roi`` if given), each by ``dice``'s conventions (a value absent from both
-    counts 1, as in ``medseg evaluate``'s per-class table). NaN for no values."""
-    scores = [dice(confusion(pred_labels == value, ref_labels == value, roi)) for value in values]
+    counts 1, as in ``medseg evaluate``'s per-class table). ``skip_absent``: a value absent from both is left out
+    instead (it says nothing about the prediction; what a retention curve needs, where removing a structure
+    whole must not score 1). NaN when no value is counted."""
+    scores = []
+    for value in values:
+        counts = confusion(pred_labels == value, ref_labels == value, roi)
+        if counts.n_pred or counts.n_ref or not skip_absent:
+            scores.append(dice(counts))
     return float(np.mean(scores)) if scores else math.nan

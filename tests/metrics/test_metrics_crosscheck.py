@@ -257,3 +257,16 @@ def test_mean_label_dice_is_medpys_dice_averaged_over_the_labels_within_the_roi(
     whole = np.mean([medpy_metric.binary.dc(prediction == v, reference == v) for v in (1, 3)])
     assert M.mean_label_dice(prediction, reference, [1, 3]) == pytest.approx(whole, rel=RTOL)
     assert np.isnan(M.mean_label_dice(prediction, reference, []))
+
+
+def test_mean_label_dice_can_leave_out_the_labels_absent_from_both() -> None:
+    prediction = np.zeros((6, 6), dtype=np.int8)
+    reference = np.zeros((6, 6), dtype=np.int8)
+    prediction[1:4, 1:4], reference[2:5, 1:4] = 1, 1
+    one = medpy_metric.binary.dc(prediction == 1, reference == 1)
+    assert M.mean_label_dice(prediction, reference, [1, 2]) == pytest.approx((one + 1.0) / 2)
+    assert M.mean_label_dice(prediction, reference, [1, 2], skip_absent=True) == pytest.approx(one)
+    roi = np.zeros((6, 6), dtype=bool)
+    roi[5] = True  # neither map has a label there
+    assert np.isnan(M.mean_label_dice(prediction, reference, [1, 2], roi, skip_absent=True))
+    assert M.mean_label_dice(prediction, reference, [1, 2], roi) == 1.0
