@@ -6,6 +6,7 @@ import os
 import re
 import statistics
 import time
+from pathlib import Path
 
 from medseg.errors import MedsegError
 
@@ -93,24 +94,29 @@ def measure_step_seconds(network: dict, patch_size: list[int], batch_size: int, 
     import torch
 
     from medseg.compute import thread_candidates
+    from medseg.planning.timing_batches import timing_case
 
     threads = torch.get_num_threads()
     candidates = thread_candidates(num_workers) if device == "cpu" else [threads]
     try:
         best = float("inf")
-        for count in candidates:
-            torch.set_num_threads(count)
-            best = min(best, _time_steps(network, patch_size, batch_size, device, seconds / len(candidates),
-                                         network_name, precision, num_workers))
+        with timing_case(patch_size, network["in_channels"], network["num_classes"]) as case:
+            for count in candidates:
+                torch.set_num_threads(count)
+                best = min(best, _time_steps(network, patch_size, batch_size, device, seconds / len(candidates),
+                                             network_name, precision, num_workers, case))
         return best * (1 + EPOCH_OVERHEAD)
     finally:
         torch.set_num_threads(threads)
 
 
 def _time_steps(network: dict, patch_size: list[int], batch_size: int, device: str, seconds: float,
-                network_name: str, precision: str, num_workers: int = 1) -> float:
+                network_name: str, precision: str, num_workers: int, case: Path) -> float:
     """Median wall time of a step from the end of the one before, its batch's wait included, the batches coming
-    from ``num_workers`` loader workers augmenting beside it as in a run (``timing_batches``)."""
+    from ``num_workers`` loader workers augmenting the timing case in ``case`` beside it as in a run
+    (``timing_batches``)."""
+    import contextlib
+
     import torch
 
     from medseg.compute import build_optimizer, training_step
@@ -135,8 +141,8 @@ def _time_steps(network: dict, patch_size: list[int], batch_size: int, device: s
 
     times = []
     max_steps = 20
-    with timing_batches(patch_size, batch_size, network["in_channels"], network["num_classes"],
-                        num_workers=num_workers, num_batches=max_steps) as batches:
+    with contextlib.closing(timing_batches(case, patch_size, batch_size, num_workers=num_workers,
+                                           num_batches=max_steps)) as batches:
         deadline = time.perf_counter() + seconds
         start = time.perf_counter()
         for step, batch in enumerate(batches):

@@ -37,22 +37,20 @@ def write_timing_case(folder: Path, patch_size: Sequence[int], in_channels: int,
 
 
 @contextlib.contextmanager
-def timing_batches(patch_size: Sequence[int], batch_size: int, in_channels: int, num_classes: int, *,
-                   num_workers: int, num_batches: int, seed: int = 0) -> Iterator[Iterator[dict]]:
-    """``num_batches`` augmented batches ``{"image": (B, C, *P) float32, "label": (B, 1, *P) int8}`` from
-    ``num_workers`` loader workers (0: made in this process), as ``medseg.data.loader.PatchLoader`` gives a run;
-    the temporary cache is removed on exit."""
+def timing_case(patch_size: Sequence[int], in_channels: int, num_classes: int, seed: int = 0) -> Iterator[Path]:
+    """A temporary cache folder holding the one timing case (``write_timing_case``), removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="medseg_timing_") as folder:
+        write_timing_case(Path(folder), patch_size, in_channels, num_classes, seed)
+        yield Path(folder)
+
+
+def timing_batches(folder: Path, patch_size: Sequence[int], batch_size: int, *, num_workers: int,
+                   num_batches: int, seed: int = 0) -> Iterator[dict]:
+    """``num_batches`` augmented batches ``{"image": (B, C, *P) float32, "label": (B, 1, *P) int8}`` of the timing
+    case in ``folder`` from ``num_workers`` loader workers (0: made in this process), as
+    ``medseg.data.loader.PatchLoader`` gives a run (a generator: closing it ends the workers)."""
     from medseg.data.loader import PatchLoader
     from medseg.transforms.config import AugmentationConfig
 
-    with tempfile.TemporaryDirectory(prefix="medseg_timing_") as folder:
-        write_timing_case(Path(folder), patch_size, in_channels, num_classes, seed)
-        loader = PatchLoader(folder, patch_size, batch_size, augmentation=AugmentationConfig.for_patch(patch_size),
-                             num_workers=num_workers, seed=seed, num_batches=num_batches, progress=False)
-        batches = iter(loader)
-        try:
-            yield batches
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()  # the generator's DataLoader ends its workers
+    return iter(PatchLoader(folder, patch_size, batch_size, augmentation=AugmentationConfig.for_patch(patch_size),
+                            num_workers=num_workers, seed=seed, num_batches=num_batches, progress=False))
