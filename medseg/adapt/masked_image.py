@@ -22,6 +22,7 @@ from torch import nn
 
 from medseg.config import Configuration
 from medseg.config.train_config import record_from_dict
+from medseg.errors import MedsegError
 
 METHODS = ("mae",)  # masked-image modelling; the CLI's --method
 
@@ -57,7 +58,13 @@ def network_stride(config: Configuration) -> list[int]:
 
 
 def mask_block(config: Configuration, block: Sequence[int] | None = None) -> list[int]:
-    """The masked block's edge per axis: ``block`` or the network's total stride, at most half the patch."""
+    """The masked block's edge per axis: ``block`` or the network's total stride, at most half the patch. A
+    ``block`` of another dimension than the patch, or with an edge below 1, is one error."""
+    if block and (len(block) != len(config.patch_size) or min(int(b) for b in block) < 1):
+        raise MedsegError(f"mask block {'x'.join(map(str, block))} for the {len(config.patch_size)}D patch "
+                          f"{'x'.join(map(str, config.patch_size))} of {config.name}",
+                          fix=f"give one edge of at least 1 per axis, e.g. {'x'.join(['16'] * len(config.patch_size))}"
+                              " (default: the network's total stride)")
     chosen = list(block) if block else network_stride(config)
     return [max(1, min(int(b), int(p) // 2)) for b, p in zip(chosen, config.patch_size)]
 

@@ -69,11 +69,7 @@ def pretrain(sources: Sequence[str | Path], output: str | Path, *, configuration
     images = unlabelled_images(sources)
     plan = _pretraining_plan(sources, plans, configuration, budget_seconds, progress)
     config = plan.configurations[configuration]
-    if block is not None and (len(block) != len(config.patch_size) or min(int(b) for b in block) < 1):
-        raise MedsegError(f"mask block {'x'.join(map(str, block))} for the {len(config.patch_size)}D patch "
-                          f"{'x'.join(map(str, config.patch_size))} of {configuration}",
-                          fix=f"give one edge of at least 1 per axis, e.g. {'x'.join(['16'] * len(config.patch_size))}"
-                              " (default: the network's total stride)")
+    masked_block = mask_block(config, block)  # a block that does not fit the patch is refused before any reading
     channels = len(plan.channel_names)
     check_unlabelled(images, config, channels=channels, progress=progress)
     options = MaskedImageOptions(configuration, method, mask_ratio, list(block) if block else None)
@@ -85,7 +81,7 @@ def pretrain(sources: Sequence[str | Path], output: str | Path, *, configuration
                      WeightsCard.now(training_data=[Path(s).resolve().name for s in sources],
                                      training_cases=len(images), budget_seconds=budget_seconds),
                      {PRETRAINING: {"method": method, "mask_ratio": mask_ratio,
-                                    "block": mask_block(config, options.block), "images": len(images),
+                                    "block": masked_block, "images": len(images),
                                     "reconstruction": "the head predicts the normalised image, one output per "
                                                       "channel"}})
     _write_folder(output, spec, plan, configuration, _dataset_spec(plan, images))

@@ -77,17 +77,6 @@ def merge(
     typer.echo(f"merged {adapted} into {merge_adapted(adapted, output)}")
 
 
-def _block_edges(text: str) -> list[int]:
-    """``"4x16x16"`` -> ``[4, 16, 16]``; anything else is one error naming the option."""
-    from medseg.errors import MedsegError
-
-    try:
-        return [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        raise MedsegError(f"--block {text!r} is not edges joined by x", fix="e.g. --block 16x16 or --block 4x16x16") \
-            from None
-
-
 def pretrain(
     sources: List[Path] = typer.Argument(..., help="Dataset folders (all their images; labels ignored) or folders "
                                                    "of images; the first one's plan is used unless --plans."),
@@ -112,11 +101,13 @@ def pretrain(
     """Pretrain a plan's network on unlabelled images (no labels needed); fine-tune the result with
     medseg train DATASET -c C --init OUTPUT, or medseg adapt OUTPUT DATASET."""
     from medseg.adapt.pretrain import pretrain as run_pretraining
+    from medseg.cli.size_text import sizes_from_text
     from medseg.planning.budget import parse_duration
 
     result = run_pretraining(sources, output, configuration=configuration, method=method, plans=plans,
                              budget_seconds=parse_duration(budget), mask_ratio=mask_ratio, resume=resume,
-                             block=_block_edges(block) if block else None,
+                             block=sizes_from_text(block, "--block", shape="edges joined by x",
+                                                   example="--block 16x16 or --block 4x16x16") if block else None,
                              train_options={"seed": seed, "num_workers": workers, "threads": threads,
                                             "max_iterations": max_iterations,
                                             "iterations_per_epoch": iterations_per_epoch})

@@ -6,14 +6,10 @@ import typer
 
 
 def _parse_size(size: str) -> tuple[int, tuple[int, ...]]:
-    from medseg.errors import MedsegError
+    from medseg.cli.size_text import sizes_from_text
 
-    try:
-        values = [int(v) for v in size.lower().split("x")]
-    except ValueError:
-        values = []
-    if len(values) not in (3, 4) or min(values, default=0) < 1:
-        raise MedsegError(f"--size {size!r} is not CxYxX or CxZxYxX", fix="e.g. --size 1x128x128 or 1x64x64x64")
+    values = sizes_from_text(size, "--size", shape="CxYxX or CxZxYxX", example="--size 1x128x128 or 1x64x64x64",
+                             lengths=(3, 4))
     return values[0], tuple(values[1:])
 
 
