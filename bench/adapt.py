@@ -123,7 +123,8 @@ def random_copy(base: Path, folder: Path, seed: int) -> Path:
 
 
 def score(model: Path, test: Path, cases: list[str]) -> float:
-    """Mean over ``cases`` of the mean Dice over the foreground labels present in prediction or reference."""
+    """Mean over ``cases`` of ``medseg.metrics.mean_label_dice`` over the foreground labels (a label absent from
+    both prediction and reference counts 1, medseg's convention)."""
     from medseg.data.layout import open_dataset
     from medseg.inference import Predictor
     from medseg.metrics import mean_label_dice
